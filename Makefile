@@ -1,0 +1,48 @@
+# Every target sets itself up: a local virtual environment in .venv with the CPU build of torch
+# installed first (so pip never resolves a multi-GB CUDA torch), then the project, editable and
+# without build isolation (the native extension builds against that torch).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+STAMP := $(VENV)/.installed
+NATIVE_SOURCES := $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: demo test test-all bench lint format install clean gpu-test
+
+install: $(STAMP)
+
+$(STAMP): setup.py requirements-dev.txt $(NATIVE_SOURCES)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==$(TORCH_VERSION)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m colorizer.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not gpu" --durations=15
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+gpu-test: $(STAMP)
+	$(PY) -m pytest -q -m gpu
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks/ --benchmark-only -q
+	$(PY) -m benchmarks.report
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf build *.egg-info colorizer/_C*.so demo_out runs
