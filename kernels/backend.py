@@ -1,0 +1,119 @@
+"""The ``triton`` backend of ``colorizer.ops`` and the host-side helpers shared by the Triton ops.
+
+``make_opset()`` is what ``colorizer.ops.get_ops("triton")`` calls. It imports Triton only then, and
+raises ``KernelsUnavailable`` with one line when Triton cannot be imported, so
+``Sketch2Color(kernels="triton")`` fails clearly and the eager path keeps working.
+
+Devices:
+- CUDA tensors run the Triton kernels.
+- CPU tensors run the same kernels in Triton's interpreter when ``TRITON_INTERPRET=1`` was set before
+  Triton was imported (that is how the tests run; slow, for correctness only).
+- CPU tensors without the interpreter fall back to the pure-torch reference
+  (``colorizer.ops.reference``) with a one-time warning: a model switched to ``triton`` still runs on
+  the CPU, with the eager math. Nothing else falls back silently.
+
+Everything here is import-light: importing this module does not import Triton.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import torch
+
+from colorizer.kernels.tuning import interpreting
+from colorizer.ops import KernelsUnavailable, reference
+
+OP_LIBRARY = "colorizer_triton"  # torch.library namespace of the ops (torch.ops.colorizer_triton.*)
+
+_POISON = False
+_WARNED_FALLBACK = False
+
+
+def make_opset() -> dict:
+    """Op name -> callable with the signatures of ``colorizer.ops.reference``."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as exc:
+        raise KernelsUnavailable(
+            f"kernels='triton' needs the triton package, which cannot be imported ({exc}); "
+            "install it (pip install triton) or use kernels='eager'"
+        ) from exc
+    from colorizer.kernels.attention_gate import attention_gate
+    from colorizer.kernels.group_norm_act import group_norm_act
+    from colorizer.kernels.noise_inject import noise_inject
+    from colorizer.kernels.weight_standardize import weight_standardize
+
+    return {
+        "weight_standardize": weight_standardize,
+        "group_norm_act": group_norm_act,
+        "noise_inject": noise_inject,
+        "attention_gate": attention_gate,
+    }
+
+
+def use_triton(x: torch.Tensor) -> bool:
+    """Whether an op on ``x`` runs the Triton kernels (CUDA, or CPU under the interpreter); False
+    means the caller uses the reference (a one-time warning says so)."""
+    global _WARNED_FALLBACK
+    if x.is_cuda or (interpreting() and x.device.type == "cpu"):
+        return True
+    if not _WARNED_FALLBACK:
+        _WARNED_FALLBACK = True
+        warnings.warn(
+            f"colorizer triton kernels: {x.device.type} tensors run the pure-torch reference "
+            "(Triton needs CUDA, or TRITON_INTERPRET=1 for the CPU interpreter)",
+            stacklevel=3,
+        )
+    return False
+
+
+@contextlib.contextmanager
+def poisoned_outputs(enabled: bool = True):
+    """Fill every buffer the launchers allocate with NaN before the kernels write it (a test aid:
+    an element a kernel forgets to write then shows up as NaN)."""
+    global _POISON
+    previous, _POISON = _POISON, enabled
+    try:
+        yield
+    finally:
+        _POISON = previous
+
+
+def new_empty(shape, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """torch.empty, or NaN-filled under ``poisoned_outputs()``."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if _POISON and out.is_floating_point():
+        out.fill_(float("nan"))
+    return out
+
+
+def new_empty_like(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """torch.empty_like keeping x's memory format (NCHW or channels_last), NaN under poisoning."""
+    out = torch.empty_like(x, dtype=dtype)
+    if _POISON and out.is_floating_point():
+        out.fill_(float("nan"))
+    return out
+
+
+def flat_spatial(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """View a 4-D (N, C, H, W) tensor as (N, C, H*W) by strides, without copying when H and W can be
+    merged (contiguous NCHW, channels_last, and broadcast views with zero strides can).
+
+    Returns (tensor, stride_n, stride_c, stride_hw) in elements; the tensor is a contiguous copy only
+    when H and W cannot be merged.
+    """
+    n, c, h, w = t.shape
+    if h == 1:
+        s_hw = t.stride(3)
+    elif w == 1 or t.stride(2) == w * t.stride(3):
+        s_hw = t.stride(3) if w > 1 else t.stride(2)
+    else:
+        t = t.contiguous()
+        s_hw = 1
+    return t, t.stride(0), t.stride(1), s_hw
+
+
+def reference_op(name: str):
+    return getattr(reference, name)

@@ -1,0 +1,181 @@
+"""Block-size heuristics for every Triton op in colorizer.kernels, in one place.
+
+Pure Python (no Triton import), so the launchers and the benchmark can ask for a tiling without
+compiling anything.
+
+Every op tiles its tensor into programs of about ``tile_elements()`` elements and splits reductions
+across programs at the grid level (fp32 partials, combined in a fixed order), so no kernel has a loop
+whose bound is a runtime argument (such loops break the interpreter of triton 3.6 with numpy >= 2.4,
+triton issue 9171). Two regimes:
+
+- CUDA: about 4096 elements per program for split passes and up to 16384 for a group that is
+  normalised in one program (one read of x instead of two). These are starting points chosen from the
+  usual Triton rule of 16 to 32 fp32 values per thread; they are not yet tuned on a GPU (no GPU was
+  available when they were written: ``benchmarks/gpu_kernels.py`` is the tool to tune them).
+- Interpreter (``TRITON_INTERPRET=1``): each program runs one after another in Python at about 1 ms of
+  overhead, so the tiles are made as large as possible and the grids as small as possible.
+
+Tests force the split-reduction path at tiny shapes with ``block_size=`` (elements per program).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+SPLIT_TILE_CUDA = 4096
+FUSED_TILE_CUDA = 16384
+TILE_INTERPRETER = 1 << 16
+MAX_SPLITS = 4096  # partials per group; far above any generator shape (256x256 needs 32)
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels in its CPU interpreter (TRITON_INTERPRET=1 at import time)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def next_power_of_2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def split_tile(block_size: int | None = None) -> int:
+    """Elements per program of a split (multi-program) pass."""
+    if block_size is not None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        return next_power_of_2(block_size)
+    return TILE_INTERPRETER if interpreting() else SPLIT_TILE_CUDA
+
+
+def fused_tile(block_size: int | None = None) -> int:
+    """Largest group (elements) normalised by one program in a single pass."""
+    if block_size is not None:
+        return split_tile(block_size)
+    return TILE_INTERPRETER if interpreting() else FUSED_TILE_CUDA
+
+
+def num_warps_for(tile: int) -> int:
+    """16 to 32 values per thread; 1 to 16 warps."""
+    return max(1, min(16, tile // 512))
+
+
+@dataclass(frozen=True)
+class GroupTiling:
+    """How a (N, G groups x CG channels, HW) tensor is tiled: programs of
+    [block_g groups, block_cg channels, block_hw pixels]; ``splits`` programs share one group when the
+    group does not fit one program (then block_g == 1)."""
+
+    block_g: int
+    block_cg: int
+    block_hw: int
+    group_blocks: int  # programs along the groups axis per sample: cdiv(G, block_g)
+    splits: int  # programs along HW per group
+    splits_pad: int  # next power of 2 of splits (a block size for the partials)
+    num_warps: int
+
+    @property
+    def fused(self) -> bool:
+        return self.splits == 1
+
+
+def group_tiling(groups: int, channels_per_group: int, hw: int, block_size: int | None = None) -> GroupTiling:
+    """Tiling of a group-normalised tensor. A group of at most ``fused_tile`` elements is held by one
+    program (one pass over x); a larger one is split along HW into chunks of ``split_tile`` elements.
+    Programs then take as many groups as fit the default tile (several small groups per program).
+
+    block_size caps the elements of ONE group in one program (tests use a tiny one to force the
+    split path); the packing of groups into programs keeps the default tile.
+    """
+    block_cg = next_power_of_2(channels_per_group)
+    block_hw = next_power_of_2(hw)
+    if block_cg * block_hw > fused_tile(block_size):
+        block_hw = max(1, min(block_hw, split_tile(block_size) // block_cg))
+    splits = cdiv(hw, block_hw)
+    if splits > MAX_SPLITS:
+        raise ValueError(f"a group of {channels_per_group} x {hw} needs {splits} partials (> {MAX_SPLITS}); raise block_size")
+    tile = fused_tile() if splits == 1 else split_tile()
+    block_g = max(1, min(next_power_of_2(groups), tile // (block_cg * block_hw)))
+    return GroupTiling(
+        block_g=block_g,
+        block_cg=block_cg,
+        block_hw=block_hw,
+        group_blocks=cdiv(groups, block_g),
+        splits=splits,
+        splits_pad=next_power_of_2(splits),
+        num_warps=num_warps_for(block_g * block_cg * block_hw),
+    )
+
+
+def all_groups_tiling(groups: int, channels_per_group: int, hw: int, block_size: int | None = None) -> GroupTiling:
+    """Tiling where every program holds all channels of a sample (for a reduction over channels, as
+    the attention gate's 1-channel projection) and a chunk of pixels: [groups, channels per group,
+    block_hw]. block_size caps the elements of one group in one program, as in ``group_tiling``."""
+    block_g = next_power_of_2(groups)
+    block_cg = next_power_of_2(channels_per_group)
+    tile = split_tile() if block_size is None else split_tile(block_size) * block_g
+    block_hw = max(1, min(next_power_of_2(hw), tile // (block_g * block_cg)))
+    splits = cdiv(hw, block_hw)
+    if splits > MAX_SPLITS:
+        raise ValueError(f"{hw} pixels need {splits} partials (> {MAX_SPLITS}); raise block_size")
+    return GroupTiling(
+        block_g=block_g,
+        block_cg=block_cg,
+        block_hw=block_hw,
+        group_blocks=1,
+        splits=splits,
+        splits_pad=next_power_of_2(splits),
+        num_warps=num_warps_for(block_g * block_cg * block_hw),
+    )
+
+
+@dataclass(frozen=True)
+class ChannelTiling:
+    """Elementwise tiling of (N, C, HW) into [block_c, block_hw] programs."""
+
+    block_c: int
+    block_hw: int
+    channel_blocks: int
+    hw_blocks: int
+    num_warps: int
+
+
+def channel_tiling(channels: int, hw: int, block_size: int | None = None) -> ChannelTiling:
+    tile = split_tile(block_size)
+    block_hw = min(next_power_of_2(hw), tile)
+    block_c = max(1, min(next_power_of_2(channels), tile // block_hw))
+    return ChannelTiling(
+        block_c=block_c,
+        block_hw=block_hw,
+        channel_blocks=cdiv(channels, block_c),
+        hw_blocks=cdiv(hw, block_hw),
+        num_warps=num_warps_for(block_c * block_hw),
+    )
+
+
+@dataclass(frozen=True)
+class RowTiling:
+    """Tiling of a (rows, K) matrix reduced along K: programs of [block_r, block_k], each looping
+    over ``k_chunks`` chunks of K (a compile-time count)."""
+
+    block_r: int
+    block_k: int
+    k_chunks: int
+    row_blocks: int
+    num_warps: int
+
+
+def row_tiling(rows: int, k: int, block_size: int | None = None) -> RowTiling:
+    tile = split_tile(block_size)
+    block_k = min(next_power_of_2(k), tile)
+    block_r = max(1, min(next_power_of_2(rows), tile // block_k))
+    return RowTiling(
+        block_r=block_r,
+        block_k=block_k,
+        k_chunks=cdiv(k, block_k),
+        row_blocks=cdiv(rows, block_r),
+        num_warps=num_warps_for(block_r * block_k),
+    )
