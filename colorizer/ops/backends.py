@@ -78,4 +78,6 @@ def available_backends() -> dict[str, str]:
             status[name] = "ok"
         except KernelsUnavailable as exc:
             status[name] = str(exc)
+        except Exception as exc:  # a diagnostics listing must not die on one broken backend
+            status[name] = f"broken: {type(exc).__name__}: {exc}"
     return status
