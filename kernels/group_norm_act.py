@@ -30,14 +30,15 @@ Dtypes: x, residual, noise and dy in fp32, bf16 or fp16 (each may differ); all a
 dx, dresidual in the dtype of x resp. residual; parameter gradients in the parameter's dtype.
 """
 
+# ruff: noqa: N803 (Triton convention: pointer and constexpr arguments in capitals)
 from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
-
 from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
 from colorizer.kernels.tuning import group_tiling
+
 from colorizer.ops import reference
 
 ACT_CODES = {None: 0, "none": 0, "relu": 1, "leaky_relu": 2}
@@ -66,9 +67,7 @@ def _group_tile(pid, s, G, CG, HW, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr
 
 
 @triton.jit
-def _combine_group_stats(
-    PMEAN, PM2, row, row_mask, CG, HW, SPLITS, BLOCK_HW: tl.constexpr, SPLITS_PAD: tl.constexpr
-):
+def _combine_group_stats(PMEAN, PM2, row, row_mask, CG, HW, SPLITS, BLOCK_HW: tl.constexpr, SPLITS_PAD: tl.constexpr):
     """Mean and biased variance of each group in ``row`` [R] from its SPLITS chunk partials.
 
     PMEAN, PM2: fp32 (rows, SPLITS), the mean and sum of squared deviations of each chunk; chunk k
@@ -459,7 +458,9 @@ def _(dy, x, weight, bias, residual, noise_weight, noise, mean, rstd, groups, ac
 class GroupNormActFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size):
-        y, mean, rstd = group_norm_act_forward(x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size)
+        y, mean, rstd = group_norm_act_forward(
+            x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size
+        )
         ctx.save_for_backward(x, weight, bias, residual, noise_weight, noise, mean, rstd)
         ctx.groups, ctx.act, ctx.block_size = groups, act, block_size
         return y

@@ -96,7 +96,9 @@ def group_tiling(groups: int, channels_per_group: int, hw: int, block_size: int 
         block_hw = max(1, min(block_hw, split_tile(block_size) // block_cg))
     splits = cdiv(hw, block_hw)
     if splits > MAX_SPLITS:
-        raise ValueError(f"a group of {channels_per_group} x {hw} needs {splits} partials (> {MAX_SPLITS}); raise block_size")
+        raise ValueError(
+            f"a group of {channels_per_group} x {hw} needs {splits} partials (> {MAX_SPLITS}); raise block_size"
+        )
     tile = fused_tile() if splits == 1 else split_tile()
     block_g = max(1, min(next_power_of_2(groups), tile // (block_cg * block_hw)))
     return GroupTiling(
@@ -144,9 +146,10 @@ class ChannelTiling:
 
 
 def channel_tiling(channels: int, hw: int, block_size: int | None = None) -> ChannelTiling:
-    tile = split_tile(block_size)
-    block_hw = min(next_power_of_2(hw), tile)
-    block_c = max(1, min(next_power_of_2(channels), tile // block_hw))
+    """block_size caps the pixels per program (tests use a small one to get several partials along
+    H*W); the channels then fill the default tile."""
+    block_hw = min(next_power_of_2(hw), split_tile(block_size))
+    block_c = max(1, min(next_power_of_2(channels), split_tile() // block_hw))
     return ChannelTiling(
         block_c=block_c,
         block_hw=block_hw,
@@ -169,9 +172,10 @@ class RowTiling:
 
 
 def row_tiling(rows: int, k: int, block_size: int | None = None) -> RowTiling:
-    tile = split_tile(block_size)
-    block_k = min(next_power_of_2(k), tile)
-    block_r = max(1, min(next_power_of_2(rows), tile // block_k))
+    """block_size caps the columns per chunk (tests use a small one to get several chunks per row);
+    the rows then fill the default tile."""
+    block_k = min(next_power_of_2(k), split_tile(block_size))
+    block_r = max(1, min(next_power_of_2(rows), split_tile() // block_k))
     return RowTiling(
         block_r=block_r,
         block_k=block_k,
