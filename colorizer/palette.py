@@ -293,20 +293,30 @@ class _FlatStep:
     """Adapts a flat ``(B, P, 3) x (B, K, 3)`` step (Triton, native) to the grouped call of _TorchStep.
 
     broadcast: the step accepts fewer point rows than center rows (restarts share their image's
-    pixels); otherwise the pixels are repeated per restart. Weights are not part of the flat
-    contract, so these steps run on the full pixel set.
+    pixels, and integer pixels are passed as uint8); otherwise the float pixels are repeated per
+    restart. Weights are not part of the flat contract, so these steps run on the full pixel set.
     """
 
     def __init__(self, fn: Callable, points: torch.Tensor, broadcast: bool):
-        self.fn, self.points, self.broadcast = fn, points, broadcast
+        self.fn, self.broadcast = fn, broadcast
+        if (
+            broadcast
+            and bool((points == points.round()).all())
+            and 0 <= float(points.min()) <= float(points.max()) < 256
+        ):
+            points = points.to(torch.uint8)
+        self.points = points
 
     def __call__(self, sel, centers, need_labels=False):
-        img, _ = sel
+        img, rst = sel
         n, r, k, _ = centers.shape
         pts = _take(self.points, img)
-        if not self.broadcast and r > 1:
-            pts = pts.repeat_interleave(r, dim=0)
-        labels, sums, counts, sse = self.fn(pts.contiguous(), centers.reshape(n * r, k, 3).float().contiguous())
+        cen = centers.reshape(n * r, k, 3).float().contiguous()
+        if self.broadcast:
+            labels, sums, counts, sse = self.fn(pts, cen, with_labels=need_labels)
+        else:
+            pts = pts.repeat_interleave(r, dim=0) if r > 1 else pts
+            labels, sums, counts, sse = self.fn(pts.contiguous(), cen)
         return (
             labels.view(n, r, -1).long() if need_labels else None,
             sums.view(n, r, k, 3).float(),

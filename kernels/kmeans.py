@@ -1,0 +1,160 @@
+"""The K-means Lloyd step as one Triton kernel: nearest center, per-cluster sums and counts, SSE.
+
+The contract is ``colorizer.palette.assign_accumulate`` (the pure-torch oracle): for points
+(Bp, P, 3) and centers (B, K, 3) with B a multiple of Bp (center row b clusters points row
+b // (B // Bp), so the restarts of one image read the same pixels), return
+
+    labels (B, P) int32   index of the nearest center by sum_c (x_c - c_c)^2 in fp32, ties -> lowest
+    sums   (B, K, 3) fp32 sum of the points labeled k
+    counts (B, K) fp32    number of points labeled k
+    sse    (B,) fp32      sum over points of the squared distance to the nearest center
+
+Layout: program (b, s) takes center row b (all K centers in registers, K padded to a power of 2) and
+the s-th chunk of BLOCK_P points of its image, computes the [BLOCK_P, BLOCK_K] distance tile, the
+argmin and the per-cluster partial sums of the chunk, and writes them to a partials buffer
+(B, S, 5, BLOCK_K): sum x0, x1, x2, count, and the chunk's SSE in slot 4 (column 0). The launcher
+adds the S partials with one torch ``sum`` over a fixed shape, so the result is deterministic (no
+float atomics) and independent of scheduling. Distances are computed as differences (not the
+|x|^2 - 2 x.c + |c|^2 expansion), so labels match the oracle bit for bit in practice.
+
+Points may be uint8 (the downscaled pixels: 3 bytes per pixel read) or fp32.
+Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests; slow, small shapes only).
+"""
+
+# ruff: noqa: N803 (Triton convention: pointer and constexpr arguments in capitals)
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from colorizer.kernels.tuning import cdiv, interpreting, next_power_of_2
+
+from colorizer.errors import MissingDependencyError
+
+# Points per program. On CUDA 1024 points x 16 (padded) centers is 16K fp32 distances per program:
+# 64 per thread at 8 warps, the usual register budget. Untuned (no GPU when written). The interpreter
+# pays ~1 ms per program, so it gets big tiles.
+BLOCK_P_CUDA = 1024
+BLOCK_P_INTERPRETER = 4096
+
+
+@triton.jit
+def _kmeans_assign_accumulate_kernel(
+    X,  # points (Bp, P, 3), uint8 or fp32, strides (sxb, sxp, sxc)
+    C,  # centers fp32 (B, K, 3), contiguous
+    LABELS,  # int32 (B, P), written when WRITE_LABELS
+    PART,  # fp32 (B, S, 5, BLOCK_K) chunk partials: sums x0, x1, x2, counts, sse (slot 4, column 0)
+    P,
+    K,
+    S,
+    REPEAT,  # B // Bp: center rows per points row
+    sxb,
+    sxp,
+    sxc,
+    BLOCK_P: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    WRITE_LABELS: tl.constexpr,
+):
+    b = tl.program_id(0)
+    s = tl.program_id(1)
+    pb = b // REPEAT
+    offs_p = s * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_k = tl.arange(0, BLOCK_K)
+    pmask = offs_p < P
+    kmask = offs_k < K
+
+    xbase = X + pb.to(tl.int64) * sxb + offs_p.to(tl.int64) * sxp
+    x0 = tl.load(xbase, mask=pmask, other=0).to(tl.float32)
+    x1 = tl.load(xbase + sxc, mask=pmask, other=0).to(tl.float32)
+    x2 = tl.load(xbase + 2 * sxc, mask=pmask, other=0).to(tl.float32)
+    cbase = C + b.to(tl.int64) * K * 3 + offs_k * 3
+    c0 = tl.load(cbase, mask=kmask, other=0.0)
+    c1 = tl.load(cbase + 1, mask=kmask, other=0.0)
+    c2 = tl.load(cbase + 2, mask=kmask, other=0.0)
+
+    d0 = x0[:, None] - c0[None, :]
+    d1 = x1[:, None] - c1[None, :]
+    d2 = x2[:, None] - c2[None, :]
+    d = d0 * d0 + d1 * d1 + d2 * d2  # [BLOCK_P, BLOCK_K]
+    d = tl.where(kmask[None, :], d, float("inf"))
+    best = tl.min(d, axis=1)
+    # Lowest index among the minima: the oracle's tie rule, independent of argmin's implementation.
+    cand = tl.where(d == best[:, None], offs_k[None, :], BLOCK_K)
+    label = tl.min(cand, axis=1)
+    if WRITE_LABELS:
+        tl.store(LABELS + b.to(tl.int64) * P + offs_p, label, mask=pmask)
+
+    onehot = ((label[:, None] == offs_k[None, :]) & pmask[:, None]).to(tl.float32)
+    pbase = PART + (b.to(tl.int64) * S + s) * 5 * BLOCK_K + offs_k
+    tl.store(pbase, tl.sum(onehot * x0[:, None], axis=0))
+    tl.store(pbase + BLOCK_K, tl.sum(onehot * x1[:, None], axis=0))
+    tl.store(pbase + 2 * BLOCK_K, tl.sum(onehot * x2[:, None], axis=0))
+    tl.store(pbase + 3 * BLOCK_K, tl.sum(onehot, axis=0))
+    sse = tl.sum(tl.where(pmask, best, 0.0), axis=0)
+    tl.store(pbase + 4 * BLOCK_K, tl.where(offs_k == 0, sse, 0.0))
+
+
+def kmeans_assign_accumulate(
+    points: torch.Tensor, centers: torch.Tensor, with_labels: bool = True, block_p: int | None = None
+):
+    """Launch the fused Lloyd step; see the module docstring for the contract.
+
+    Args:
+        points: (Bp, P, 3) uint8 or float32 (any strides), CUDA, or CPU under TRITON_INTERPRET=1.
+        centers: float32 (B, K, 3), B a multiple of Bp.
+        with_labels: also write the labels (skip it when only sums/counts/SSE are needed: it is
+            the largest output). Without them ``labels`` is None.
+        block_p: points per program (tests use small values to exercise several chunks).
+
+    Returns:
+        labels int32 (B, P) or None, sums fp32 (B, K, 3), counts fp32 (B, K), sse fp32 (B,).
+    """
+    if points.dim() != 3 or points.shape[-1] != 3 or centers.dim() != 3 or centers.shape[-1] != 3:
+        raise ValueError(f"points (Bp, P, 3) and centers (B, K, 3) expected, got {points.shape} and {centers.shape}")
+    if centers.shape[0] % points.shape[0] != 0:
+        raise ValueError(f"centers rows {centers.shape[0]} must be a multiple of points rows {points.shape[0]}")
+    if points.device != centers.device:
+        raise ValueError(f"points on {points.device}, centers on {centers.device}")
+    if not (points.is_cuda or (interpreting() and points.device.type == "cpu")):
+        raise MissingDependencyError(
+            "the Triton K-means kernel needs a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
+        )
+    if points.dtype not in (torch.uint8, torch.float32):
+        points = points.float()
+    centers = centers.float().contiguous()
+    bp, p, _ = points.shape
+    b, k, _ = centers.shape
+    block_k = max(2, next_power_of_2(k))
+    block_p = next_power_of_2(block_p or (BLOCK_P_INTERPRETER if interpreting() else BLOCK_P_CUDA))
+    # Keep the [BLOCK_P, BLOCK_K] tile at most 16K elements on CUDA as K grows.
+    if not interpreting():
+        block_p = max(16, min(block_p, 16384 // block_k))
+    s = max(1, cdiv(p, block_p))
+    dev = points.device
+    labels = torch.empty(b, p, dtype=torch.int32, device=dev) if with_labels else None
+    part = torch.empty(b, s, 5, block_k, dtype=torch.float32, device=dev)
+    if b > 0 and p > 0:
+        _kmeans_assign_accumulate_kernel[(b, s)](
+            points,
+            centers,
+            labels if with_labels else part,  # any valid pointer; not written
+            part,
+            p,
+            k,
+            s,
+            b // bp,
+            points.stride(0),
+            points.stride(1),
+            points.stride(2),
+            BLOCK_P=block_p,
+            BLOCK_K=block_k,
+            WRITE_LABELS=with_labels,
+            num_warps=8 if block_p >= 1024 else 4,
+        )
+        total = part.sum(dim=1)  # (B, 5, BLOCK_K), a fixed-shape reduction: deterministic
+    else:
+        total = torch.zeros(b, 5, block_k, device=dev)
+    sums = total[:, :3, :k].transpose(1, 2).contiguous()
+    counts = total[:, 3, :k].contiguous()
+    sse = total[:, 4, 0].contiguous()
+    return labels, sums, counts, sse
