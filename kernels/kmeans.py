@@ -17,7 +17,9 @@ adds the S partials with one torch ``sum`` over a fixed shape, so the result is 
 float atomics) and independent of scheduling. Distances are computed as differences (not the
 |x|^2 - 2 x.c + |c|^2 expansion), so labels match the oracle bit for bit in practice.
 
-Points may be uint8 (the downscaled pixels: 3 bytes per pixel read) or fp32.
+Points may be uint8 (the downscaled pixels: 3 bytes per pixel read) or fp32. Optional per-point
+weights (multiplicities of de-duplicated colors) scale each point's contribution to sums, counts
+and SSE; that extension is used by ``colorizer.palette`` and is not part of the shared contract.
 Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests; slow, small shapes only).
 """
 
@@ -44,6 +46,7 @@ def _kmeans_assign_accumulate_kernel(
     C,  # centers fp32 (B, K, 3), contiguous
     LABELS,  # int32 (B, P), written when WRITE_LABELS
     PART,  # fp32 (B, S, 5, BLOCK_K) chunk partials: sums x0, x1, x2, counts, sse (slot 4, column 0)
+    W,  # fp32 (Bp, P) point weights (multiplicities), contiguous; read when HAS_WEIGHTS
     P,
     K,
     S,
@@ -54,6 +57,7 @@ def _kmeans_assign_accumulate_kernel(
     BLOCK_P: tl.constexpr,
     BLOCK_K: tl.constexpr,
     WRITE_LABELS: tl.constexpr,
+    HAS_WEIGHTS: tl.constexpr,
 ):
     b = tl.program_id(0)
     s = tl.program_id(1)
@@ -85,6 +89,10 @@ def _kmeans_assign_accumulate_kernel(
         tl.store(LABELS + b.to(tl.int64) * P + offs_p, label, mask=pmask)
 
     onehot = ((label[:, None] == offs_k[None, :]) & pmask[:, None]).to(tl.float32)
+    if HAS_WEIGHTS:
+        w = tl.load(W + pb.to(tl.int64) * P + offs_p, mask=pmask, other=0.0)
+        onehot = onehot * w[:, None]
+        best = best * w
     pbase = PART + (b.to(tl.int64) * S + s) * 5 * BLOCK_K + offs_k
     tl.store(pbase, tl.sum(onehot * x0[:, None], axis=0))
     tl.store(pbase + BLOCK_K, tl.sum(onehot * x1[:, None], axis=0))
@@ -95,7 +103,11 @@ def _kmeans_assign_accumulate_kernel(
 
 
 def kmeans_assign_accumulate(
-    points: torch.Tensor, centers: torch.Tensor, with_labels: bool = True, block_p: int | None = None
+    points: torch.Tensor,
+    centers: torch.Tensor,
+    with_labels: bool = True,
+    block_p: int | None = None,
+    weights: torch.Tensor | None = None,
 ):
     """Launch the fused Lloyd step; see the module docstring for the contract.
 
@@ -105,6 +117,8 @@ def kmeans_assign_accumulate(
         with_labels: also write the labels (skip it when only sums/counts/SSE are needed: it is
             the largest output). Without them ``labels`` is None.
         block_p: points per program (tests use small values to exercise several chunks).
+        weights: optional fp32 (Bp, P) point multiplicities (de-duplicated colors; 0 = padding):
+            sums, counts and SSE count each point with its weight. Not part of the shared contract.
 
     Returns:
         labels int32 (B, P) or None, sums fp32 (B, K, 3), counts fp32 (B, K), sse fp32 (B,).
@@ -123,6 +137,10 @@ def kmeans_assign_accumulate(
         points = points.float()
     centers = centers.float().contiguous()
     bp, p, _ = points.shape
+    if weights is not None:
+        if weights.shape != (bp, p):
+            raise ValueError(f"weights must be (Bp, P) = {(bp, p)}, got {tuple(weights.shape)}")
+        weights = weights.float().contiguous()
     b, k, _ = centers.shape
     block_k = max(2, next_power_of_2(k))
     block_p = next_power_of_2(block_p or (BLOCK_P_INTERPRETER if interpreting() else BLOCK_P_CUDA))
@@ -139,6 +157,7 @@ def kmeans_assign_accumulate(
             centers,
             labels if with_labels else part,  # any valid pointer; not written
             part,
+            weights if weights is not None else part,  # any valid pointer; not read
             p,
             k,
             s,
@@ -149,6 +168,7 @@ def kmeans_assign_accumulate(
             BLOCK_P=block_p,
             BLOCK_K=block_k,
             WRITE_LABELS=with_labels,
+            HAS_WEIGHTS=weights is not None,
             num_warps=8 if block_p >= 1024 else 4,
         )
         total = part.sum(dim=1)  # (B, 5, BLOCK_K), a fixed-shape reduction: deterministic
