@@ -366,3 +366,19 @@ def test_build_dataset_and_collate(pair_root):
     assert batch["index"].tolist() == [0, 3] and batch["skipped"].dtype == torch.int64
     with pytest.raises(ValueError, match="different keys"):
         collate([ds[0], {"color": ds[0]["color"], "index": 1, "skipped": 0}])
+
+
+def test_find_images_follows_links_once_and_skips_hidden(tmp_path):
+    from colorizer.data import find_images
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    for p in (root / "b.png", root / "sub" / "a.JPG", root / ".cache" / "x.png", root / ".hidden.png"):
+        p.write_bytes(b"x")
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)  # a cycle
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "c.webp").write_bytes(b"x")
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    names = [p.relative_to(root).as_posix() for p in find_images(root)]
+    assert names == ["b.png", "linked/c.webp", "sub/a.JPG"]

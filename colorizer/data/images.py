@@ -56,7 +56,15 @@ def find_images(root: str | os.PathLike) -> list[Path]:
     Hidden files and folders (names starting with '.') are ignored.
     """
     found = []
+    seen = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        # Symlinked folders are followed (data sets are often linked in), each real folder once,
+        # so a link cycle cannot loop forever.
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and is_image_file(name):
@@ -108,8 +116,11 @@ def _decode(source, name: str, min_size: int | None, max_pixels: int | None) -> 
                         "(possible decompression bomb)"
                     )
                 img.seek(0)
-                img = ImageOps.exif_transpose(img)
                 img.load()
+                try:
+                    img = ImageOps.exif_transpose(img)
+                except Exception:  # noqa: BLE001 - a damaged EXIF block only loses the orientation
+                    pass
                 rgb = _to_rgb(img)
     except ImageError:
         raise
