@@ -1,0 +1,148 @@
+"""``colorizer-export``: export a Sketch2Color checkpoint to ONNX / TensorRT / a Triton repository.
+
+    colorizer-export --checkpoint G.pth --onnx model.onnx [--noise seeded|zero|input] [--opset 18]
+    colorizer-export --checkpoint G.pth --trt model.plan --precision fp16 --batch 1:4:8 --size 256:512:1024
+    colorizer-export --checkpoint G.pth --onnx model.onnx --triton-repo models/
+    colorizer-export --formats
+
+Every artifact passes its parity gate before it is written (see colorizer.export.verify); on any
+error the command prints one line, exits non-zero (2 for bad input or a missing dependency, 3 for a
+failed parity gate) and leaves no file behind. A thin layer over the library functions
+``export_onnx``, ``build_engine`` and ``write_triton_repo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+from colorizer.export.artifact import check_output_folder, check_output_path
+from colorizer.export.formats import formats_table
+from colorizer.export.onnx_export import (
+    DEFAULT_OPSET,
+    NOISE_MODES,
+    check_noise_mode,
+    check_opset,
+    export_onnx,
+    load_checkpoint,
+)
+from colorizer.export.tensorrt import PRECISIONS, ShapeRange, check_size_range, tensorrt_missing
+
+from colorizer.errors import ConfigError, run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="colorizer-export",
+        description="Export a Sketch2Color generator to ONNX, TensorRT and a Triton model repository.",
+    )
+    p.add_argument("--checkpoint", help="generator checkpoint: the reference's {'netG': ...} .pth or ours")
+    p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX model here")
+    p.add_argument("--trt", metavar="OUT.plan", help="build a TensorRT engine here (needs TensorRT and a GPU)")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp16", help="TensorRT precision")
+    p.add_argument("--batch", default="1:1:8", help="batch MIN:OPT:MAX (TensorRT profile, Triton max batch)")
+    p.add_argument("--size", default="256:512:1024", help="image side MIN:OPT:MAX, multiples of 128 (TensorRT)")
+    p.add_argument("--noise", choices=NOISE_MODES, default="seeded", help="how the graph gets its noise")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--triton-repo", metavar="DIR", help="write a Triton Inference Server model repository")
+    p.add_argument("--timing-cache", help="TensorRT timing cache file (default: timing.cache next to the plan)")
+    p.add_argument("--formats", action="store_true", help="print the export formats table and exit")
+    return p
+
+
+def _validate(args) -> tuple[ShapeRange, ShapeRange]:
+    if not (args.onnx or args.trt or args.triton_repo):
+        raise ConfigError("nothing to do: give --onnx, --trt and/or --triton-repo")
+    if not args.checkpoint:
+        raise ConfigError("--checkpoint is required")
+    check_noise_mode(args.noise)
+    check_opset(args.opset)
+    batch = ShapeRange.parse(args.batch, "batch")
+    size = ShapeRange.parse(args.size, "size")
+    check_size_range(size)
+    if args.onnx:
+        check_output_path(args.onnx, "ONNX file")
+        if not args.onnx.lower().endswith(".onnx"):
+            raise ConfigError(f"--onnx needs a .onnx file name, got {args.onnx}")
+    if args.trt:
+        check_output_path(args.trt, "TensorRT plan")
+        missing = tensorrt_missing()
+        if missing:  # before any work, so nothing is written
+            raise _missing(missing)
+    if args.triton_repo:
+        check_output_folder(args.triton_repo, "Triton model repository")
+    return batch, size
+
+
+def _missing(message: str):
+    from colorizer.errors import MissingDependencyError
+
+    return MissingDependencyError(f"--trt: {message}")
+
+
+def _print_report(report) -> None:
+    if report is not None:
+        print(report.format(), file=sys.stderr)
+
+
+def run(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.formats:
+        print(formats_table())
+        return 0
+    batch, size = _validate(args)
+    model, sha256 = load_checkpoint(args.checkpoint)
+    from colorizer.export.verify import ParityError
+
+    with tempfile.TemporaryDirectory(prefix="colorizer-export-") as scratch:
+        onnx_path = args.onnx or os.path.join(scratch, "model.onnx")
+        try:
+            result = export_onnx(model, onnx_path, noise=args.noise, opset=args.opset, source_sha256=sha256)
+        except ParityError as exc:
+            _print_report(exc.report)
+            raise
+        _print_report(result.parity)
+        if args.onnx:
+            print(f"wrote {result.path} (noise {args.noise}, opset {args.opset}, inputs {', '.join(result.inputs)})")
+        plan_path = None
+        if args.trt:
+            from colorizer.export.tensorrt import build_engine
+
+            try:
+                built = build_engine(
+                    onnx_path,
+                    args.trt,
+                    precision=args.precision,
+                    batch=batch,
+                    size=size,
+                    timing_cache=args.timing_cache,
+                    model=model,
+                )
+            except ParityError as exc:
+                _print_report(exc.report)
+                raise
+            _print_report(built.parity)
+            plan_path = built.path
+            print(f"wrote {built.path} and {built.sidecar} ({args.precision}, batch {batch}, size {size})")
+        if args.triton_repo:
+            from colorizer.export.triton_repo import write_triton_repo
+
+            configs = write_triton_repo(
+                args.triton_repo,
+                onnx_path,
+                plan_path,
+                max_batch_size=batch.max,
+                preferred_batch_sizes=(batch.opt, batch.max),
+            )
+            print(f"wrote Triton model repository {os.path.abspath(args.triton_repo)} ({len(configs)} models)")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

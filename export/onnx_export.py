@@ -1,0 +1,344 @@
+"""ONNX export of the Sketch2Color generator.
+
+The exported graph (``export_onnx``) is traced from the eager PyTorch path (the pure-torch ops of
+``colorizer.ops.reference``) after ``fold_weight_standardization``, so every WSConv2d is a plain Conv
+with a constant weight. Height and width are dynamic (positive multiples of 128), and so is the batch.
+
+Inputs (all float32 unless said otherwise, NCHW, RGB, values scaled like images: x / 255 * 2 - 1):
+
+- ``sketch``  (N, 3, H, W) in [-1, 1]: the gray line art repeated over 3 channels (white = +1).
+- ``palette`` (N, 9, 3) in [-1, 1]: the 9 reference colors. The graph broadcasts color j to the
+  generator's input planes 3 + 3j .. 5 + 3j (the layout of ``colorizer.palette.palette_planes``), so a
+  client sends 27 numbers per image instead of a 27 x H x W tensor.
+- noise, by ``noise`` mode (the generator injects eight noise maps, noise7 .. noise0):
+  ``seeded``: ``seed`` int32 (N,), 0 <= seed < 2**31, one per image; the maps are computed in the
+  graph (``colorizer.export.seeded_noise``), so results are reproducible and independent of batching.
+  ``zero``: no noise input; the injections are left out (deterministic, slightly flatter texture).
+  ``input``: eight inputs ``noise7`` .. ``noise0`` of shapes (N, 1, H / 2**k, W / 2**k), k = 7 .. 0.
+
+Output ``image`` (N, 3, H, W) float32 in [-1, 1] (tanh).
+
+The file carries metadata (``metadata_props``): format, palette size, value range, layout, size
+multiple, noise mode and algorithm, channel widths, opset, the source checkpoint's sha256 and the
+colorizer version. The exporter is PyTorch's TorchScript-based one (``dynamo=False``): it traces this
+model in seconds and keeps the seeded noise's int32 arithmetic as integer Div/Mul/Sub, while the
+dynamo exporter (torch 2.13) lowers integer division through float Abs/Floor/Sign, which is not exact
+above 2**24, and takes ~30 s to export. GroupNorm is written as Reshape + InstanceNormalization +
+affine; onnxruntime runs that faster on the CPU than the opset-21 GroupNormalization op (measured,
+see benchmarks/export_speed.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
+from colorizer.export.graph_ops import GRAPH_OPS
+from colorizer.export.seeded_noise import NOISE_ALGORITHM, seeded_noise
+
+import colorizer
+from colorizer.errors import CheckpointError, ConfigError, MissingDependencyError
+from colorizer.models.generator import NUM_NOISE, SIZE_MULTIPLE, UNetGenerator, fold_weight_standardization
+
+DEFAULT_OPSET = 18
+# Resize-11 (coordinate_transformation_mode) and Range-11 (the seeded noise's counters) are the
+# newest ops the graph needs; 20 is the newest opset PyTorch's TorchScript exporter writes.
+MIN_OPSET = 11
+MAX_OPSET = 20
+PALETTE_SIZE = 9
+GENERATOR_IN_CHANNELS = 3 + 3 * PALETTE_SIZE  # 30
+NOISE_MODES = ("seeded", "zero", "input")
+OUTPUT_NAME = "image"
+NOISE_INPUT_NAMES = tuple(f"noise{k}" for k in range(NUM_NOISE - 1, -1, -1))  # noise7 .. noise0
+FORMAT_NAME = "colorizer-sketch2color-onnx"
+FORMAT_VERSION = "1"
+# How GroupNorm is written into the graph (colorizer.export.graph_ops): "two-level" statistics
+# (accurate on onnxruntime's CPU) or "instance-norm" (PyTorch's own decomposition).
+DEFAULT_GROUP_NORM = "two-level"
+
+
+def input_names(noise: str) -> list[str]:
+    """The graph's input names for a noise mode, in order."""
+    check_noise_mode(noise)
+    return ["sketch", "palette"] + {"seeded": ["seed"], "zero": [], "input": list(NOISE_INPUT_NAMES)}[noise]
+
+
+def check_noise_mode(noise: str) -> None:
+    if noise not in NOISE_MODES:
+        raise ConfigError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+
+
+def check_opset(opset: int) -> None:
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        if opset < MIN_OPSET:
+            raise ConfigError(
+                f"opset {opset} is too old for the generator's graph (Resize with coordinate modes and Range "
+                f"need opset {MIN_OPSET}); use --opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
+            )
+        raise ConfigError(f"opset {opset} is newer than the exporter supports; use {MIN_OPSET}..{MAX_OPSET}")
+
+
+def check_image_size(height: int, width: int) -> None:
+    """ConfigError unless height and width are positive multiples of 128."""
+    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ConfigError(f"image size must be a positive multiple of {SIZE_MULTIPLE}, got {height}x{width}")
+
+
+def generator_input(sketch: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """cat(sketch, palette planes): (N, 3, H, W) and (N, 9, 3) -> (N, 30, H, W), same dtype.
+
+    Plane 3j + c (after the sketch's 3 channels) is palette[:, j, c] broadcast over H x W, the layout
+    of ``colorizer.palette.palette_planes``.
+    """
+    n, _, h, w = sketch.shape
+    planes = palette.to(sketch.dtype).reshape(n, -1, 1, 1).expand(n, palette.shape[1] * 3, h, w)
+    return torch.cat([sketch, planes], dim=1)
+
+
+def split_generator_input(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of ``generator_input`` for constant palette planes: (N, 30, H, W) -> sketch, palette.
+
+    The palette is read from pixel (0, 0) of each plane, so the planes must be constant (as
+    ``palette_planes`` makes them).
+    """
+    if x.dim() != 4 or x.shape[1] != GENERATOR_IN_CHANNELS:
+        raise ValueError(f"expected the generator input (N, {GENERATOR_IN_CHANNELS}, H, W), got {tuple(x.shape)}")
+    return x[:, :3], x[:, 3:, 0, 0].reshape(x.shape[0], PALETTE_SIZE, 3)
+
+
+class GeneratorForExport(nn.Module):
+    """The graph that is exported: (sketch, palette[, seed | noise7..noise0]) -> image.
+
+    ``generator``: a Sketch2Color; a folded float32 eval copy is taken, the original is untouched.
+    Calls the encoder and decoder directly: the size checks of ``UNetGenerator.forward`` would bake
+    the trace's sizes into the graph.
+    """
+
+    def __init__(self, generator: UNetGenerator, noise: str, group_norm: str = DEFAULT_GROUP_NORM):
+        super().__init__()
+        check_noise_mode(noise)
+        if group_norm not in GRAPH_OPS:
+            raise ConfigError(f"group_norm must be one of {', '.join(GRAPH_OPS)}, got {group_norm!r}")
+        self.noise = noise
+        self.generator = fold_weight_standardization(generator).float().eval().set_kernels(GRAPH_OPS[group_norm])
+
+    def forward(self, sketch: torch.Tensor, palette: torch.Tensor, *noise_inputs: torch.Tensor) -> torch.Tensor:
+        x = generator_input(sketch, palette)
+        if self.noise == "zero":
+            maps = [None] * NUM_NOISE
+        elif self.noise == "input":
+            maps = list(noise_inputs)
+        else:
+            maps = seeded_noise(noise_inputs[0], sketch.shape[2], sketch.shape[3])
+        g = self.generator
+        return g.decoder(g.encoder(x), maps)
+
+
+def example_inputs(noise: str, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Deterministic float32 inputs for the exported graph, in ``input_names(noise)`` order.
+
+    sketch and palette uniform in [-1, 1]; seed (seeded mode) ``seed + i`` for sample i; noise maps
+    (input mode) standard normal. Drawn from a CPU generator seeded with ``seed``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    sketch = torch.rand(batch, 3, height, width, generator=gen) * 2 - 1
+    palette = torch.rand(batch, PALETTE_SIZE, 3, generator=gen) * 2 - 1
+    if noise == "seeded":
+        return sketch, palette, (torch.arange(batch, dtype=torch.int32) + seed) % (2**31 - 1)
+    if noise == "input":
+        shapes = [(batch, 1, height >> s, width >> s) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
+        return (sketch, palette, *(torch.randn(s, generator=gen) for s in shapes))
+    return sketch, palette
+
+
+def dynamic_axes(noise: str) -> dict[str, dict[int, str]]:
+    axes = {
+        "sketch": {0: "batch", 2: "height", 3: "width"},
+        "palette": {0: "batch"},
+        OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+    }
+    if noise == "seeded":
+        axes["seed"] = {0: "batch"}
+    elif noise == "input":
+        for name, s in zip(NOISE_INPUT_NAMES, (7, 6, 5, 4, 3, 2, 1, 0)):
+            axes[name] = {0: "batch", 2: f"height/{2**s}", 3: f"width/{2**s}"}
+    return axes
+
+
+def check_generator(model) -> UNetGenerator:
+    """The model if it is a colorizing generator (30 input channels), else CheckpointError."""
+    if not isinstance(model, UNetGenerator):
+        raise CheckpointError(f"expected a Sketch2Color generator, got {type(model).__name__}")
+    if model.in_channels != GENERATOR_IN_CHANNELS:
+        raise CheckpointError(
+            f"expected a Sketch2Color generator ({GENERATOR_IN_CHANNELS} input channels: sketch + 9 palette "
+            f"colors), got a generator with {model.in_channels} input channels (a Color2Sketch line extractor?)"
+        )
+    return model
+
+
+def load_checkpoint(path: str) -> tuple[UNetGenerator, str]:
+    """(Sketch2Color, sha256 of the file) from a checkpoint path; CheckpointError for a wrong file."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        from colorizer.checkpoint import load_generator
+    except ImportError as exc:  # pragma: no cover - the checkpoint module ships with the package
+        raise MissingDependencyError(f"colorizer.checkpoint is not available: {exc}") from exc
+    model = load_generator(path, map_location="cpu")
+    return check_generator(model), sha256_file(path)
+
+
+def graph_metadata(model: UNetGenerator, noise: str, opset: int, source_sha256: str | None) -> dict[str, str]:
+    """The ``metadata_props`` written into the exported file (all values are strings)."""
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "colorizer_version": colorizer.__version__,
+        "inputs": ",".join(input_names(noise)),
+        "output": OUTPUT_NAME,
+        "layout": "NCHW",
+        "color_order": "RGB",
+        "value_range": "[-1, 1]",
+        "value_scaling": "x / 255 * 2 - 1",
+        "palette_size": str(PALETTE_SIZE),
+        "palette_layout": "(N, 9, 3): color j -> generator input planes 3+3j .. 5+3j",
+        "size_multiple": str(SIZE_MULTIPLE),
+        "noise_mode": noise,
+        "channels": json.dumps(list(model.channels)),
+        "weight_standardization": "folded",
+        "opset": str(opset),
+        "source_sha256": source_sha256 or "unknown (exported from an in-memory model)",
+    }
+    if noise == "seeded":
+        meta["noise_algorithm"] = NOISE_ALGORITHM
+        meta["seed_range"] = "[0, 2147483647]"
+    return meta
+
+
+def read_metadata(path_or_model) -> dict[str, str]:
+    """The metadata_props of an exported file (a path or a loaded onnx.ModelProto) as a dict."""
+    import onnx
+
+    model = onnx.load(path_or_model, load_external_data=False) if isinstance(path_or_model, str) else path_or_model
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as exc:
+        raise MissingDependencyError("ONNX export needs the onnx package: pip install 'colorizer[export]'") from exc
+    return onnx
+
+
+def trace_to_onnx(
+    model: UNetGenerator, path: str, noise: str, opset: int, group_norm: str = DEFAULT_GROUP_NORM
+) -> None:
+    """Trace ``GeneratorForExport(model, noise, group_norm)`` to ``path`` (no checks, no metadata)."""
+    wrapper = GeneratorForExport(model, noise, group_norm)
+    # A small trace size keeps tracing cheap; every size is dynamic in the result.
+    args = example_inputs(noise, 1, SIZE_MULTIPLE, SIZE_MULTIPLE)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated (see the module docstring for why it is used) and
+        # warns about traced shape arithmetic, which the dynamic axes make exact.
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                args,
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=input_names(noise),
+                output_names=[OUTPUT_NAME],
+                dynamic_axes=dynamic_axes(noise),
+                do_constant_folding=True,
+            )
+
+
+def finalize_graph(path: str, model: UNetGenerator, noise: str, opset: int, source_sha256: str | None) -> None:
+    """Add metadata, then run the ONNX checker (full check) and strict shape inference on ``path``."""
+    onnx = _import_onnx()
+    proto = onnx.load(path)
+    proto.producer_name = "colorizer"
+    proto.producer_version = colorizer.__version__
+    proto.doc_string = (
+        "Sketch2Color generator: sketch (N,3,H,W) + palette (N,9,3) in [-1,1] -> image (N,3,H,W) in [-1,1]; "
+        f"H, W multiples of {SIZE_MULTIPLE}; noise mode {noise}. See colorizer.export.onnx_export."
+    )
+    del proto.metadata_props[:]
+    for key, value in graph_metadata(model, noise, opset, source_sha256).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, path)
+    try:
+        onnx.checker.check_model(path, full_check=True)
+        onnx.shape_inference.infer_shapes_path(path, path + ".inferred", check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise RuntimeError(f"the exported graph failed the ONNX checker: {exc}") from exc  # a bug, not user error
+    finally:
+        if os.path.exists(path + ".inferred"):
+            os.remove(path + ".inferred")
+
+
+@dataclass
+class OnnxExport:
+    """What ``export_onnx`` wrote: the path, its inputs, metadata and the parity report."""
+
+    path: str
+    noise: str
+    opset: int
+    inputs: list[str]
+    metadata: dict[str, str]
+    parity: object | None = None  # colorizer.export.verify.ParityReport
+    notes: list[str] = field(default_factory=list)
+
+
+def export_onnx(
+    model: UNetGenerator | str,
+    path: str,
+    *,
+    noise: str = "seeded",
+    opset: int = DEFAULT_OPSET,
+    source_sha256: str | None = None,
+    verify: bool = True,
+    cases=None,
+    providers=None,
+) -> OnnxExport:
+    """Export a Sketch2Color generator (or a checkpoint path) to an ONNX file at ``path``.
+
+    The file is written to a temporary name in the same folder, checked (ONNX checker full check,
+    strict shape inference), then, when ``verify``, run with onnxruntime against the eager model on
+    fixed inputs (``verify.verify_onnx``; ``cases`` and ``providers`` are passed on). Only a file
+    that passes is renamed onto ``path``; otherwise nothing is left and the error is raised:
+    ConfigError (bad option or path), CheckpointError (not a Sketch2Color), ParityError (gate).
+    """
+    check_noise_mode(noise)
+    check_opset(opset)
+    if isinstance(model, str):
+        model, source_sha256 = load_checkpoint(model)
+    check_generator(model)
+    path = check_output_path(path, "ONNX file")
+    _import_onnx()
+    with atomic_output(path, "ONNX file") as tmp:
+        trace_to_onnx(model, tmp, noise, opset)
+        finalize_graph(tmp, model, noise, opset, source_sha256)
+        report = None
+        if verify:
+            from colorizer.export.verify import verify_onnx
+
+            report = verify_onnx(tmp, model, noise=noise, cases=cases, providers=providers)
+            report.raise_if_failed(f"ONNX export {path}")
+    return OnnxExport(
+        path=path,
+        noise=noise,
+        opset=opset,
+        inputs=input_names(noise),
+        metadata=read_metadata(path),
+        parity=report,
+    )

@@ -1,0 +1,222 @@
+"""Run an exported generator: ``load_engine(path)`` for a ``.onnx`` (onnxruntime) or ``.plan`` (TensorRT).
+
+The returned runner is called like the eager model inside ``colorizer.inference.Colorizer``::
+
+    runner = load_engine("model.onnx", device="cpu")      # or "model.plan", device="cuda"
+    image = runner(x, seed=0)
+
+- ``x``: float32 torch tensor (N, 30, H, W), the generator input cat(sketch, palette planes) in
+  [-1, 1] with H, W multiples of 128 (``colorizer.palette.palette_planes`` makes the planes; they
+  must be constant per plane, since the engine takes the 9 colors, read from pixel (0, 0)).
+- ``seed``: int (sample i uses ``seed + i``) or an int tensor (N,) of per-sample seeds in
+  [0, 2**31). Engines exported with noise ``seeded`` compute the noise in the graph from it; ``input``
+  engines get the same maps computed here (``colorizer.export.seeded_noise``); ``zero`` ignores it.
+- returns float32 (N, 3, H, W) in [-1, 1] on ``x``'s device.
+
+``runner.run(sketch, palette, *noise_inputs)`` takes the graph's own inputs instead (sketch
+(N, 3, H, W), palette (N, 9, 3) in [-1, 1], then the seed (N,) int32 or the eight noise maps).
+Inputs on the CPU or a CUDA device both work; a TensorRT runner moves them to its GPU, an
+onnxruntime runner binds CUDA tensors directly when it runs the CUDA execution provider.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from colorizer.export.onnx_export import (
+    NOISE_INPUT_NAMES,
+    OUTPUT_NAME,
+    input_names,
+    read_metadata,
+    split_generator_input,
+)
+from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
+
+from colorizer.errors import ConfigError, MissingDependencyError
+
+
+def _noise_mode_from_inputs(names) -> str:
+    if "seed" in names:
+        return "seeded"
+    if set(NOISE_INPUT_NAMES) <= set(names):
+        return "input"
+    return "zero"
+
+
+class EngineRunner:
+    """Common calling convention of the onnxruntime and TensorRT runners (see the module docstring)."""
+
+    path: str
+    noise: str
+    device: torch.device
+
+    def seeds(self, batch: int, seed) -> torch.Tensor:
+        """Per-sample int32 seeds (N,): ``seed + i`` for an int, or the given tensor."""
+        if isinstance(seed, torch.Tensor):
+            seeds = seed.reshape(-1).to(torch.int64)
+            if seeds.numel() != batch:
+                raise ValueError(f"got {seeds.numel()} seeds for a batch of {batch}")
+        else:
+            seeds = (torch.arange(batch, dtype=torch.int64) + int(seed)) % (MAX_SEED + 1)
+        check_seed(seeds)
+        return seeds.to(torch.int32)
+
+    def noise_inputs(self, batch: int, height: int, width: int, seed) -> tuple[torch.Tensor, ...]:
+        if self.noise == "zero":
+            return ()
+        seeds = self.seeds(batch, seed)
+        if self.noise == "seeded":
+            return (seeds,)
+        return tuple(seeded_noise(seeds, height, width))
+
+    def __call__(self, x: torch.Tensor, seed=0) -> torch.Tensor:
+        sketch, palette = split_generator_input(x)
+        n, _, h, w = sketch.shape
+        out = self.run(sketch, palette, *self.noise_inputs(n, h, w, seed))
+        return out.to(x.device)
+
+    def run(self, sketch: torch.Tensor, palette: torch.Tensor, *noise_inputs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+_ORT_TYPES = {"tensor(float)": (np.float32, torch.float32), "tensor(int32)": (np.int32, torch.int32)}
+
+
+class OnnxRunner(EngineRunner):
+    """onnxruntime session over an exported .onnx (CPU, or the CUDA provider for device="cuda")."""
+
+    def __init__(self, path: str, device: str | torch.device = "cpu", providers=None, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError("running an .onnx engine needs onnxruntime: pip install onnxruntime") from exc
+        self.path = path
+        self.device = torch.device(device)
+        if providers is None:
+            providers = ["CPUExecutionProvider"]
+            if self.device.type == "cuda":
+                if "CUDAExecutionProvider" not in ort.get_available_providers():
+                    raise MissingDependencyError(
+                        "onnxruntime here has no CUDA provider; pip install onnxruntime-gpu, or use --device cpu"
+                    )
+                providers = [("CUDAExecutionProvider", {"device_id": self.device.index or 0})]
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(path, options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own types for unreadable / invalid files
+            raise ConfigError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_types = {i.name: i.type for i in self.session.get_inputs()}
+        self.noise = read_metadata(path).get("noise_mode") or _noise_mode_from_inputs(self.input_names)
+        if self.input_names != input_names(self.noise):
+            raise ConfigError(f"{path} is not a colorizer export (inputs {self.input_names})")
+        self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+
+    def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:
+        tensors = (sketch, palette, *noise_inputs)
+        if len(tensors) != len(self.input_names):
+            raise ValueError(f"{self.path} takes {self.input_names}, got {len(tensors)} tensors")
+        if self.on_cuda:
+            return self._run_cuda(tensors)
+        feed = {}
+        for name, t in zip(self.input_names, tensors):
+            np_type, torch_type = _ORT_TYPES[self.input_types[name]]
+            feed[name] = t.detach().to("cpu", torch_type).contiguous().numpy()
+        (out,) = self.session.run([OUTPUT_NAME], feed)
+        return torch.from_numpy(out)
+
+    def _run_cuda(self, tensors) -> torch.Tensor:
+        binding = self.session.io_binding()
+        device = self.device if self.device.index is not None else torch.device("cuda", 0)
+        keep = []
+        for name, t in zip(self.input_names, tensors):
+            np_type, torch_type = _ORT_TYPES[self.input_types[name]]
+            t = t.detach().to(device, torch_type).contiguous()
+            keep.append(t)
+            binding.bind_input(name, "cuda", device.index, np_type, tuple(t.shape), t.data_ptr())
+        sketch = keep[0]
+        out = torch.empty((sketch.shape[0], 3, sketch.shape[2], sketch.shape[3]), dtype=torch.float32, device=device)
+        binding.bind_output(OUTPUT_NAME, "cuda", device.index, np.float32, tuple(out.shape), out.data_ptr())
+        torch.cuda.current_stream(device).synchronize()
+        self.session.run_with_iobinding(binding)
+        return out
+
+
+class TensorRTRunner(EngineRunner):
+    """A deserialized TensorRT engine; inputs and outputs are torch CUDA tensors."""
+
+    def __init__(self, path: str, device: str | torch.device = "cuda", noise: str | None = None):
+        from colorizer.export.tensorrt import require_tensorrt
+
+        trt = require_tensorrt()
+        self.trt = trt
+        self.path = path
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ConfigError("a TensorRT engine runs on a CUDA device; use --device cuda")
+        with open(path, "rb") as f:
+            data = f.read()
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise ConfigError(f"{path} is not a TensorRT engine for this TensorRT version and GPU")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.output_names = [n for n in names if n not in self.input_names]
+        if noise is None:
+            sidecar = path + ".json"
+            if os.path.isfile(sidecar):
+                with open(sidecar) as f:
+                    noise = json.load(f).get("noise_mode")
+        self.noise = noise or _noise_mode_from_inputs(self.input_names)
+        self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
+        for trt_name, torch_type in (("bfloat16", torch.bfloat16), ("int64", torch.int64)):
+            if hasattr(trt, trt_name):  # TensorRT >= 9
+                self._dtypes[getattr(trt, trt_name)] = torch_type
+
+    def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:
+        tensors = (sketch, palette, *noise_inputs)
+        if len(tensors) != len(self.input_names):
+            raise ValueError(f"{self.path} takes {self.input_names}, got {len(tensors)} tensors")
+        keep = []
+        for name, t in zip(self.input_names, tensors):
+            t = t.detach().to(self.device, self._dtypes[self.engine.get_tensor_dtype(name)]).contiguous()
+            keep.append(t)
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        name = OUTPUT_NAME if OUTPUT_NAME in self.output_names else self.output_names[0]
+        shape = tuple(self.context.get_tensor_shape(name))
+        out = torch.empty(shape, dtype=self._dtypes[self.engine.get_tensor_dtype(name)], device=self.device)
+        self.context.set_tensor_address(name, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {self.path}")
+        stream.synchronize()
+        return out.float()
+
+
+def load_engine(path: str, device: str | torch.device = "cpu", **kwargs) -> EngineRunner:
+    """A runner for an exported ``.onnx`` (onnxruntime) or ``.plan`` / ``.engine`` (TensorRT) file.
+
+    Call it as ``runner(x (N, 30, H, W) float32, seed=0) -> (N, 3, H, W) float32`` (the module
+    docstring has the details). Raises ConfigError for a missing or unknown file and
+    MissingDependencyError when onnxruntime / TensorRT / a GPU is missing.
+    """
+    from colorizer.export.formats import format_for_path
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"engine file {path} does not exist")
+    fmt = format_for_path(path)
+    if fmt.name == "onnx":
+        return OnnxRunner(path, device=device, **kwargs)
+    if fmt.name == "tensorrt":
+        return TensorRTRunner(path, device=device if torch.device(device).type == "cuda" else "cuda", **kwargs)
+    raise ConfigError(f"{path}: {fmt.name} files cannot be run directly")

@@ -1,0 +1,124 @@
+"""Counter-based Gaussian noise from a per-sample integer seed, built only from int32 arithmetic.
+
+The ``seeded`` export mode computes the generator's eight noise maps *inside* the ONNX graph from a
+``seed`` input, so a client (or a Triton server batching requests together) sends one integer per
+image and gets a reproducible result that does not depend on what else was in the batch. ONNX's
+RandomNormalLike cannot do that (its seed is a fixed attribute, and TensorRT ignores it), so the
+noise is a pure function of (seed, position) written with ops that onnxruntime and the TensorRT ONNX
+parser both support for INT32: Add, Sub, Mul, Div (on non-negative values, where truncation and
+floor agree), Range, Cast, then Log / Sqrt / Cos in float32. Every integer intermediate stays below
+2**31, so there is no reliance on overflow behaviour and every backend computes the same bits.
+
+Algorithm (version 1; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
+
+1. The seed ``s`` (int32, 0 <= s < 2**31) is split into 15-bit halves and passed through a 6-round
+   Feistel network with fixed round keys; the 30-bit result gives the per-sample key pair (kL, kR),
+   from which the round keys of step 2 are derived.
+2. The eight maps noise7 .. noise0 (sizes ``noise_shapes``) are laid out one after another in
+   row-major order: element ``i`` of that flat sequence uses the two counters ``2i`` and ``2i + 1``.
+   Each counter (< 2**30) is split into 15-bit halves (L, R) and permuted by a 6-round Feistel
+   network with round function F(R, k) = (((t * t + C * t) // 128) mod 2**15), t = (R + k) mod 2**15
+   (a keyed middle-square). The output v is a uniform 30-bit integer.
+3. Box-Muller: z = sqrt(-2 ln((v0 + 1) / 2**30)) * cos(2 pi v1 / 2**30), float32.
+
+So noise for a given seed depends on the image size (the layout of step 2), not on the batch. It is
+not the same stream as ``Sketch2Color(..)(x, noise=int_seed)``, which uses torch's CPU generator;
+``seeded_noise`` below reproduces the in-graph noise bit for bit in PyTorch (and is what the
+exported graph is traced from). Limits: H * W < 2**28 per image (e.g. up to 16384 x 16384).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from colorizer.models.generator import noise_shapes
+
+NOISE_ALGORITHM = "colorizer-feistel-boxmuller-v1"
+HALF = 32768  # 2**15: the Feistel halves
+ROUNDS = 6
+_SEED_ROUND_KEYS = (12345, 29311, 7019, 31337, 2713, 19937)
+# Round-function multipliers C_r (< 2**15 so t*t + C*t < 2**31) and round-key mixers.
+_ROUND_MULT = (31081, 21911, 30011, 24989, 27361, 28933)
+_KEY_MULT_L = (4093, 1021, 3067, 2039, 4091, 509)
+_KEY_MULT_R = (2053, 4079, 1031, 3061, 257, 4073)
+_KEY_ADD = (17, 8191, 127, 16127, 3001, 24001)
+MAX_SEED = 2**31 - 1
+
+
+def _floordiv(x: torch.Tensor, d: int) -> torch.Tensor:
+    # Values are non-negative, so truncating division is floor division; "trunc" exports to a
+    # plain ONNX Div (floor would add sign-correction ops).
+    return torch.div(x, d, rounding_mode="trunc")
+
+
+def _mod(x: torch.Tensor, d: int) -> torch.Tensor:
+    return x - _floordiv(x, d) * d
+
+
+def _round_function(r: torch.Tensor, key: torch.Tensor, mult: int) -> torch.Tensor:
+    t = _mod(r + key, HALF)
+    return _mod(_floordiv(t * t + t * mult, 128), HALF)
+
+
+def _feistel(left: torch.Tensor, right: torch.Tensor, keys) -> tuple[torch.Tensor, torch.Tensor]:
+    for key, mult in zip(keys, _ROUND_MULT):
+        left, right = right, _mod(left + _round_function(right, key, mult), HALF)
+    return left, right
+
+
+def _sample_keys(seed: torch.Tensor) -> list[torch.Tensor]:
+    """seed (N,) int32 -> ROUNDS round keys, each (N, 1) int32 in [0, 2**15)."""
+    s_lo = _mod(seed, HALF)
+    s_hi = _floordiv(seed, HALF)  # < 2**16
+    # Fold the top bit into the low half's partner so every 31-bit seed gives a distinct key.
+    kl, kr = _feistel(s_lo, _mod(s_hi, HALF), _SEED_ROUND_KEYS)
+    kr = _mod(kr + _floordiv(s_hi, HALF) * 7919, HALF)
+    kl, kr = _feistel(kl, kr, _SEED_ROUND_KEYS)
+    keys = []
+    for a, b, c in zip(_KEY_MULT_L, _KEY_MULT_R, _KEY_ADD):
+        keys.append(_mod(kl * a + kr * b + c, HALF).unsqueeze(1))
+    return keys
+
+
+def _uniform30(counter: torch.Tensor, keys) -> torch.Tensor:
+    """counter (1, L) int32 < 2**30 -> (N, L) int32 uniform in [0, 2**30)."""
+    left, right = _feistel(_floordiv(counter, HALF), _mod(counter, HALF), keys)
+    return left * HALF + right
+
+
+def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
+    """The eight noise maps noise7 .. noise0 for per-sample seeds.
+
+    seed: (N,) integer tensor, 0 <= seed < 2**31. height, width: the image size in pixels
+    (multiples of 128; ints, or traced sizes during export). Returns eight float32 tensors of shapes
+    ``noise_shapes(N, height, width)`` on seed's device, standard normal.
+    """
+    seed = seed.to(torch.int32)
+    keys = _sample_keys(seed)
+    sizes = [(height // (2**s), width // (2**s)) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
+    total = sum(h * w for h, w in sizes)
+    index = torch.arange(total, dtype=torch.int32, device=seed.device).unsqueeze(0)  # (1, L)
+    v0 = _uniform30(index * 2, keys)
+    v1 = _uniform30(index * 2 + 1, keys)
+    u0 = (v0.to(torch.float32) + 1.0) * (1.0 / 2**30)  # (0, 1]: log is finite
+    u1 = v1.to(torch.float32) * (2.0 * math.pi / 2**30)
+    z = torch.sqrt(-2.0 * torch.log(u0)) * torch.cos(u1)  # (N, L)
+    maps, start = [], 0
+    n = seed.shape[0]
+    for h, w in sizes:
+        maps.append(z[:, start : start + h * w].reshape(n, 1, h, w))
+        start = start + h * w
+    return maps
+
+
+def check_seed(seed: torch.Tensor) -> None:
+    """Raise ValueError unless seed is an integer (N,) tensor with values in [0, 2**31)."""
+    if seed.dim() != 1 or seed.dtype.is_floating_point or seed.dtype == torch.bool:
+        raise ValueError(f"seed must be a 1-D integer tensor (one per image), got {seed.dtype} {tuple(seed.shape)}")
+    if seed.numel() and (int(seed.min()) < 0 or int(seed.max()) > MAX_SEED):
+        raise ValueError(f"seed values must be in [0, {MAX_SEED}]")
+
+
+__all__ = ["MAX_SEED", "NOISE_ALGORITHM", "check_seed", "noise_shapes", "seeded_noise"]

@@ -1,0 +1,297 @@
+"""TensorRT engines from the exported ONNX file (``build_engine``), with a JSON sidecar.
+
+Written against TensorRT 10's documented Python API (``tensorrt.Builder``, ``OnnxParser``,
+``IBuilderConfig``, ``IOptimizationProfile.set_shape``, ``ITimingCache``,
+``Builder.build_serialized_network``). TensorRT cannot be installed on the machines this project is
+tested on, so this module is exercised only where TensorRT and a CUDA GPU exist (tests marked
+``gpu``); ``require_tensorrt`` gives the one-line reason elsewhere.
+
+Shapes: the ONNX graph has a dynamic batch and a dynamic height and width (multiples of 128). One
+explicit optimization profile covers ``batch = MIN:OPT:MAX`` and ``size = MIN:OPT:MAX`` (square
+sizes at min/opt/max; any H, W in [min, max] run). Every input gets the matching shapes (the palette
+(N, 9, 3), the seed (N,), noise maps (N, 1, H / 2**k, W / 2**k)).
+
+Precision: ``fp32`` (TF32 disabled, so the engine is a true fp32 reference), ``fp16`` or ``bf16``
+(BuilderFlag.FP16 / BF16: TensorRT may run layers in that type where it is faster; the seeded
+noise's int32 arithmetic stays int32). The timing cache (a file next to the plan by default) is
+loaded before the build and saved after it, so later builds of the same model on the same GPU skip
+most tactic timing.
+
+Sidecar ``<plan>.json``: the profile's shapes, precision, input and output names and types, noise
+mode, TensorRT version, GPU name and compute capability, CUDA version, the ONNX file's sha256 and
+metadata, and the parity report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
+from colorizer.export.onnx_export import (
+    NOISE_INPUT_NAMES,
+    PALETTE_SIZE,
+    check_image_size,
+    read_metadata,
+)
+
+from colorizer.errors import ConfigError, MissingDependencyError
+from colorizer.models.generator import SIZE_MULTIPLE
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+INSTALL_HINT = (
+    "on a machine with an NVIDIA GPU run `pip install tensorrt` "
+    "(https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html)"
+)
+DEFAULT_WORKSPACE_GIB = 8.0
+SIDECAR_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class ShapeRange:
+    """MIN:OPT:MAX of one dynamic dimension."""
+
+    min: int
+    opt: int
+    max: int
+
+    @classmethod
+    def parse(cls, text: str, what: str) -> ShapeRange:
+        """Parse "MIN:OPT:MAX" (or a single "N" for a fixed value)."""
+        parts = str(text).split(":")
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"--{what} must be MIN:OPT:MAX integers (or one integer), got {text!r}") from None
+        if len(values) == 1:
+            values = values * 3
+        if len(values) != 3:
+            raise ConfigError(f"--{what} must be MIN:OPT:MAX, got {text!r}")
+        lo, opt, hi = values
+        if not 1 <= lo <= opt <= hi:
+            raise ConfigError(f"--{what} needs 1 <= MIN <= OPT <= MAX, got {text!r}")
+        return cls(lo, opt, hi)
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+def check_size_range(size: ShapeRange) -> None:
+    for value in (size.min, size.opt, size.max):
+        check_image_size(value, value)
+
+
+def input_shapes(name: str, batch: int, size: int) -> tuple[int, ...]:
+    """The shape of graph input ``name`` at one (batch, square size) point."""
+    if name == "sketch":
+        return (batch, 3, size, size)
+    if name == "palette":
+        return (batch, PALETTE_SIZE, 3)
+    if name == "seed":
+        return (batch,)
+    if name in NOISE_INPUT_NAMES:
+        shift = int(name[len("noise") :])
+        return (batch, 1, size >> shift, size >> shift)
+    raise ValueError(f"unknown input {name!r}")
+
+
+def profile_shapes(names, batch: ShapeRange, size: ShapeRange) -> dict[str, dict[str, list[int]]]:
+    """{input: {"min": shape, "opt": shape, "max": shape}} for one optimization profile."""
+    return {
+        name: {
+            "min": list(input_shapes(name, batch.min, size.min)),
+            "opt": list(input_shapes(name, batch.opt, size.opt)),
+            "max": list(input_shapes(name, batch.max, size.max)),
+        }
+        for name in names
+    }
+
+
+def tensorrt_missing() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable here, else what is missing (one line)."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return f"TensorRT is not installed; {INSTALL_HINT}"
+    if not torch.cuda.is_available():
+        return "TensorRT needs an NVIDIA GPU and PyTorch here sees none; run on a GPU machine with a CUDA build of torch"
+    return None
+
+
+def require_tensorrt():
+    """Import and return the tensorrt module, or raise MissingDependencyError (exit code 2)."""
+    missing = tensorrt_missing()
+    if missing:
+        raise MissingDependencyError(missing)
+    import tensorrt as trt
+
+    return trt
+
+
+def _logger(trt):
+    return trt.Logger(trt.Logger.WARNING)
+
+
+def gpu_description() -> dict:
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+    }
+
+
+@dataclass
+class EngineBuild:
+    """What ``build_engine`` wrote."""
+
+    path: str
+    sidecar: str
+    precision: str
+    batch: str
+    size: str
+    build_seconds: float
+    timing_cache: str | None
+    parity: object | None = None
+
+
+def _parse_network(trt, builder, onnx_path: str, logger):
+    flags = 0
+    # TensorRT 10 networks are always explicit-batch; older versions need the flag.
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if explicit is not None and int(trt.__version__.split(".")[0]) < 10:
+        flags |= 1 << int(explicit)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(onnx_path):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigError(f"TensorRT cannot parse {onnx_path}: {errors}")
+    return network, parser
+
+
+def build_engine(
+    onnx_path: str,
+    plan_path: str,
+    *,
+    precision: str = "fp16",
+    batch: ShapeRange | str = "1:1:8",
+    size: ShapeRange | str = "256:512:1024",
+    timing_cache: str | None = None,
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    model=None,
+    verify_cases=None,
+) -> EngineBuild:
+    """Build a TensorRT engine from an exported ONNX file and write ``plan_path`` + its sidecar.
+
+    precision: fp32 | fp16 | bf16. batch, size: ``ShapeRange`` or "MIN:OPT:MAX" strings; size values
+    are square image sides (multiples of 128). timing_cache: a file read before and written after the
+    build (default ``<plan folder>/timing.cache``; "" disables it). model: the eager Sketch2Color;
+    when given, the engine passes ``verify.verify_engine`` (parity against float64, at most 2x eager
+    autocast's error) before anything is written. Raises MissingDependencyError without TensorRT or
+    a GPU, ConfigError for bad options, ParityError when the gate fails.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    batch = batch if isinstance(batch, ShapeRange) else ShapeRange.parse(batch, "batch")
+    size = size if isinstance(size, ShapeRange) else ShapeRange.parse(size, "size")
+    check_size_range(size)
+    plan_path = check_output_path(plan_path, "TensorRT plan")
+    trt = require_tensorrt()
+    if timing_cache is None:
+        timing_cache = os.path.join(os.path.dirname(plan_path), "timing.cache")
+    metadata = read_metadata(onnx_path)
+    names = metadata.get("inputs", "sketch,palette,seed").split(",")
+    shapes = profile_shapes(names, batch, size)
+
+    logger = _logger(trt)
+    builder = trt.Builder(logger)
+    network, _parser = _parse_network(trt, builder, onnx_path, logger)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    elif precision == "bf16":
+        config.set_flag(trt.BuilderFlag.BF16)
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)  # a true fp32 engine
+    profile = builder.create_optimization_profile()
+    for name, s in shapes.items():
+        profile.set_shape(name, s["min"], s["opt"], s["max"])
+    config.add_optimization_profile(profile)
+
+    cache_bytes = b""
+    if timing_cache and os.path.isfile(timing_cache):
+        with open(timing_cache, "rb") as f:
+            cache_bytes = f.read()
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - start
+    if serialized is None:
+        raise ConfigError(f"TensorRT could not build an engine from {onnx_path} (see the TensorRT log above)")
+    if timing_cache:
+        # Saved before the parity gate: the tactic timings stay valid for the next build either way.
+        with atomic_output(timing_cache, "timing cache") as tmp_cache:
+            with open(tmp_cache, "wb") as f:
+                f.write(memoryview(config.get_timing_cache().serialize()))
+
+    sidecar = {
+        "format": "colorizer-tensorrt-plan",
+        "onnx": os.path.abspath(onnx_path),
+        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_metadata": metadata,
+        "precision": precision,
+        "batch": str(batch),
+        "size": str(size),
+        "profile": shapes,
+        "inputs": names,
+        "output": metadata.get("output", "image"),
+        "noise_mode": metadata.get("noise_mode"),
+        "tensorrt_version": trt.__version__,
+        "gpu": gpu_description(),
+        "torch": torch.__version__,
+        "build_seconds": round(build_seconds, 2),
+    }
+    report = None
+    with atomic_output(plan_path, "TensorRT plan") as tmp_plan:
+        with open(tmp_plan, "wb") as f:
+            f.write(memoryview(serialized))
+        if model is not None:
+            from colorizer.export.runtime import TensorRTRunner
+            from colorizer.export.verify import verify_engine
+
+            runner = TensorRTRunner(tmp_plan, noise=metadata.get("noise_mode", "seeded"))
+            runner.path = plan_path
+            report = verify_engine(
+                runner, model, noise=runner.noise, precision=precision, cases=verify_cases or _gate_cases(batch, size)
+            )
+            report.raise_if_failed(f"TensorRT build {plan_path}")
+            sidecar["parity"] = [asdict(c) | {"passed": c.passed} for c in report.cases]
+        with atomic_output(plan_path + SIDECAR_SUFFIX, "engine sidecar") as tmp_json:
+            with open(tmp_json, "w") as f:
+                json.dump(sidecar, f, indent=2)
+                f.write("\n")
+    return EngineBuild(
+        path=plan_path,
+        sidecar=plan_path + SIDECAR_SUFFIX,
+        precision=precision,
+        batch=str(batch),
+        size=str(size),
+        build_seconds=build_seconds,
+        timing_cache=timing_cache or None,
+        parity=report,
+    )
+
+
+def _gate_cases(batch: ShapeRange, size: ShapeRange):
+    """Parity cases inside the engine's profile: two sizes and two batch sizes."""
+    sizes = sorted({size.min, min(size.max, max(size.min, 2 * SIZE_MULTIPLE))})
+    batches = sorted({batch.min, min(batch.max, max(batch.min, 2))})
+    small, large = sizes[0], sizes[-1]
+    return ((batches[0], small, small), (batches[-1], small, large), (batches[0], large, large))

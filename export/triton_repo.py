@@ -1,0 +1,143 @@
+"""A Triton Inference Server model repository for the exported generator.
+
+Layout (https://github.com/triton-inference-server/server/blob/main/docs/user_guide/model_repository.md)::
+
+    DIR/colorizer_onnx/config.pbtxt        backend "onnxruntime"
+    DIR/colorizer_onnx/1/model.onnx
+    DIR/colorizer_tensorrt/config.pbtxt    platform "tensorrt_plan" (only with a plan)
+    DIR/colorizer_tensorrt/1/model.plan
+
+Both models batch dynamically (the first dimension of every tensor is the batch, ``max_batch_size``
+from the export's batch range); height and width are variable (-1). Triton's dims leave the batch
+out, so the per-image ``seed`` (N,) is declared ``dims: [1]`` with ``reshape: { shape: [] }``. Each
+``config.pbtxt`` is checked against Triton's own ``ModelConfig`` protobuf message (shipped in
+``tritonclient``) before the repository is written, when tritonclient is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from colorizer.export.artifact import atomic_directory
+from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
+
+from colorizer.errors import ConfigError
+
+ONNX_MODEL_NAME = "colorizer_onnx"
+TENSORRT_MODEL_NAME = "colorizer_tensorrt"
+DEFAULT_QUEUE_DELAY_US = 2000
+
+
+def tensor_config(name: str) -> dict:
+    """Triton's description of one graph tensor: data_type, dims (without the batch), reshape."""
+    if name == "sketch":
+        return {"data_type": "TYPE_FP32", "dims": [3, -1, -1]}
+    if name == "palette":
+        return {"data_type": "TYPE_FP32", "dims": [PALETTE_SIZE, 3]}
+    if name == "seed":
+        return {"data_type": "TYPE_INT32", "dims": [1], "reshape": []}
+    if name in NOISE_INPUT_NAMES:
+        return {"data_type": "TYPE_FP32", "dims": [1, -1, -1]}
+    if name == OUTPUT_NAME:
+        return {"data_type": "TYPE_FP32", "dims": [3, -1, -1]}
+    raise ValueError(f"unknown tensor {name!r}")
+
+
+def _tensor_block(name: str) -> str:
+    spec = tensor_config(name)
+    dims = ", ".join(str(d) for d in spec["dims"])
+    body = f'    name: "{name}"\n    data_type: {spec["data_type"]}\n    dims: [ {dims} ]'
+    if "reshape" in spec:
+        body += f"\n    reshape: {{ shape: [ {', '.join(str(d) for d in spec['reshape'])} ] }}"
+    return "  {\n" + body + "\n  }"
+
+
+def model_config_text(
+    name: str,
+    backend: str,
+    inputs: list[str],
+    max_batch_size: int,
+    preferred_batch_sizes: list[int],
+    gpu: bool,
+    parameters: dict[str, str] | None = None,
+) -> str:
+    """The config.pbtxt text of one model. backend: "onnxruntime" or "tensorrt"."""
+    lines = [f'name: "{name}"']
+    if backend == "onnxruntime":
+        lines += ['backend: "onnxruntime"']
+    elif backend == "tensorrt":
+        lines += ['platform: "tensorrt_plan"']
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+    lines += [f"max_batch_size: {max_batch_size}"]
+    lines += ["input [", ",\n".join(_tensor_block(n) for n in inputs), "]"]
+    lines += ["output [", _tensor_block(OUTPUT_NAME), "]"]
+    preferred = ", ".join(str(b) for b in sorted(set(preferred_batch_sizes)) if 1 <= b <= max_batch_size)
+    lines += ["dynamic_batching {"]
+    if preferred:
+        lines += [f"  preferred_batch_size: [ {preferred} ]"]
+    lines += [f"  max_queue_delay_microseconds: {DEFAULT_QUEUE_DELAY_US}", "}"]
+    kind = "KIND_GPU" if gpu else "KIND_CPU"
+    lines += [f"instance_group [ {{ count: 1 kind: {kind} }} ]"]
+    for key, value in (parameters or {}).items():
+        escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+        lines += [f'parameters {{ key: "{key}" value: {{ string_value: "{escaped}" }} }}']
+    return "\n".join(lines) + "\n"
+
+
+def parse_model_config(text: str):
+    """Parse config.pbtxt text into Triton's ModelConfig message (raises on a schema error).
+
+    Returns None when tritonclient (with its grpc extra) is not installed.
+    """
+    try:
+        from google.protobuf import text_format
+        from tritonclient.grpc import model_config_pb2
+    except (ImportError, RuntimeError):  # tritonclient raises RuntimeError without grpc support
+        return None
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def write_triton_repo(
+    directory: str,
+    onnx_path: str,
+    plan_path: str | None = None,
+    *,
+    max_batch_size: int = 8,
+    preferred_batch_sizes: tuple[int, ...] = (),
+    onnx_on_gpu: bool = False,
+) -> list[str]:
+    """Write the model repository at ``directory`` (replacing it atomically); returns config paths.
+
+    onnx_path: an exported .onnx (its metadata gives the inputs and noise mode); plan_path: an
+    optional TensorRT plan built from it. max_batch_size: the export's batch maximum (for a plan, at
+    most its profile's MAX). onnx_on_gpu: run the onnxruntime model on a GPU instance group.
+    """
+    if max_batch_size < 1:
+        raise ConfigError(f"max batch size must be >= 1, got {max_batch_size}")
+    metadata = read_metadata(onnx_path)
+    inputs = metadata.get("inputs", "").split(",")
+    if not inputs or inputs[:2] != ["sketch", "palette"]:
+        raise ConfigError(f"{onnx_path} is not a colorizer ONNX export (no colorizer metadata)")
+    keys = ("noise_mode", "value_range", "palette_size", "source_sha256")
+    parameters = {k: metadata[k] for k in keys if k in metadata}
+    preferred = list(preferred_batch_sizes) or [max_batch_size]
+    models = [(ONNX_MODEL_NAME, "onnxruntime", onnx_path, "model.onnx", onnx_on_gpu)]
+    if plan_path:
+        models.append((TENSORRT_MODEL_NAME, "tensorrt", plan_path, "model.plan", True))
+    texts = {}
+    for name, backend, _, _, gpu in models:
+        text = model_config_text(name, backend, inputs, max_batch_size, preferred, gpu, parameters)
+        parse_model_config(text)  # a schema error here is a bug in this module: let it raise
+        texts[name] = text
+    written = []
+    with atomic_directory(directory, "Triton model repository") as tmp:
+        for name, _, source, filename, _ in models:
+            version_dir = os.path.join(tmp, name, "1")
+            os.makedirs(version_dir)
+            shutil.copyfile(source, os.path.join(version_dir, filename))
+            with open(os.path.join(tmp, name, "config.pbtxt"), "w") as f:
+                f.write(texts[name])
+            written.append(os.path.join(os.path.abspath(directory), name, "config.pbtxt"))
+    return written
