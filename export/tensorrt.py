@@ -117,7 +117,7 @@ def tensorrt_missing() -> str | None:
     except ImportError:
         return f"TensorRT is not installed; {INSTALL_HINT}"
     if not torch.cuda.is_available():
-        return "TensorRT needs an NVIDIA GPU and PyTorch here sees none; run on a GPU machine with a CUDA build of torch"
+        return "TensorRT needs an NVIDIA GPU and PyTorch here sees none; run on a GPU machine with CUDA torch"
     return None
 
 
