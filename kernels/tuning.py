@@ -134,6 +134,26 @@ def all_groups_tiling(groups: int, channels_per_group: int, hw: int, block_size:
     )
 
 
+def pixel_rows_tiling(channels: int, hw: int, block_size: int | None = None) -> GroupTiling:
+    """Tiling where every program holds all ``channels`` of a sample (a reduction over channels per
+    pixel) and a chunk of pixels; block_size caps the pixels per program."""
+    block_c = next_power_of_2(channels)
+    if block_size is None:
+        block_hw = max(1, min(next_power_of_2(hw), split_tile() // block_c))
+    else:
+        block_hw = min(next_power_of_2(hw), split_tile(block_size))
+    splits = cdiv(hw, block_hw)
+    return GroupTiling(
+        block_g=1,
+        block_cg=block_c,
+        block_hw=block_hw,
+        group_blocks=1,
+        splits=splits,
+        splits_pad=next_power_of_2(splits),
+        num_warps=num_warps_for(block_c * block_hw),
+    )
+
+
 @dataclass(frozen=True)
 class ChannelTiling:
     """Elementwise tiling of (N, C, HW) into [block_c, block_hw] programs."""

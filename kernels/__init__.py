@@ -1,0 +1,20 @@
+"""Fused Triton kernels of the colorizer (installed as ``colorizer.kernels``).
+
+One op per module, each with its Triton forward and backward kernels, launchers registered as
+``torch.library`` custom ops (``torch.ops.colorizer_triton.*``, traceable by ``torch.compile``), a
+``torch.autograd.Function`` and a functional with the signature of ``colorizer.ops.reference``:
+
+- ``weight_standardize``: WSConv2d's per-output-channel standardization.
+- ``group_norm_act``: GroupNorm + residual + ReLU/LeakyReLU + noise injection in one pass.
+- ``noise_inject`` / ``noise_inject_philox`` / ``philox_noise``: noise injection from a tensor or
+  from in-kernel Philox noise (seed, offset).
+- ``attention_gate``: the Attention U-Net gate after its two 1x1 convolutions.
+
+``backend.make_opset()`` is the ``triton`` backend of ``colorizer.ops`` (use
+``Sketch2Color(kernels="triton")``); ``tuning`` holds the block-size heuristics.
+
+Importing this package does not import Triton (only the op modules do), so a machine without Triton
+can import ``colorizer.kernels`` and its Triton-free modules (``backend``, ``tuning``). Import an op
+from its module, e.g. ``from colorizer.kernels.group_norm_act import group_norm_act`` (the modules
+are named after their ops, so the package does not re-export the functions).
+"""
