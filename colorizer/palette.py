@@ -682,11 +682,12 @@ def _effort(restarts: int, pixels: int, distinct: int) -> int:
 def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
     """Run ``kmeans`` the fastest way for the device: (centers uint8 (N, K, 3), counts (N, K)).
 
-    Pixels are de-duplicated into (color, multiplicity) first (except for the native step, whose
-    contract has no weights); see ``MAX_EFFORT`` for the restarts that this buys.
+    Pixels are de-duplicated into (color, multiplicity) first, except for the native step, whose
+    contract has no weights (it clusters every pixel); see ``MAX_EFFORT`` for the restarts.
     """
     p = points.shape[1]
-    if impl == "torch" and points.device.type == "cpu":
+    step = _step_for(impl, points.device)
+    if points.device.type == "cpu":
         # On the CPU the whole batch's (R*K, P) distance slabs do not fit in cache: one image at a
         # time is ~2x faster. Each image gets a generator seeded with ``seed``, so its palette does
         # not depend on the rest of the batch.
@@ -694,17 +695,17 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
         for i in range(points.shape[0]):
             colors, weights = dedup_colors(points[i : i + 1])
             r = _effort(restarts, p, colors.shape[1])
-            c, n, _ = kmeans(colors, k, r, iters, eps, seed, weights=weights)
+            if impl == "native":
+                colors, weights = points[i : i + 1], None
+            c, n, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
             out[0].append(c)
             out[1].append(n)
         return torch.cat(out[0]), torch.cat(out[1])
-    if impl == "native":
-        centers, counts, _ = kmeans(points, k, restarts, iters, eps, seed, step=_step_for(impl, points.device))
-        return centers, counts
     # Batched: rows padded to the batch's largest number of distinct colors (weight 0).
     colors, weights = dedup_colors(points)
     r = _effort(restarts, p, colors.shape[1])
-    step = _step_for(impl, points.device)
+    if impl == "native":
+        colors, weights = points, None
     centers, counts, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
     return centers, counts
 
