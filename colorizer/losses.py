@@ -1,0 +1,140 @@
+"""Training losses (SPEC.md, "Losses and training").
+
+- Discriminator, LSGAN with soft real labels: ``MSE(D(real), 0.9) + MSE(D(fake.detach()), 0)``.
+- Generator: ``w_gan * MSE(D(fake), 0.9) + w_l1 * L1(fake, real) + w_feature * MSE(VGG(fake), VGG(real))
+  + w_tv * TV(fake)``, weights from the design note by default (1, 100, 1e-4, 1e-2).
+- ``VGGFeatures``: the first four layers of an ImageNet VGG16 (conv1_1, ReLU, conv1_2, ReLU), applied
+  to the [-1, 1] image as it is (no ImageNet normalisation, as the reference). ImageNet weights cannot
+  be downloaded here, so they come from a user-given file in torchvision's ``vgg16`` state-dict layout
+  (``features.0.weight``, ``features.0.bias``, ``features.2.weight``, ``features.2.bias``). Without a
+  file the feature term is disabled (weight 0) and the trainer says so.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from colorizer.errors import CheckpointError
+
+REAL_LABEL = 0.9
+FAKE_LABEL = 0.0
+VGG_KEYS = ("features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias")
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """TV(x) = 2 * (sum dh^2 / count_h + sum dw^2 / count_w) / N for x (N, C, H, W), a 0-dim tensor.
+
+    count_h = C * (H - 1) * W and count_w = C * H * (W - 1) (SPEC.md). Computed in float32 at least.
+    """
+    n, c, h, w = x.shape
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum()
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
+    return 2.0 * (dh / (c * (h - 1) * w) + dw / (c * h * (w - 1))) / n
+
+
+def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """LSGAN discriminator loss; d_real and d_fake are D's (N, 1) scores for real and detached fake."""
+    d_real, d_fake = d_real.float(), d_fake.float()
+    return F.mse_loss(d_real, torch.full_like(d_real, REAL_LABEL)) + F.mse_loss(
+        d_fake, torch.full_like(d_fake, FAKE_LABEL)
+    )
+
+
+class VGGFeatures(nn.Module):
+    """conv1_1 (3->64, 3x3, pad 1) -> ReLU -> conv1_2 (64->64) -> ReLU of VGG16; frozen.
+
+    Input (N, 3, H, W) in [-1, 1]; output (N, 64, H, W). The layer names are torchvision's
+    (``features.0``, ``features.2``) so its state dict loads as is.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()
+        )
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGGFeatures:  # always frozen, whatever the parent does
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    @classmethod
+    def from_file(cls, path: str, map_location="cpu") -> VGGFeatures:
+        """Load the four tensors from a torchvision vgg16 state dict (``.pth`` or ``.safetensors``).
+
+        The file may hold the full vgg16 state dict (extra keys are ignored) or only the four
+        ``features.0/2`` tensors; it is loaded without unpickling code. Raises CheckpointError.
+        """
+        if not os.path.isfile(path):
+            raise CheckpointError(f"VGG16 weights file not found: {path}")
+        try:
+            if path.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                state = load_file(path, device="cpu")
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # any parse failure is a bad file, not a bug here
+            raise CheckpointError(f"cannot read VGG16 weights {path}: {exc}") from exc
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is not a VGG16 state dict")
+        missing = [k for k in VGG_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{path} is not in torchvision's vgg16 layout: missing {', '.join(missing)}")
+        model = cls()
+        expected = model.state_dict()
+        for key in VGG_KEYS:
+            if tuple(state[key].shape) != tuple(expected[key].shape):
+                raise CheckpointError(
+                    f"{path}: {key} has shape {tuple(state[key].shape)}, expected {tuple(expected[key].shape)}"
+                )
+        model.load_state_dict({k: state[k].float() for k in VGG_KEYS}, strict=True)
+        return model.to(map_location)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the generator loss terms (the design note's values by default)."""
+
+    gan: float = 1.0
+    l1: float = 100.0
+    feature: float = 1e-4
+    tv: float = 1e-2
+
+
+def generator_loss(
+    d_fake: torch.Tensor,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    weights: LossWeights = LossWeights(),
+    vgg: VGGFeatures | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Generator loss and its unweighted terms.
+
+    d_fake: (N, 1) D scores of the (not detached) fake; fake, real: (N, 3, H, W) in [-1, 1].
+    Returns (total, {"gan", "l1", "feature", "tv"}) as 0-dim float32 tensors; "feature" is 0 when
+    ``vgg`` is None or its weight is 0 (then VGG is not run at all).
+    """
+    fake32, real32 = fake.float(), real.float()
+    gan = F.mse_loss(d_fake.float(), torch.full_like(d_fake, REAL_LABEL, dtype=torch.float32))
+    l1 = F.l1_loss(fake32, real32)
+    tv = total_variation(fake32)
+    if vgg is not None and weights.feature != 0:
+        with torch.no_grad():
+            target = vgg(real)
+        feature = F.mse_loss(vgg(fake).float(), target.float())
+    else:
+        feature = torch.zeros((), device=fake.device)
+    total = weights.gan * gan + weights.l1 * l1 + weights.feature * feature + weights.tv * tv
+    return total, {"gan": gan, "l1": l1, "feature": feature, "tv": tv}

@@ -1,0 +1,738 @@
+"""The GAN training loop (SPEC.md, "Losses and training").
+
+One step on a batch (color image, sketch):
+
+1. palette = extract_palette(color) on the device (from the cropped ground truth itself), the 27
+   palette planes, generator input ``cond = cat(sketch, planes)`` (30 channels);
+2. one generator forward ``fake = G(cond)`` (random noise from the global torch RNG);
+3. D update: ``MSE(D(cond, real), 0.9) + MSE(D(cond, fake.detach()), 0)``;
+4. G update against the updated D: ``w_gan*MSE(D(cond, fake), 0.9) + w_l1*L1 + w_feature*VGG MSE +
+   w_tv*TV``, with D's parameters frozen for this backward.
+
+Non-finite policy ("skip"): each of the two updates is applied only when its loss and all its
+gradients are finite (checked across all processes), so a bad batch never reaches the weights or
+the Adam moments; the step still counts and its batch is consumed. A step where either update was
+skipped is a bad step. After ``max_bad_steps`` bad steps in a row training stops with
+TrainingDivergedError and writes no checkpoint, so the newest checkpoint on disk is the last good
+state. With fp16 AMP, non-finite *gradients* with a finite loss are the GradScaler's normal overflow
+handling (it skips the step and lowers the scale) and are not counted.
+
+Exact resume: a checkpoint holds both models, both optimizers (and GradScalers), the step, the epoch,
+the position within the epoch, the count of bad steps in a row and the torch / CUDA / numpy / Python
+RNG states of every process. The data order is a pure function of (seed, epoch) (DistributedSampler),
+augmentation of (seed, epoch, index) (the data set), DataLoader workers draw from a private generator,
+and the palettes of step s use seed (seed, s, rank): on the CPU a resumed run is bit-identical to
+an uninterrupted one.
+
+Signals: the first SIGINT / SIGTERM lets the current step finish, writes a checkpoint and returns
+128 + signal number after printing how to resume; a second one interrupts at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from colorizer.checkpoint import (
+    CheckpointManager,
+    config_hash,
+    read_checkpoint,
+    remove_stale_temp_files,
+)
+from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError, MissingDependencyError
+from colorizer.losses import LossWeights, VGGFeatures, discriminator_loss, generator_loss
+from colorizer.train.config import TrainConfig, dump_yaml
+from colorizer.train.distributed import (
+    DistContext,
+    ResumableDistributedSampler,
+    any_across_ranks,
+    barrier,
+    gather_objects,
+    init_distributed,
+)
+from colorizer.train.visuals import CsvLog, sample_grid, write_loss_curve, write_png
+
+PALETTE_K = 9
+EXIT_SIGNAL_BASE = 128
+
+
+class TrainingDivergedError(ColorizerError):
+    """Too many steps in a row with a non-finite loss or gradient."""
+
+    exit_code = 3
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done (good or skipped), over all epochs
+    epoch: int = 0  # current epoch
+    batch_in_epoch: int = 0  # batches of the current epoch already consumed
+    bad_in_row: int = 0  # consecutive bad steps so far
+    bad_total: int = 0
+    skipped_files: int = 0  # data files the data set skipped (corrupt, ...)
+
+
+@dataclass
+class TrainResult:
+    exit_code: int
+    progress: Progress
+    checkpoint: str | None
+    out: str
+
+
+# --------------------------------------------------------------------------------------------
+# RNG state
+# --------------------------------------------------------------------------------------------
+
+
+def capture_rng_state() -> dict:
+    """torch (CPU), CUDA (all devices), numpy and Python RNG states of this process."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = list(state["cuda"])
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda_states)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def palette_seed(seed: int, step: int, rank: int) -> int:
+    """Seed of the palette k-means of one step on one process (a pure function, for exact resume)."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % 2**31
+
+
+# --------------------------------------------------------------------------------------------
+# the trainer
+# --------------------------------------------------------------------------------------------
+
+
+class _SignalFlag:
+    """First SIGINT/SIGTERM: remember it (the loop stops after the step). Second: raise at once."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a library caller); no graceful stop then
+                pass
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            self.restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"\n{signal.Signals(signum).name} received: finishing this step and writing a checkpoint "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _worker_init(_worker_id: int) -> None:
+    # Ctrl-C / SIGTERM go to the whole process group; the main process handles them and shuts the
+    # workers down. Without this a worker dies on the signal and the step cannot finish.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _grads_finite(params: list[torch.Tensor]) -> torch.Tensor:
+    """0-dim bool tensor: every gradient of ``params`` is finite (no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(True)
+    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
+    return torch.isfinite(torch.stack([n.float() for n in norms]).sum())
+
+
+class Trainer:
+    """Trains a Sketch2Color generator and a Discriminator as configured.
+
+    ``dataset``: optional data set overriding the one ``config`` describes (anything indexable that
+    yields the ``colorizer.data`` sample dicts; ``set_epoch`` is called when present).
+    ``dist_ctx``: a DistContext when the caller set up the process group itself.
+    """
+
+    def __init__(self, config: TrainConfig, dataset=None, dist_ctx: DistContext | None = None, log=None):
+        self.cfg = config.validate()
+        self.ctx = dist_ctx or init_distributed(config.device)
+        self.device = self.ctx.device
+        self._log_fn = log
+        self.out = config.out
+        self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        self.samples_dir = os.path.join(self.out, "samples")
+        self.manager = CheckpointManager(self.ckpt_dir, keep_last=config.keep_last)
+        self.csv = CsvLog(os.path.join(self.out, "train_log.csv"))
+        self.identity_hash = config_hash(config.identity())
+        self.progress = Progress()
+        self.signals = _SignalFlag()
+        self.last_checkpoint: str | None = None
+        self._bar = None
+        self._check_output_folder()
+        self.dataset = dataset if dataset is not None else self._build_dataset()
+        self._build_models()
+
+    # ---- setup -----------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        """One line on rank 0 (through the progress bar when one is shown)."""
+        if not self.ctx.is_main:
+            return
+        if self._log_fn is not None:
+            self._log_fn(message)
+        elif self._bar is not None:
+            self._bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def _check_output_folder(self) -> None:
+        if not self.ctx.is_main:
+            return
+        try:
+            os.makedirs(self.ckpt_dir, exist_ok=True)
+            os.makedirs(self.samples_dir, exist_ok=True)
+            probe = os.path.join(self.out, f".write_probe.{os.getpid()}")
+            with open(probe, "wb") as f:
+                f.write(b"ok")
+            os.unlink(probe)
+        except OSError as exc:
+            raise ConfigError(f"output folder {self.out} is not writable: {exc.strerror or exc}") from exc
+        for path in remove_stale_temp_files(self.ckpt_dir) + remove_stale_temp_files(self.out):
+            self.log(f"removed an incomplete file left by an interrupted write: {path}")
+
+    def _build_dataset(self):
+        try:
+            from colorizer.data import build_dataset
+        except ImportError as exc:
+            raise MissingDependencyError(f"colorizer.data is not available: {exc}") from exc
+        cfg = self.cfg
+        kwargs = dict(root=cfg.data_root, size=cfg.size, seed=cfg.seed, length=cfg.length, augment=cfg.augment)
+        if cfg.sketch is not None:
+            kwargs["sketch"] = cfg.sketch
+        return build_dataset(cfg.data, **kwargs)
+
+    def _build_models(self) -> None:
+        from colorizer.models import Discriminator, Sketch2Color
+        from colorizer.ops import KernelsUnavailable
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)  # the same initial weights on every process
+        try:
+            self.G = Sketch2Color(channels=cfg.channels, kernels=cfg.kernels)
+            self.D = Discriminator(channels=cfg.d_channels, kernels=cfg.kernels)
+        except KernelsUnavailable as exc:
+            raise MissingDependencyError(f"--kernels {cfg.kernels}: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.G.to(self.device, memory_format=memory_format)
+        self.D.to(self.device, memory_format=memory_format)
+        self.G.train()
+        self.D.train()
+        self.d_trainable = [p for p in self.D.parameters() if p.requires_grad]
+        self.g_trainable = [p for p in self.G.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.Adam(self.g_trainable, lr=cfg.lr_g, betas=tuple(cfg.betas_g))
+        self.opt_d = torch.optim.Adam(self.d_trainable, lr=cfg.lr_d, betas=tuple(cfg.betas_d))
+
+        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+        if self.amp_dtype is not None and self.device.type != "cuda":
+            self.log(f"note: --amp {cfg.amp} applies on CUDA only; training in float32 on {self.device}")
+            self.amp_dtype = None
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler_g = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.scaler_d = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+        self.weights = LossWeights(gan=cfg.w_gan, l1=cfg.w_l1, feature=cfg.w_feature, tv=cfg.w_tv)
+        self.vgg = None
+        if cfg.vgg_weights:
+            self.vgg = VGGFeatures.from_file(cfg.vgg_weights).to(self.device)
+            self.feature_note = f"feature loss: VGG16 conv1_2 features from {cfg.vgg_weights}, weight {cfg.w_feature:g}"
+        elif cfg.w_feature:
+            self.feature_note = (
+                "feature loss: DISABLED - no --vgg-weights file given (torchvision vgg16 state dict); "
+                "the generator loss is GAN + L1 + TV only"
+            )
+        else:
+            self.feature_note = "feature loss: off (w_feature = 0)"
+
+        self.g_forward: nn.Module = self.G
+        self.d_forward: nn.Module = self.D
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.g_forward = DistributedDataParallel(self.G, device_ids=ids, broadcast_buffers=False)
+            self.d_forward = DistributedDataParallel(self.D, device_ids=ids)
+        if cfg.compile:
+            self.g_forward = torch.compile(self.g_forward)
+
+        self.sketch_model = None
+
+    def _sketch_for(self, color: torch.Tensor) -> torch.Tensor:
+        if self.sketch_model is None:
+            if not self.cfg.sketch_model:
+                raise ConfigError("the data set yields no sketches; give a Color2Sketch checkpoint with --sketch-model")
+            from colorizer.sketch import SketchModel
+
+            saved = capture_rng_state()  # built lazily: its construction must not move the training RNGs
+            try:
+                self.sketch_model = SketchModel(self.cfg.sketch_model, self.device)
+            finally:
+                restore_rng_state(saved)
+        with torch.no_grad():
+            return self.sketch_model(color)
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def state_payload(self, rng_states: list[dict]) -> dict:
+        return {
+            "netG": self.G.state_dict(),
+            "netD": self.D.state_dict(),
+            "optG": self.opt_g.state_dict(),
+            "optD": self.opt_d.state_dict(),
+            "scalerG": self.scaler_g.state_dict(),
+            "scalerD": self.scaler_d.state_dict(),
+            "progress": dict(vars(self.progress)),
+            "rng": {f"rank{r}": s for r, s in enumerate(rng_states)},
+        }
+
+    def save_checkpoint(self) -> str | None:
+        """Write a checkpoint of the current state (rank 0); every process must call it."""
+        rng_states = gather_objects(self.ctx, capture_rng_state())
+        path = None
+        error = None
+        if self.ctx.is_main:
+            metadata = {
+                "kind": "training",
+                "step": self.progress.step,
+                "epoch": self.progress.epoch,
+                "world_size": self.ctx.world_size,
+                "config": self.cfg.to_dict(),
+                "config_hash": self.identity_hash,
+                "generator": {"in_channels": self.G.in_channels, "channels": list(self.G.channels)},
+                "discriminator": {"in_channels": self.D.in_channels, "channels": list(self.D.channels)},
+                "feature_loss": self.vgg is not None,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+            try:
+                path = self.manager.save(self.progress.step, self.state_payload(rng_states), metadata)
+                self.last_checkpoint = path
+            except CheckpointError as exc:
+                error = str(exc)
+        # Every process learns whether rank 0's write failed, so all of them stop together.
+        error = gather_objects(self.ctx, error)[0]
+        if error:
+            raise CheckpointError(error)
+        return path
+
+    def _resume(self) -> None:
+        cfg = self.cfg
+        existing = self.manager.checkpoints()
+        if cfg.resume is None:
+            if existing:
+                raise ConfigError(
+                    f"{self.ckpt_dir} already holds checkpoints; continue with --resume auto, or choose another --out"
+                )
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if cfg.resume == "auto" or os.path.isdir(cfg.resume):
+                manager = self.manager if cfg.resume == "auto" else CheckpointManager(cfg.resume)
+                found = manager.load_latest_good()
+                if found is None:
+                    if manager.checkpoints():
+                        raise CheckpointError(f"no readable checkpoint in {manager.directory}: all are damaged")
+                    self.log(f"--resume auto: no checkpoint in {manager.directory} yet, starting fresh")
+                    return
+                path, payload, metadata = found
+            else:
+                path = cfg.resume
+                payload, metadata = read_checkpoint(path)
+        for w in caught:
+            self.log(f"warning: {w.message}")
+        if metadata.get("kind") != "training" or "optG" not in payload:
+            raise CheckpointError(f"{path} is not a training checkpoint (no optimizer state); cannot resume from it")
+        stored_hash = metadata.get("config_hash")
+        if stored_hash and stored_hash != self.identity_hash:
+            old = metadata.get("config", {})
+            now = self.cfg.identity()
+            changed = sorted(k for k in now if k in old and old[k] != now[k])
+            detail = ", ".join(f"{k}: {old[k]!r} -> {now[k]!r}" for k in changed[:6]) or "unknown fields"
+            self.log(f"warning: {path} was written with a different config ({detail}); resuming anyway")
+        from colorizer.checkpoint import load_state_strict
+
+        load_state_strict(self.G, dict(payload["netG"]), path)
+        load_state_strict(self.D, dict(payload["netD"]), path)
+        try:
+            self.opt_g.load_state_dict(payload["optG"])
+            self.opt_d.load_state_dict(payload["optD"])
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: optimizer state does not fit this model: {exc}") from exc
+        if payload.get("scalerG"):
+            self.scaler_g.load_state_dict(payload["scalerG"])
+            self.scaler_d.load_state_dict(payload["scalerD"])
+        self.progress = Progress(**{k: int(v) for k, v in payload["progress"].items()})
+        rng = payload.get("rng", {})
+        mine = rng.get(f"rank{self.ctx.rank}")
+        if mine is None or len(rng) != self.ctx.world_size:
+            self.log(
+                f"warning: {path} was written by {len(rng)} process(es), this run has {self.ctx.world_size}; "
+                "the run continues but is not bit-identical to an uninterrupted one"
+            )
+            seed_everything(self.cfg.seed + 1_000_003 * (self.progress.step + 1) + self.ctx.rank)
+        else:
+            self._rng_to_restore = mine
+        self.last_checkpoint = path
+        self.log(f"resumed from {path} at step {self.progress.step} (epoch {self.progress.epoch + 1})")
+
+    # ---- one step --------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def _prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(color, sketch, palette uint8 (N, 9, 3), cond (N, 30, S, S)) on the device."""
+        from colorizer.palette import extract_palette, palette_planes
+
+        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        color = batch["color"].to(self.device, non_blocking=True)
+        sketch = batch["sketch"].to(self.device, non_blocking=True) if "sketch" in batch else self._sketch_for(color)
+        palette = extract_palette(
+            color, k=PALETTE_K, seed=palette_seed(self.cfg.seed, self.progress.step, self.ctx.rank)
+        )
+        planes = palette_planes(palette, color.shape[-2], color.shape[-1]).to(self.device, color.dtype)
+        cond = torch.cat([sketch, planes], dim=1).contiguous(memory_format=memory_format)
+        return color.contiguous(memory_format=memory_format), sketch, palette, cond
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        """One D update and one G update on ``batch``; returns the losses (floats) and 'bad' (0/1)."""
+        color, sketch, palette, cond = self._prepare(batch)
+        with self._autocast():
+            fake = self.g_forward(cond)
+
+        # D update on real and the detached fake.
+        with self._autocast():
+            d_real = self.d_forward(cond, color)
+            d_fake = self.d_forward(cond, fake.detach())
+        loss_d = discriminator_loss(d_real, d_fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss_d).backward()
+        d_ok = self._apply(self.opt_d, self.scaler_d, loss_d, self.d_trainable)
+
+        # G update against the updated D; D's weights get no gradient (and DDP no reduction).
+        for p in self.d_trainable:
+            p.requires_grad_(False)
+        try:
+            with self._autocast():
+                d_fake_for_g = self.D(cond, fake)
+            loss_g, parts = generator_loss(d_fake_for_g, fake, color, self.weights, self.vgg)
+            self.opt_g.zero_grad(set_to_none=True)
+            self.scaler_g.scale(loss_g).backward()
+        finally:
+            for p in self.d_trainable:
+                p.requires_grad_(True)
+        g_ok = self._apply(self.opt_g, self.scaler_g, loss_g, self.g_trainable)
+
+        self._last = (color, sketch, palette, fake.detach())
+        stats = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **{k: v.item() for k, v in parts.items()}}
+        stats["bad"] = 0.0 if (d_ok and g_ok) else 1.0
+        return stats
+
+    def _apply(self, opt, scaler, loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
+        """optimizer.step() when loss and gradients are finite on every process; True if applied."""
+        if scaler.is_enabled():
+            scaler.unscale_(opt)
+        loss_ok = bool(torch.isfinite(loss.detach()).item())
+        grads_ok = bool(_grads_finite(params).item())
+        loss_bad, grads_bad = any_across_ranks(self.ctx, [not loss_ok, not grads_ok])
+        if scaler.is_enabled():
+            if loss_bad:
+                opt.zero_grad(set_to_none=True)
+                scaler.update()
+                return False
+            scaler.step(opt)  # skips by itself on overflow; that is not a bad step
+            scaler.update()
+            return True
+        if loss_bad or grads_bad:
+            opt.zero_grad(set_to_none=True)
+            return False
+        opt.step()
+        return True
+
+    # ---- pictures --------------------------------------------------------------------------
+
+    def _preview_batch(self) -> dict | None:
+        """A fixed batch of the first ``samples`` items (epoch 0), fetched without touching any RNG."""
+        n = min(self.cfg.samples, len(self.dataset))
+        if n == 0:
+            return None
+        saved = capture_rng_state()
+        try:
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(0)
+            items = [self.dataset[i] for i in range(n)]
+        finally:
+            restore_rng_state(saved)
+        return _collate(items)
+
+    def write_samples(self) -> str | None:
+        if not self.ctx.is_main or self._preview is None:
+            return None
+        saved = capture_rng_state()  # the sketch model or palette code must not move the RNGs
+        try:
+            with torch.no_grad():
+                color, sketch, palette, cond = self._prepare(self._preview)
+                with self._autocast():
+                    output = self.G(cond, noise=self.cfg.seed)
+        finally:
+            restore_rng_state(saved)
+        grid = sample_grid(color, sketch, palette, output.float(), color)
+        path = os.path.join(self.samples_dir, f"step_{self.progress.step:09d}.png")
+        write_png(path, grid)
+        return path
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def _loader(self, sampler) -> DataLoader:
+        workers = self.cfg.workers
+        generator = torch.Generator().manual_seed(self.cfg.seed * 65_537 + self.progress.epoch)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=_collate,
+            drop_last=True,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if workers else None,
+            generator=generator,
+            persistent_workers=False,
+            multiprocessing_context="fork" if workers and sys.platform.startswith("linux") else None,
+        )
+
+    def fit(self) -> TrainResult:
+        """Train until ``epochs`` (or ``max_steps``), a signal, or an error. Returns a TrainResult."""
+        cfg = self.cfg
+        self._rng_to_restore = None
+        self._resume()
+        if len(self.dataset) < cfg.batch_size * self.ctx.world_size:
+            raise DataError(
+                f"the data set has {len(self.dataset)} samples, fewer than one batch on every process "
+                f"({cfg.batch_size} x {self.ctx.world_size})"
+            )
+        if self.ctx.is_main:
+            header = f"# resolved training config; {self.feature_note}\n"
+            from colorizer.checkpoint import atomic_write_bytes
+
+            atomic_write_bytes(os.path.join(self.out, "config.yaml"), dump_yaml(cfg, header).encode())
+            if os.path.isfile(self.csv.path):  # drop rows a crashed run wrote after its last checkpoint
+                self.csv.truncate_after(self.progress.step)
+        self.log(self.feature_note)
+        self._preview = self._preview_batch() if self.ctx.is_main else None
+
+        if self._rng_to_restore is not None:
+            restore_rng_state(self._rng_to_restore)
+        elif self.progress.step == 0:
+            seed_everything(cfg.seed + self.ctx.rank)  # per-process noise streams
+
+        sampler = ResumableDistributedSampler(self.dataset, self.ctx.world_size, self.ctx.rank, cfg.seed)
+        steps_per_epoch = len(sampler) // cfg.batch_size
+        total = cfg.epochs * steps_per_epoch
+        if cfg.max_steps:
+            total = min(total, cfg.max_steps)
+        p = self.progress
+        if p.step >= total:
+            self.log(f"nothing to do: already at step {p.step} of {total}")
+            return TrainResult(0, p, self.last_checkpoint, self.out)
+
+        self.log(
+            f"training {total - p.step} steps (step {p.step} -> {total}, {steps_per_epoch} per epoch) on "
+            f"{self.ctx.world_size} x {self.device}, batch {cfg.batch_size}, {cfg.size}px, out {self.out}"
+        )
+        self.signals.install()
+        if self.ctx.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=p.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+        window: dict[str, float] = {}
+        window_steps, window_start, start_time = 0, time.perf_counter(), time.perf_counter()
+        checkpoint_written_at = -1
+        exit_code = 0
+        try:
+            while p.step < total:
+                sampler.set_position(p.epoch, p.batch_in_epoch * cfg.batch_size)
+                if hasattr(self.dataset, "set_epoch"):
+                    self.dataset.set_epoch(p.epoch)
+                epoch_done = False
+                for batch in self._loader(sampler):
+                    stats = self.train_step(batch)
+                    p.step += 1
+                    p.batch_in_epoch += 1
+                    p.skipped_files += int(_batch_skipped(batch))
+                    if stats["bad"]:
+                        p.bad_in_row += 1
+                        p.bad_total += 1
+                    else:
+                        p.bad_in_row = 0
+                    if p.batch_in_epoch >= steps_per_epoch:
+                        p.epoch += 1
+                        p.batch_in_epoch = 0
+                        epoch_done = True
+                    for k, v in stats.items():
+                        window[k] = window.get(k, 0.0) + (v if math.isfinite(v) else float("nan"))
+                    window_steps += 1
+                    if self._bar is not None:
+                        rate = (
+                            window_steps * cfg.batch_size * self.ctx.world_size / (time.perf_counter() - window_start)
+                        )
+                        self._bar.update(1)
+                        self._bar.set_postfix(
+                            d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", l1=f"{stats['l1']:.3f}",
+                            img_s=f"{rate:.1f}", refresh=False,
+                        )  # fmt: skip
+                    if p.bad_in_row >= cfg.max_bad_steps:
+                        raise TrainingDivergedError(
+                            f"stopping at step {p.step}: {p.bad_in_row} steps in a row had a non-finite loss or "
+                            f"gradient (last: loss_d={stats['loss_d']:.4g}, loss_g={stats['loss_g']:.4g}); the "
+                            f"last good checkpoint is {self.last_checkpoint or 'none (no checkpoint was written)'}; "
+                            "lower the learning rates or use --amp none/bf16, then --resume auto"
+                        )
+                    if p.step % cfg.log_every == 0 or p.step == total:
+                        self._write_log_row(window, window_steps, time.perf_counter() - window_start, start_time)
+                        window, window_steps, window_start = {}, 0, time.perf_counter()
+                    if cfg.sample_every and p.step % cfg.sample_every == 0:
+                        self.write_samples()
+                    stop = self.signals.signum is not None
+                    stop = any_across_ranks(self.ctx, [stop])[0] if self.ctx.enabled else stop
+                    due = (cfg.ckpt_every and p.step % cfg.ckpt_every == 0) or (epoch_done and p.step < total)
+                    if due or stop or p.step >= total:
+                        self.save_checkpoint()
+                        checkpoint_written_at = p.step
+                        if self.ctx.is_main and (due or p.step >= total):
+                            write_loss_curve(self.csv, os.path.join(self.out, "loss_curve.png"))
+                    if stop:
+                        signum = self.signals.signum or signal.SIGTERM
+                        exit_code = EXIT_SIGNAL_BASE + int(signum)
+                        self._close_bar()
+                        self.log(
+                            f"stopped by {signal.Signals(signum).name} at step {p.step}; checkpoint "
+                            f"{self.last_checkpoint}; resume with: python -m colorizer.train --config "
+                            f"{os.path.join(self.out, 'config.yaml')} --resume auto"
+                        )
+                        return TrainResult(exit_code, p, self.last_checkpoint, self.out)
+                    if p.step >= total or epoch_done:
+                        break
+            if checkpoint_written_at != p.step:
+                self.save_checkpoint()
+        finally:
+            self._close_bar()
+            self.signals.restore()
+        if self.ctx.is_main:
+            write_loss_curve(self.csv, os.path.join(self.out, "loss_curve.png"))
+            sample = self.write_samples()
+            elapsed = time.perf_counter() - start_time
+            skipped = f", {p.skipped_files} data files skipped" if p.skipped_files else ""
+            bad = f", {p.bad_total} bad steps skipped" if p.bad_total else ""
+            self.log(
+                f"done: step {p.step}, epoch {p.epoch}, {elapsed:.0f} s{skipped}{bad}; checkpoint "
+                f"{self.last_checkpoint}; samples {sample}; loss curve {os.path.join(self.out, 'loss_curve.png')}"
+            )
+        barrier(self.ctx)
+        return TrainResult(exit_code, p, self.last_checkpoint, self.out)
+
+    def _close_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def _write_log_row(self, window: dict, steps: int, seconds: float, start_time: float) -> None:
+        if not self.ctx.is_main or steps == 0:
+            return
+        p = self.progress
+        row = {k: window.get(k, float("nan")) / steps for k in ("loss_d", "loss_g", "gan", "l1", "feature", "tv")}
+        row.update(
+            step=p.step,
+            epoch=p.epoch,
+            images_per_s=steps * self.cfg.batch_size * self.ctx.world_size / max(seconds, 1e-9),
+            bad_steps=p.bad_total,
+            skipped_files=p.skipped_files,
+            elapsed_s=round(time.perf_counter() - start_time, 2),
+        )
+        self.csv.append(row)
+
+
+def _batch_skipped(batch: dict) -> int:
+    skipped = batch.get("skipped")
+    if skipped is None:
+        return 0
+    return int(skipped.sum()) if isinstance(skipped, torch.Tensor) else int(skipped)
+
+
+def _collate(items: list[dict]) -> dict:
+    """Stack the tensors of a list of sample dicts; ints become an int64 tensor."""
+    try:
+        from colorizer.data import collate
+    except ImportError:
+        collate = None
+    if collate is not None:
+        return collate(items)
+    from torch.utils.data import default_collate
+
+    return default_collate(items)
+
+
+def train(config: TrainConfig, dataset=None) -> TrainResult:
+    """Run training as configured (single process, or one DDP process under torchrun)."""
+    return Trainer(config, dataset=dataset).fit()
