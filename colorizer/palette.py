@@ -688,19 +688,31 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
     p = points.shape[1]
     step = _step_for(impl, points.device)
     if points.device.type == "cpu":
-        # On the CPU the whole batch's (R*K, P) distance slabs do not fit in cache: one image at a
-        # time is ~2x faster. Each image gets a generator seeded with ``seed``, so its palette does
-        # not depend on the rest of the batch.
-        out = [], []
-        for i in range(points.shape[0]):
+        # On the CPU the whole batch's (R*K, P) distance slabs do not fit in cache, and one image's
+        # ops are too small to split across threads: images run one per thread, each op on one
+        # intra-op thread (torch ops release the GIL). Each image gets a generator seeded with
+        # ``seed``, so its palette depends neither on the rest of the batch nor on scheduling.
+        def one(i):
             colors, weights = dedup_colors(points[i : i + 1])
             r = _effort(restarts, p, colors.shape[1])
             if impl == "native":
                 colors, weights = points[i : i + 1], None
             c, n, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
-            out[0].append(c)
-            out[1].append(n)
-        return torch.cat(out[0]), torch.cat(out[1])
+            return c, n
+
+        threads = torch.get_num_threads()
+        if threads > 1 and points.shape[0] > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(min(threads, points.shape[0])) as pool:
+                    results = list(pool.map(one, range(points.shape[0])))
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            results = [one(i) for i in range(points.shape[0])]
+        return torch.cat([c for c, _ in results]), torch.cat([n for _, n in results])
     # Batched: rows padded to the batch's largest number of distinct colors (weight 0).
     colors, weights = dedup_colors(points)
     r = _effort(restarts, p, colors.shape[1])
