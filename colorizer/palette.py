@@ -701,7 +701,8 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
             return c, n
 
         threads = torch.get_num_threads()
-        if threads > 1 and points.shape[0] > 1:
+        # (Triton's CPU interpreter patches module globals while it runs: not thread-safe.)
+        if threads > 1 and points.shape[0] > 1 and impl != "triton":
             from concurrent.futures import ThreadPoolExecutor
 
             torch.set_num_threads(1)
