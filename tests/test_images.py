@@ -286,3 +286,9 @@ def test_save_image_rejects_unknown_format_and_bad_arrays(tmp_path):
         save_image(tmp_path / "x.notanimage", np.zeros((4, 4, 3), dtype=np.uint8))
     with pytest.raises(ValueError):
         save_image(tmp_path / "x.png", torch.zeros(2, 3, 4, 4))
+
+
+def test_loaded_arrays_are_writable(tmp_path):
+    out = load_image(_png(tmp_path / "w.png", _gradient()))
+    assert out.flags.writeable and out.flags.c_contiguous
+    out[0, 0] = 1  # callers may modify what they get

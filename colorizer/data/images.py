@@ -147,7 +147,9 @@ def _decode(source, name: str, min_size: int | None, max_pixels: int | None) -> 
         raise ImageError(
             f"{name}: {rgb.shape[1]}x{rgb.shape[0]} px is too small (needs at least {min_size} px on each side)"
         )
-    return np.ascontiguousarray(rgb)
+    if not rgb.flags.writeable or not rgb.flags.c_contiguous:
+        rgb = np.array(rgb, order="C")  # PIL hands out read-only views; callers may write in place
+    return rgb
 
 
 def load_image(
@@ -155,7 +157,7 @@ def load_image(
     min_size: int | None = DEFAULT_MIN_SIZE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 RGB.
+    """Read an image file as a writable, C-contiguous (H, W, 3) uint8 RGB array.
 
     min_size: smallest accepted side in pixels (None: no check). max_pixels: largest accepted
     width * height, checked from the header before decoding (None: DEFAULT_MAX_PIXELS).

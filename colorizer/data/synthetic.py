@@ -182,7 +182,7 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
     if SUPERSAMPLE > 1:
         color = color.reduce(SUPERSAMPLE)
         lines = lines.reduce(SUPERSAMPLE)
-    return np.asarray(color), np.asarray(lines)
+    return np.array(color), np.array(lines)
 
 
 def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 10, reference_index: int = 8):

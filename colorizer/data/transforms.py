@@ -72,7 +72,7 @@ def resized_crop(image: np.ndarray, box: tuple[int, int, int, int], size: int) -
     if (top, left, h, w) == (0, 0, image.shape[0], image.shape[1]) and h == size and w == size:
         return np.asarray(pil).copy()
     out = pil.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
-    return np.asarray(out)
+    return np.array(out)
 
 
 def augment_pair(
