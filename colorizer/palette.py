@@ -675,11 +675,15 @@ def _step_for(impl: str, device: torch.device) -> Callable:
 MAX_EFFORT = 4
 
 
+# Largest seeding temporary (float32 elements) of one batched chunk: 2**27 = 512 MiB.
+SEEDING_ELEMENTS = 1 << 27
+
+
 def _effort(restarts: int, pixels: int, distinct: int) -> int:
     return restarts * max(1, min(MAX_EFFORT, pixels // max(distinct, 1)))
 
 
-def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
+def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool | None = None):
     """Run ``kmeans`` the fastest way for the device: (centers uint8 (N, K, 3), counts (N, K)).
 
     Pixels are de-duplicated into (color, multiplicity) first, except for the native step, whose
@@ -687,7 +691,7 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
     """
     p = points.shape[1]
     step = _step_for(impl, points.device)
-    if points.device.type == "cpu":
+    if per_image if per_image is not None else points.device.type == "cpu":
         # On the CPU the whole batch's (R*K, P) distance slabs do not fit in cache, and one image's
         # ops are too small to split across threads: images run one per thread, each op on one
         # intra-op thread (torch ops release the GIL). Each image gets a generator seeded with
@@ -714,13 +718,21 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl):
         else:
             results = [one(i) for i in range(points.shape[0])]
         return torch.cat([c for c, _ in results]), torch.cat([n for _, n in results])
-    # Batched: rows padded to the batch's largest number of distinct colors (weight 0).
+    # Batched: rows padded to the batch's largest number of distinct colors (weight 0), in chunks
+    # of images whose seeding temporaries (n, R, trials, P) stay under SEEDING_ELEMENTS.
     colors, weights = dedup_colors(points)
     r = _effort(restarts, p, colors.shape[1])
     if impl == "native":
         colors, weights = points, None
-    centers, counts, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
-    return centers, counts
+    trials = 2 + int(math.log(k))
+    chunk = max(1, SEEDING_ELEMENTS // (r * trials * colors.shape[1]))
+    out = [], []
+    for i in range(0, colors.shape[0], chunk):
+        w = None if weights is None else weights[i : i + chunk]
+        c, n, _ = kmeans(colors[i : i + chunk], k, r, iters, eps, seed + i, step=step, weights=w)
+        out[0].append(c)
+        out[1].append(n)
+    return torch.cat(out[0]), torch.cat(out[1])
 
 
 def extract_palette(

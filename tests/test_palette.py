@@ -317,6 +317,22 @@ def test_deterministic_for_a_seed():
     assert all(torch.equal(x, y) for x, y in zip(r1, r2))
 
 
+def test_batched_path_in_chunks(monkeypatch):
+    """The GPU layout (all images at once, padded distinct colors, chunks bounded by
+    SEEDING_ELEMENTS) run on the CPU: same quality as the per-image path, deterministic."""
+    rng = np.random.default_rng(9)
+    imgs = np.stack([synthetic_drawing(64, rng) for _ in range(3)] + [_crop(_photos()[2], 64, rng) for _ in range(2)])
+    points, _ = pal._pixels(imgs, downscale=True)
+    monkeypatch.setattr(pal, "SEEDING_ELEMENTS", 10 * 4 * 256 * 2)  # two images per chunk
+    a, ca = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=False)
+    b, cb = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=False)
+    assert torch.equal(a, b) and torch.equal(ca, cb)
+    assert (ca.sum(1) == points.shape[1]).all()  # every pixel counted once, padding never
+    ref, _ = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=True)
+    ratio = pal.compactness(points, a.float()) / pal.compactness(points, ref.float())
+    assert ratio.max() <= 1.05, ratio
+
+
 def test_color_order_is_by_cluster_size_then_color():
     img = _flat([([9, 9, 9], 8), ([200, 0, 0], 20), ([0, 0, 200], 8), ([50, 50, 50], 12)], height=8)
     out = pal.extract_palette(img, k=4)
