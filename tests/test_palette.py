@@ -82,12 +82,19 @@ def synthetic_drawing(size: int, rng: np.random.Generator) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def quality_set() -> np.ndarray:
-    """136 uint8 RGB images, 128x128: 8 whole photographs, 64 photo crops, 64 synthetic drawings."""
+    """152 uint8 RGB images, 128x128: 8 whole photographs, 64 photo crops, 64 drawings of this file's
+    generator and 16 of the project's synthetic data set (colorizer.data.synthetic) when present."""
     rng = np.random.default_rng(2024)
     photos = _photos()
     images = [cv2.resize(p, (128, 128), interpolation=cv2.INTER_AREA) for p in photos]
     images += [_crop(photos[i % len(photos)], 128, rng) for i in range(64)]
     images += [synthetic_drawing(128, rng) for _ in range(64)]
+    try:
+        from colorizer.data.synthetic import render_drawing
+    except ImportError:
+        render_drawing = None
+    if render_drawing is not None:
+        images += [render_drawing(7, i, 128)[0] for i in range(16)]
     return np.stack(images)
 
 
