@@ -95,3 +95,36 @@ def test_philox_counter_range_is_checked():
     x = torch.zeros(1, 1, 2, 2)
     with pytest.raises(ValueError, match="2\\*\\*31"):
         noise_inject_philox(x, torch.ones(1), seed=1, offset=2**31 - 2)
+
+
+# Philox noise recorded from the CPU interpreter (triton 3.9); tests/kernels/test_gpu.py checks that a
+# GPU draws the same numbers.
+RECORDED_PHILOX = {
+    (1234, 0): [
+        -0.442227453,
+        0.118431807,
+        1.157851219,
+        -0.190242410,
+        0.982814074,
+        -1.067059636,
+        -1.306891203,
+        0.666747987,
+    ],
+    (2**40 + 7, 1000): [
+        0.638965249,
+        -0.190408394,
+        -0.141689047,
+        1.624455094,
+        0.125226602,
+        0.499760896,
+        -0.510009885,
+        -0.303558886,
+    ],
+}
+
+
+@pytest.mark.parametrize("seed,offset", list(RECORDED_PHILOX))
+def test_philox_noise_matches_recorded_values(seed, offset):
+    noise = philox_noise(1, 2, 4, seed=seed, offset=offset, device="cpu")
+    expected = torch.tensor(RECORDED_PHILOX[(seed, offset)]).reshape(1, 1, 2, 4)
+    assert_close(noise, expected, atol=1e-5, rtol=1e-5, name="philox noise")
