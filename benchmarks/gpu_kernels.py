@@ -26,8 +26,9 @@ What it measures, in one run on one GPU:
 Writes ``gpu_kernels.json`` (everything, with device, versions, git revision and date) and
 ``gpu_kernels.md`` (the side-by-side tables) into --out. Exits with a one-line error when there is
 no CUDA device or no Triton. torch.compile time is excluded (warm-up), but a full run compiles a graph
-per shape and takes long: --quick times a subset (batch 2, both dtypes, NCHW, the largest and smallest
-sites).
+per shape and takes long: --quick times a subset (batch 2, both dtypes, NCHW; the smallest, median
+and largest GroupNorm sites, the largest one with noise, the largest gate, and weight standardization).
+Timing and environment come from the shared ``benchmarks.timing`` and ``benchmarks.environment``.
 """
 
 from __future__ import annotations

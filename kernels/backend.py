@@ -12,6 +12,11 @@ Devices:
   (``colorizer.ops.reference``) with a one-time warning: a model switched to ``triton`` still runs on
   the CPU, with the eager math. Nothing else falls back silently.
 
+torch.compile: the launchers are ``torch.library`` custom ops with fake kernels, called from
+``torch.autograd.Function``s, so Dynamo traces the ops (opaque to Inductor, which fuses around them).
+Dynamo cannot trace an autograd.Function that receives the same tensor for two arguments (it falls
+back to a graph break); the model never does that.
+
 Everything here is import-light: importing this module does not import Triton.
 """
 
