@@ -114,7 +114,7 @@ def split_generator_input(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class GeneratorForExport(nn.Module):
     """The graph that is exported: (sketch, palette[, seed | noise7..noise0]) -> image.
 
-    ``generator``: a Sketch2Color; a folded float32 eval copy is taken, the original is untouched.
+    ``generator``: a Sketch2Color; a folded eval copy is taken (same dtype), the original is untouched.
     Calls the encoder and decoder directly: the size checks of ``UNetGenerator.forward`` would bake
     the trace's sizes into the graph.
     """
@@ -125,7 +125,7 @@ class GeneratorForExport(nn.Module):
         if group_norm not in GRAPH_OPS:
             raise ConfigError(f"group_norm must be one of {', '.join(GRAPH_OPS)}, got {group_norm!r}")
         self.noise = noise
-        self.generator = fold_weight_standardization(generator).float().eval().set_kernels(GRAPH_OPS[group_norm])
+        self.generator = fold_weight_standardization(generator).eval().set_kernels(GRAPH_OPS[group_norm])
 
     def forward(self, sketch: torch.Tensor, palette: torch.Tensor, *noise_inputs: torch.Tensor) -> torch.Tensor:
         x = generator_input(sketch, palette)
@@ -241,7 +241,7 @@ def trace_to_onnx(
     model: UNetGenerator, path: str, noise: str, opset: int, group_norm: str = DEFAULT_GROUP_NORM
 ) -> None:
     """Trace ``GeneratorForExport(model, noise, group_norm)`` to ``path`` (no checks, no metadata)."""
-    wrapper = GeneratorForExport(model, noise, group_norm)
+    wrapper = GeneratorForExport(model, noise, group_norm).float()
     # A small trace size keeps tracing cheap; every size is dynamic in the result.
     args = example_inputs(noise, 1, SIZE_MULTIPLE, SIZE_MULTIPLE)
     with warnings.catch_warnings():

@@ -1,0 +1,53 @@
+"""Shared fixtures for the export tests: one small generator, its checkpoint, and one export per
+noise mode (module-scoped work is cached per session so the suite stays within its time budget)."""
+
+import os
+
+import pytest
+import torch
+
+from colorizer.models import NoiseInjection, Sketch2Color
+
+SMALL = (64, 64, 64, 64)
+# Parity cases for tests: two sizes, two batch sizes, still cheap at this width.
+TEST_CASES = ((1, 128, 256), (2, 128, 128))
+
+
+def small_generator(seed: int = 0) -> Sketch2Color:
+    """A small Sketch2Color with non-zero noise weights (the init's zeros would hide noise bugs)."""
+    torch.manual_seed(seed)
+    model = Sketch2Color(channels=SMALL)
+    for module in model.modules():
+        if isinstance(module, NoiseInjection):
+            module.weight.data.normal_(0.0, 0.3)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def generator():
+    return small_generator()
+
+
+@pytest.fixture(scope="session")
+def checkpoint(generator, tmp_path_factory):
+    """The generator saved in the public reference's format {'netG': state_dict}."""
+    path = tmp_path_factory.mktemp("ckpt") / "G.pth"
+    torch.save({"netG": generator.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def exported(generator, tmp_path_factory):
+    """noise mode -> OnnxExport of the small generator (parity-gated on TEST_CASES)."""
+    from colorizer.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("onnx")
+    cache = {}
+
+    def get(noise: str):
+        if noise not in cache:
+            path = os.path.join(folder, f"g_{noise}.onnx")
+            cache[noise] = export_onnx(generator, path, noise=noise, source_sha256="ab" * 32, cases=TEST_CASES)
+        return cache[noise]
+
+    return get
