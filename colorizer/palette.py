@@ -281,6 +281,20 @@ def _native_step() -> Callable | None:
     return getattr(native, "kmeans_assign_accumulate", None)
 
 
+_NATIVE_WEIGHTS: dict[int, bool] = {}
+
+
+def _native_takes_weights(fn: Callable) -> bool:
+    """Whether the native step accepts ``weights=`` (B, P) point multiplicities (probed once)."""
+    if id(fn) not in _NATIVE_WEIGHTS:
+        try:
+            fn(torch.zeros(1, 2, 3), torch.zeros(1, 1, 3), weights=torch.ones(1, 2))
+            _NATIVE_WEIGHTS[id(fn)] = True
+        except (TypeError, RuntimeError):
+            _NATIVE_WEIGHTS[id(fn)] = False
+    return _NATIVE_WEIGHTS[id(fn)]
+
+
 def _triton_step() -> Callable | None:
     try:
         from colorizer.kernels.kmeans import kmeans_assign_accumulate
@@ -294,12 +308,11 @@ class _FlatStep:
 
     broadcast: the step is the Triton launcher, which accepts fewer point rows than center rows
     (restarts share their image's pixels), uint8 pixels and point weights. Otherwise (native) the
-    float pixels are repeated per restart and weights are not supported.
+    float pixels (and weights, which a native step must then accept as ``weights=``) are repeated
+    per restart.
     """
 
     def __init__(self, fn: Callable, points: torch.Tensor, weights: torch.Tensor | None, broadcast: bool):
-        if weights is not None and not broadcast:
-            raise ValueError("this assign/accumulate step does not take weights")
         self.fn, self.broadcast, self.weights = fn, broadcast, weights
         if (
             broadcast
@@ -319,7 +332,12 @@ class _FlatStep:
             labels, sums, counts, sse = self.fn(pts, cen, with_labels=need_labels, weights=w)
         else:
             pts = pts.repeat_interleave(r, dim=0) if r > 1 else pts
-            labels, sums, counts, sse = self.fn(pts.contiguous(), cen)
+            if self.weights is None:
+                labels, sums, counts, sse = self.fn(pts.contiguous(), cen)
+            else:
+                w = _take(self.weights, img).float()
+                w = w.repeat_interleave(r, dim=0) if r > 1 else w
+                labels, sums, counts, sse = self.fn(pts.contiguous(), cen, weights=w.contiguous())
         return (
             labels.view(n, r, -1).long() if need_labels else None,
             sums.view(n, r, k, 3).float(),
@@ -646,7 +664,11 @@ def _resolve_impl(impl: str, device: torch.device) -> str:
         return impl
     if device.type == "cuda":
         return "triton" if _triton_step() is not None else "torch"
-    return "native" if _native_step() is not None else "torch"
+    # The native step is used automatically only when it takes point weights: without them it must
+    # cluster every pixel instead of the distinct colors, which is several times more work on
+    # drawings than the torch step does (measured: ~5x slower on flat-colored 256x256 references).
+    native = _native_step()
+    return "native" if native is not None and _native_takes_weights(native) else "torch"
 
 
 def _step_for(impl: str, device: torch.device) -> Callable:
@@ -668,11 +690,13 @@ def _step_for(impl: str, device: torch.device) -> Callable:
 
 
 # More restarts on images with many repeated colors, within the work of the requested restarts on
-# all pixels: restarts * min(MAX_EFFORT, P // distinct colors). Flat-colored drawings (the use case)
-# have tens of colors in thousands of pixels; their K-means landscape is rugged (OpenCV's own
-# seed-to-seed spread is ~14% of images > 1% apart), and the extra restarts are what brings the
-# result reliably to OpenCV's best-of-10 or better. Photographs (P // distinct ~ 1) are unaffected.
-MAX_EFFORT = 4
+# all pixels: restarts * min(MAX_EFFORT, P / distinct colors) (never fewer than asked). Flat-colored
+# drawings (the use case) have tens to hundreds of colors in thousands of pixels; their K-means
+# landscape is rugged (OpenCV's own seed-to-seed spread puts ~14% of them > 1% apart), and these
+# restarts are what brings the result reliably to OpenCV's best-of-10 or better. Measured on 144
+# images (photo crops and drawings, two seeds): cap 4 left 2-4% of images > 1% worse than OpenCV and
+# a worst of 1.069, cap 8 at most 1.4% and 1.026. Photographs (P / distinct ~ 1-2) change little.
+MAX_EFFORT = 8
 
 
 # Largest seeding temporary (float32 elements) of one batched chunk: 2**27 = 512 MiB.
@@ -680,7 +704,7 @@ SEEDING_ELEMENTS = 1 << 27
 
 
 def _effort(restarts: int, pixels: int, distinct: int) -> int:
-    return restarts * max(1, min(MAX_EFFORT, pixels // max(distinct, 1)))
+    return max(restarts, round(restarts * min(MAX_EFFORT, pixels / max(distinct, 1))))
 
 
 def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool | None = None):
@@ -699,7 +723,7 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool |
         def one(i):
             colors, weights = dedup_colors(points[i : i + 1])
             r = _effort(restarts, p, colors.shape[1])
-            if impl == "native":
+            if impl == "native" and not _native_takes_weights(_native_step()):
                 colors, weights = points[i : i + 1], None
             c, n, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
             return c, n
@@ -722,7 +746,7 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool |
     # of images whose seeding temporaries (n, R, trials, P) stay under SEEDING_ELEMENTS.
     colors, weights = dedup_colors(points)
     r = _effort(restarts, p, colors.shape[1])
-    if impl == "native":
+    if impl == "native" and not _native_takes_weights(_native_step()):
         colors, weights = points, None
     trials = 2 + int(math.log(k))
     chunk = max(1, SEEDING_ELEMENTS // (r * trials * colors.shape[1]))
@@ -756,8 +780,9 @@ def extract_palette(
             after seeding; a restart stops once its largest center shift is <= eps (in 0..255 units).
         seed: deterministic for a seed on a given device and implementation.
         impl: "auto" (CUDA: "triton" if importable else "torch"; CPU: "native" if the extension
-            provides ``kmeans_assign_accumulate`` else "torch"), "torch", "triton", "native", or "cv2"
-            (the reference: one ``cv2.kmeans`` per image with KMEANS_PP_CENTERS, on the CPU).
+            provides ``kmeans_assign_accumulate`` taking ``weights=``, else "torch"), "torch",
+            "triton", "native", or "cv2" (the reference: one ``cv2.kmeans`` per image with
+            KMEANS_PP_CENTERS, on the CPU).
         downscale: first apply the reference's 0.25x area resize (``area_downscale``).
 
     Returns:

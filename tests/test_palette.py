@@ -378,8 +378,11 @@ def test_native_impl_needs_the_extension():
         pal.extract_palette(np.zeros((8, 8, 3), np.uint8), impl="native")
 
 
-def test_auto_on_cpu_picks_native_or_torch():
-    assert pal._resolve_impl("auto", torch.device("cpu")) == ("native" if pal._native_step() else "torch")
+def test_auto_on_cpu_picks_native_only_with_weights():
+    native = pal._native_step()
+    expected = "native" if native is not None and pal._native_takes_weights(native) else "torch"
+    assert pal._resolve_impl("auto", torch.device("cpu")) == expected
+    assert pal._resolve_impl("auto", torch.device("cuda")) in ("triton", "torch")
 
 
 # ------------------------------------------------------------------------------------------------
