@@ -323,7 +323,7 @@ def _attention_gate_bwd_kernel(
         qrstd = tl.load(QSTATS + N + n)
         qn = (tl.load(Q + n64 * HW + hw, mask=hmask, other=0.0) - qmean) * qrstd
         dqn = tl.load(DQN + n64 * HW + hw, mask=hmask, other=0.0)
-        inv_hw = 1.0 / HW.to(tl.float32)
+        inv_hw = 1.0 / (HW * 1.0)
         dq = tl.where(hmask, qrstd * (dqn - sum_dqn * inv_hw - qn * (sum_dqn_qn * inv_hw)), 0.0)
     dp = tl.where(pre > 0, dq[None, None, :] * psi_w[:, :, None], 0.0)
     gw = tl.load(GW + c, mask=cmask, other=0.0).to(tl.float32)
@@ -361,7 +361,7 @@ def _attention_gate_bwd_kernel(
             c2g = tl.sum(tl.load(PC + rows * SPLITS + offs, mask=kmask, other=0.0), axis=1)
             c1x = tl.sum(tl.load(PC + 2 * rows * SPLITS + offs, mask=kmask, other=0.0), axis=1)
             c2x = tl.sum(tl.load(PC + 3 * rows * SPLITS + offs, mask=kmask, other=0.0), axis=1)
-        inv_count = 1.0 / (CG * HW).to(tl.float32)
+        inv_count = 1.0 / (CG * HW * 1.0)
         dg = (dghat - (c2g[:, None, None] + ghat * c1g[:, None, None]) * inv_count) * grstd[:, None, None]
         dx = (dxhat - (c2x[:, None, None] + xhat * c1x[:, None, None]) * inv_count) * xrstd[:, None, None]
         tl.store(DGP + n64 * sdgn + c3 * sdgc + hw3 * sdghw, dg.to(DGP.dtype.element_ty), mask=mask)

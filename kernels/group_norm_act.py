@@ -78,7 +78,7 @@ def _combine_group_stats(PMEAN, PM2, row, row_mask, CG, HW, SPLITS, BLOCK_HW: tl
     pmean = tl.load(PMEAN + offs, mask=kmask, other=0.0)
     pm2 = tl.load(PM2 + offs, mask=kmask, other=0.0)
     count = tl.where(k < SPLITS, tl.minimum(HW - k * BLOCK_HW, BLOCK_HW), 0).to(tl.float32) * CG
-    total = (CG * HW).to(tl.float32)
+    total = CG * HW * 1.0  # "* 1.0", not .to(): CG and HW may arrive as compile-time constants (== 1)
     mean = tl.sum(pmean * count[None, :], axis=1) / total
     dev = pmean - mean[:, None]
     m2 = tl.sum(tl.where(kmask, pm2 + count[None, :] * dev * dev, 0.0), axis=1)
@@ -274,7 +274,7 @@ def _gn_bwd_kernel(
             offs = row[:, None] * SPLITS + k[None, :]
             c1 = tl.sum(tl.load(PC1 + offs, mask=kmask, other=0.0), axis=1)
             c2 = tl.sum(tl.load(PC2 + offs, mask=kmask, other=0.0), axis=1)
-        inv_count = 1.0 / (CG * HW).to(tl.float32)
+        inv_count = 1.0 / (CG * HW * 1.0)
         dx = (dxhat - (c2[:, None, None] + xhat * c1[:, None, None]) * inv_count) * rstd[:, None, None]
         tl.store(DX + n64 * sdxn + c3 * sdxc + hw3 * sdxhw, dx.to(DX.dtype.element_ty), mask=mask)
         if HAS_RES:

@@ -38,9 +38,10 @@ MAX_COUNTER = 2**31  # Philox counters are int32 offsets here
 def _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, FROM_SEED: tl.constexpr):
     """Noise of pixels hw [BLOCK_HW] of sample n, fp32: Philox from (seed, offset) or loaded."""
     if FROM_SEED:
-        return tl.randn(seed, offset + n * HW + hw)
+        nz = tl.randn(seed, offset + n * HW + hw)
     else:
-        return tl.load(NOISE + n64 * snn + hw * snhw, mask=hmask, other=0.0).to(tl.float32)
+        nz = tl.load(NOISE + n64 * snn + hw * snhw, mask=hmask, other=0.0).to(tl.float32)
+    return nz
 
 
 @triton.jit

@@ -8,7 +8,7 @@ across programs at the grid level (fp32 partials, combined in a fixed order), so
 whose bound is a runtime argument (such loops break the interpreter of triton 3.6 with numpy >= 2.4,
 triton issue 9171). Two regimes:
 
-- CUDA: about 4096 elements per program for split passes and up to 16384 for a group that is
+- CUDA: about 4096 elements per program for split passes and up to 8192 for a group that is
   normalised in one program (one read of x instead of two). These are starting points chosen from the
   usual Triton rule of 16 to 32 fp32 values per thread; they are not yet tuned on a GPU (no GPU was
   available when they were written: ``benchmarks/gpu_kernels.py`` is the tool to tune them).
@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 
 SPLIT_TILE_CUDA = 4096
-FUSED_TILE_CUDA = 16384
+FUSED_TILE_CUDA = 8192
 TILE_INTERPRETER = 1 << 16
 MAX_SPLITS = 4096  # partials per group; far above any generator shape (256x256 needs 32)
 

@@ -50,7 +50,7 @@ def _ws_fwd_kernel(
     rmask = rows < R
     base = rows.to(tl.int64)[:, None] * K
     cols = tl.arange(0, BLOCK_K)
-    kf = K.to(tl.float32)
+    kf = K * 1.0  # not .to(): K == 1 arrives as a compile-time constant
     if K_CHUNKS == 1:
         mask = rmask[:, None] & (cols[None, :] < K)
         w = tl.load(W + base + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -104,7 +104,7 @@ def _ws_bwd_kernel(
     rmask = rows < R
     base = rows.to(tl.int64)[:, None] * K
     cols = tl.arange(0, BLOCK_K)
-    kf = K.to(tl.float32)
+    kf = K * 1.0  # not .to(): K == 1 arrives as a compile-time constant
     mean = tl.load(MEAN + rows, mask=rmask, other=0.0)
     std = tl.load(STD + rows, mask=rmask, other=1.0)
     d = std + eps
