@@ -14,20 +14,38 @@ the same thing for a whole batch at once, on whatever device the batch lives on:
 - ``compactness``: the quality measure (sum of squared distances to the nearest center, float64).
 - ``palette_planes``: the 27 generator input planes; ``parse_palette``: a palette from hex colors.
 
-Implementations (``impl=``): ``"torch"`` (batched, any device), ``"triton"`` (the same algorithm with the
+Implementations (``impl=``): ``"torch"`` (any device), ``"triton"`` (the same algorithm with the
 assign/accumulate step as one Triton kernel; CUDA, or CPU tensors under ``TRITON_INTERPRET=1``),
 ``"native"`` (the step from ``colorizer.native.kmeans_assign_accumulate``), ``"cv2"`` (the reference
-loop, one ``cv2.kmeans`` per image, for comparison) and ``"auto"``.
+loop, one ``cv2.kmeans`` per image, for comparison) and ``"auto"`` (see ``extract_palette``).
+
+How the work is laid out:
+
+- Pixels are de-duplicated into (distinct color, multiplicity) and clustered with weights, which is
+  exactly K-means on the pixels (every sum and count is the same). Restarts are extra rows of the
+  same batch: (images, restarts, K) centers against (images, colors) points.
+- On the CPU each image is clustered on its own (the batch's distance slabs would not fit in
+  cache), images in parallel threads with one intra-op thread each. On a GPU the whole batch runs at
+  once, in chunks that bound the seeding temporaries (``SEEDING_ELEMENTS``).
+- Where colors repeat (drawings), the work saved by de-duplication buys more restarts, up to the
+  work of the requested restarts on every pixel (``MAX_EFFORT``): that is what makes the result
+  reliably as compact as OpenCV's best of 10 on flat-colored images, whose K-means landscape is rugged.
 
 Differences from OpenCV, all deliberate and covered by the quality tests:
 
 - Seeding is greedy k-means++ with ``2 + int(ln k)`` local trials per step (scikit-learn's choice; 4 for
-  k = 9) where OpenCV uses 3. More trials give slightly better seeds at a small cost.
+  k = 9) where OpenCV uses 3.
+- After OpenCV's iterations, the 3 most compact restarts get up to 10 more Lloyd iterations (until
+  their centers stop moving); OpenCV stops at a center shift of eps.
 - The best restart is chosen by the compactness of its *uint8-truncated* centers measured against the
   nearest center (what the palette is actually used for), where OpenCV ranks attempts by the float
   centers against the labels of the previous assignment.
+- More restarts on images with repeated colors (above).
 - Images with fewer than ``k`` pixels (OpenCV refuses them) and clusters that would need an empty
   cluster repair from a one-point cluster keep a center duplicated instead of failing.
+
+Determinism: for a given seed, a palette depends only on its image on the CPU (each image has its
+own generator seeded with ``seed``); on a GPU it depends on the batch (one generator per chunk).
 """
 
 from __future__ import annotations
