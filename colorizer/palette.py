@@ -88,7 +88,8 @@ def _as_nchw_0_255(images) -> tuple[torch.Tensor, bool]:
 
     Accepted: numpy or torch uint8 (H, W, 3) / (N, H, W, 3) RGB, or a floating torch tensor
     (N, 3, H, W) / (3, H, W) in [-1, 1] (the training batch; mapped by (x + 1) * 127.5 and rounded to
-    the nearest integer, so an image that was made by x / 255 * 2 - 1 maps back to its exact bytes).
+    the nearest integer, so an image that was made by x / 255 * 2 - 1 maps back to its exact bytes;
+    values outside [-1, 1] are clamped).
     """
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
@@ -107,8 +108,10 @@ def _as_nchw_0_255(images) -> tuple[torch.Tensor, bool]:
         x = images.unsqueeze(0) if single else images
         if x.dim() != 4 or x.shape[1] != 3:
             raise ImageError(f"palette: float images must be (N, 3, H, W) in [-1, 1], got {tuple(images.shape)}")
-        x = ((x.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0)
-        return x, single
+        x = ((x.detach().float() + 1.0) * 127.5).round_()
+        if not bool(torch.isfinite(x).all()):
+            raise ImageError("palette: the float images contain NaN or infinity")
+        return x.clamp_(0.0, 255.0), single
     raise ImageError(f"palette: unsupported image dtype {images.dtype} (use uint8 RGB or float in [-1, 1])")
 
 

@@ -369,6 +369,10 @@ def test_bad_inputs():
         pal.extract_palette(torch.zeros(2, 4, 8, 8))
     with pytest.raises(ConfigError):
         pal.extract_palette(np.zeros((8, 8, 3), np.uint8), k=0)
+    with pytest.raises(ImageError):
+        pal.extract_palette(torch.full((1, 3, 8, 8), float("nan")))
+    with pytest.raises(ImageError):
+        pal.extract_palette(np.zeros((0, 8, 8, 3), np.uint8))
 
 
 def test_native_impl_needs_the_extension():
