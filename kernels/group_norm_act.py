@@ -18,6 +18,10 @@ Forward (statistics in fp32, biased variance as torch's GroupNorm):
   in a fixed order (Chan's parallel variance formula, deterministic) and writes y. The program of
   chunk 0 stores mean and rstd (N, G) for the backward.
 
+Noise: a (N, 1, H, W) tensor (what the model passes), or drawn inside the kernel from Philox
+(``noise_seed``, ``noise_offset``; the stream of ``noise_inject.noise_inject_philox``), then nothing
+is stored for the backward, which draws it again.
+
 Backward, with xhat = (x - mean) * rstd, z = xhat * weight + bias + residual and dz = dy * act'(z):
     dweight[c] = sum dz * xhat,  dbias[c] = sum dz,  dnoise_weight[c] = sum dy * noise,
     dresidual = dz,  dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)),  dxhat = dz * w.
@@ -37,9 +41,10 @@ import torch
 import triton
 import triton.language as tl
 from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
-from colorizer.kernels.tuning import group_tiling
+from colorizer.kernels.noise_inject import _check_philox_range, _noise_values
+from colorizer.kernels.tuning import group_tiling, interpreting
 
-from colorizer.ops import reference
+from colorizer.ops import KernelsUnavailable, reference
 
 ACT_CODES = {None: 0, "none": 0, "relu": 1, "leaky_relu": 2}
 
@@ -125,9 +130,12 @@ def _gn_fwd_kernel(
     syhw,
     eps,
     slope,
+    seed,  # Philox seed and counter offset of the noise (NOISE_FROM_SEED)
+    offset,
     PHASE: tl.constexpr,  # 0: stats and output in one program; 1: chunk partials only; 2: output from partials
     HAS_RES: tl.constexpr,
     HAS_NOISE: tl.constexpr,
+    NOISE_FROM_SEED: tl.constexpr,  # noise[n, hw] = randn(seed, offset + n * HW + hw) instead of NOISE
     ACT: tl.constexpr,  # 0 none, 1 relu, 2 leaky_relu(slope)
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
@@ -170,7 +178,7 @@ def _gn_fwd_kernel(
             y = tl.where(y > 0, y, y * slope)
         if HAS_NOISE:
             hmask = hw < HW
-            nz = tl.load(NOISE + n64 * snn + hw * snhw, mask=hmask, other=0.0).to(tl.float32)
+            nz = _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, NOISE_FROM_SEED)
             nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
             y += nw[:, :, None] * nz[None, None, :]
         tl.store(Y + n64 * syn + c3 * syc + hw3 * syhw, y.to(Y.dtype.element_ty), mask=mask)
@@ -217,9 +225,12 @@ def _gn_bwd_kernel(
     sdrc,
     sdrhw,
     slope,
+    seed,
+    offset,
     PHASE: tl.constexpr,  # 0: sums and dx in one program; 1: partial sums only; 2: dx from partials
     HAS_RES: tl.constexpr,
     HAS_NOISE: tl.constexpr,
+    NOISE_FROM_SEED: tl.constexpr,
     ACT: tl.constexpr,
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
@@ -259,7 +270,7 @@ def _gn_bwd_kernel(
         tl.store(PDB + pofs, tl.sum(dz, axis=2), mask=cmask)
         if HAS_NOISE:
             hmask = hw < HW
-            nz = tl.load(NOISE + n64 * snn + hw * snhw, mask=hmask, other=0.0).to(tl.float32)
+            nz = _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, NOISE_FROM_SEED)
             tl.store(PDNW + pofs, tl.sum(dy * nz[None, None, :], axis=2), mask=cmask)
     if PHASE == 1:
         tl.store(PC1 + row * SPLITS + s, tl.sum(tl.sum(dxhat * xhat, axis=2), axis=1), mask=gmask)
@@ -318,10 +329,13 @@ def group_norm_act_forward(
     eps: float,
     act: str,
     block_size: int,
+    noise_seed: int = -1,
+    noise_offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the forward. x, residual: (N, C, H, W); weight, bias, noise_weight: (C,); noise
-    (N, 1, H, W); act "none" | "relu" | "leaky_relu"; block_size 0 = tuned default, else elements per
-    program. Returns y (like x, same memory format), mean and rstd (fp32, (N, groups))."""
+    (N, 1, H, W), or None with noise_seed >= 0 for Philox noise from (noise_seed, noise_offset); act
+    "none" | "relu" | "leaky_relu"; block_size 0 = tuned default, else elements per program.
+    Returns y (like x, same memory format), mean and rstd (fp32, (N, groups))."""
     n, c, h, w = x.shape
     hw = h * w
     cg = c // groups
@@ -333,14 +347,16 @@ def group_norm_act_forward(
         return y, mean, rstd
     xs, sxn, sxc, sxhw = flat_spatial(x)
     _, syn, syc, syhw = flat_spatial(y)
-    has_res, has_noise = residual is not None, noise is not None
+    has_res, from_seed = residual is not None, noise is None and noise_seed >= 0
+    has_noise = noise is not None or from_seed
     rs, srn, src, srhw = flat_spatial(residual) if has_res else (xs, 0, 0, 0)
-    ns, snn, _, snhw = flat_spatial(noise) if has_noise else (xs, 0, 0, 0)
+    ns, snn, _, snhw = flat_spatial(noise) if noise is not None else (xs, 0, 0, 0)
     nw = noise_weight if has_noise else weight
     grid = (n * tiling.group_blocks, tiling.splits)
     common = dict(
         HAS_RES=has_res,
         HAS_NOISE=has_noise,
+        NOISE_FROM_SEED=from_seed,
         ACT=ACT_CODES[act],
         BLOCK_G=tiling.block_g,
         BLOCK_CG=tiling.block_cg,
@@ -350,20 +366,19 @@ def group_norm_act_forward(
     )
     args = (xs, rs, ns, weight, bias, nw, y)
     scalars = (groups, cg, hw, tiling.splits, sxn, sxc, sxhw, srn, src, srhw, snn, snhw, syn, syc, syhw)
+    scalars += (eps, reference.LEAKY_SLOPE, max(noise_seed, 0), noise_offset)
     if tiling.fused:
-        _gn_fwd_kernel[grid](*args, mean, mean, mean, rstd, *scalars, eps, reference.LEAKY_SLOPE, PHASE=0, **common)
+        _gn_fwd_kernel[grid](*args, mean, mean, mean, rstd, *scalars, PHASE=0, **common)
     else:
         pmean = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
         pm2 = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
         for phase in (1, 2):
-            _gn_fwd_kernel[grid](
-                *args, pmean, pm2, mean, rstd, *scalars, eps, reference.LEAKY_SLOPE, PHASE=phase, **common
-            )
+            _gn_fwd_kernel[grid](*args, pmean, pm2, mean, rstd, *scalars, PHASE=phase, **common)
     return y, mean, rstd
 
 
 @group_norm_act_forward.register_fake
-def _(x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size):
+def _(x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size, noise_seed=-1, noise_offset=0):
     n = x.shape[0]
     return (
         torch.empty_like(x),
@@ -386,14 +401,18 @@ def group_norm_act_backward(
     groups: int,
     act: str,
     block_size: int,
+    noise_seed: int = -1,
+    noise_offset: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Launch the backward. Returns (dx, dresidual, dweight, dbias, dnoise_weight); dresidual and
-    dnoise_weight are empty (0 elements) when there is no residual resp. noise."""
+    dnoise_weight are empty (0 elements) when there is no residual resp. noise. Philox noise
+    (noise None, noise_seed >= 0) is drawn again from (noise_seed, noise_offset)."""
     n, c, h, w = x.shape
     hw = h * w
     cg = c // groups
     tiling = group_tiling(groups, cg, hw, block_size or None)
-    has_res, has_noise = residual is not None, noise is not None
+    has_res, from_seed = residual is not None, noise is None and noise_seed >= 0
+    has_noise = noise is not None or from_seed
     dx = new_empty_like(x)
     dr = new_empty_like(residual) if has_res else x.new_empty(0)
     dev = x.device
@@ -409,13 +428,14 @@ def group_norm_act_backward(
     _, sdxn, sdxc, sdxhw = flat_spatial(dx)
     rs, srn, src, srhw = flat_spatial(residual) if has_res else (xs, 0, 0, 0)
     _, sdrn, sdrc, sdrhw = flat_spatial(dr) if has_res else (dx, 0, 0, 0)
-    ns, snn, _, snhw = flat_spatial(noise) if has_noise else (xs, 0, 0, 0)
+    ns, snn, _, snhw = flat_spatial(noise) if noise is not None else (xs, 0, 0, 0)
     nw = noise_weight if has_noise else weight
     drs = dr if has_res else dx
     grid = (n * tiling.group_blocks, splits)
     common = dict(
         HAS_RES=has_res,
         HAS_NOISE=has_noise,
+        NOISE_FROM_SEED=from_seed,
         ACT=ACT_CODES[act],
         BLOCK_G=tiling.block_g,
         BLOCK_CG=tiling.block_cg,
@@ -425,7 +445,7 @@ def group_norm_act_backward(
     )
     tensors = (ds, xs, rs, ns, weight, bias, nw, mean, rstd, dx, drs, pdw, pdb, pdnw)
     scalars = (groups, cg, hw, c, splits, sdn, sdc, sdhw, sxn, sxc, sxhw, srn, src, srhw, snn, snhw)
-    scalars += (sdxn, sdxc, sdxhw, sdrn, sdrc, sdrhw, reference.LEAKY_SLOPE)
+    scalars += (sdxn, sdxc, sdxhw, sdrn, sdrc, sdrhw, reference.LEAKY_SLOPE, max(noise_seed, 0), noise_offset)
     if tiling.fused:
         _gn_bwd_kernel[grid](*tensors, mean, mean, *scalars, PHASE=0, **common)
     else:
@@ -440,13 +460,29 @@ def group_norm_act_backward(
 
 
 @group_norm_act_backward.register_fake
-def _(dy, x, weight, bias, residual, noise_weight, noise, mean, rstd, groups, act, block_size):
+def _(
+    dy,
+    x,
+    weight,
+    bias,
+    residual,
+    noise_weight,
+    noise,
+    mean,
+    rstd,
+    groups,
+    act,
+    block_size,
+    noise_seed=-1,
+    noise_offset=0,
+):
+    has_noise = noise is not None or noise_seed >= 0
     return (
         torch.empty_like(x),
         torch.empty_like(residual) if residual is not None else x.new_empty(0),
         torch.empty_like(weight),
         torch.empty_like(bias),
-        torch.empty_like(noise_weight) if noise is not None else x.new_empty(0),
+        torch.empty_like(noise_weight) if has_noise else x.new_empty(0),
     )
 
 
@@ -457,19 +493,32 @@ def _(dy, x, weight, bias, residual, noise_weight, noise, mean, rstd, groups, ac
 
 class GroupNormActFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size):
+    def forward(ctx, x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size, seed, offset):
         y, mean, rstd = group_norm_act_forward(
-            x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size
+            x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_size, seed, offset
         )
         ctx.save_for_backward(x, weight, bias, residual, noise_weight, noise, mean, rstd)
-        ctx.groups, ctx.act, ctx.block_size = groups, act, block_size
+        ctx.groups, ctx.act, ctx.block_size, ctx.seed, ctx.offset = groups, act, block_size, seed, offset
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, weight, bias, residual, noise_weight, noise, mean, rstd = ctx.saved_tensors
         dx, dr, dweight, dbias, dnw = group_norm_act_backward(
-            dy, x, weight, bias, residual, noise_weight, noise, mean, rstd, ctx.groups, ctx.act, ctx.block_size
+            dy,
+            x,
+            weight,
+            bias,
+            residual,
+            noise_weight,
+            noise,
+            mean,
+            rstd,
+            ctx.groups,
+            ctx.act,
+            ctx.block_size,
+            ctx.seed,
+            ctx.offset,
         )
         dnoise = None
         if noise is not None and ctx.needs_input_grad[5]:
@@ -480,8 +529,10 @@ class GroupNormActFunction(torch.autograd.Function):
             dweight,
             dbias,
             dr if residual is not None else None,
-            dnw if noise is not None else None,
+            dnw if noise_weight is not None else None,
             dnoise,
+            None,
+            None,
             None,
             None,
             None,
@@ -505,25 +556,49 @@ def group_norm_act(
     noise_weight: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
     *,
+    noise_seed: int | None = None,
+    noise_offset: int = 0,
     block_size: int | None = None,
 ) -> torch.Tensor:
     """act(GroupNorm(x) + residual) + noise_weight[c] * noise, fused (see the module docstring).
 
     x, residual: (N, C, H, W), NCHW or channels_last, fp32/bf16/fp16; weight, bias, noise_weight:
     (C,) (weight/bias None mean 1/0); noise: (N, 1, H, W); act None | "relu" | "leaky_relu" (slope
-    0.2). block_size: elements per program (tests use a small one to force split reductions).
-    Returns a tensor like x (dtype and memory format). CPU tensors outside the interpreter use the
-    reference (colorizer.kernels.backend).
+    0.2). Returns a tensor like x (dtype and memory format). CPU tensors outside the interpreter use
+    the reference (colorizer.kernels.backend).
+
+    noise_seed (keyword only, with noise None and noise_weight given): draw the noise inside the
+    kernel from Philox (noise_seed, noise_offset), the map ``noise_inject.philox_noise`` returns for
+    the same arguments (N * H * W counters from noise_offset); the backward draws it again. Needs CUDA
+    or the interpreter. block_size: elements per program (tests use a small one to force the split
+    reductions).
     """
     _check_inputs(x, weight, bias, residual, noise_weight, noise, groups, act)
-    if not use_triton(x):
+    if noise_seed is not None:
+        if noise is not None or noise_weight is None:
+            raise ValueError("noise_seed draws the noise in the kernel: give noise_weight and no noise tensor")
+        _check_philox_range(x, noise_seed, noise_offset)
+        if not (x.is_cuda or interpreting()):
+            raise KernelsUnavailable("Philox noise in group_norm_act needs a CUDA tensor (or TRITON_INTERPRET=1)")
+    elif not use_triton(x):
         return reference.group_norm_act(x, weight, bias, groups, eps, act, residual, noise_weight, noise)
     if weight is None:
         weight = torch.ones(x.shape[1], dtype=torch.float32, device=x.device)
     if bias is None:
         bias = torch.zeros(x.shape[1], dtype=torch.float32, device=x.device)
-    if noise is None:
+    if noise is None and noise_seed is None:
         noise_weight = None
     return GroupNormActFunction.apply(
-        x, weight, bias, residual, noise_weight, noise, groups, float(eps), act or "none", int(block_size or 0)
+        x,
+        weight,
+        bias,
+        residual,
+        noise_weight,
+        noise,
+        groups,
+        float(eps),
+        act or "none",
+        int(block_size or 0),
+        -1 if noise_seed is None else int(noise_seed),
+        int(noise_offset),
     )

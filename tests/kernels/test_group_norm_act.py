@@ -146,3 +146,22 @@ def test_bad_arguments_raise():
         group_norm_act(x, w, b, groups=16, noise=torch.randn(1, 1, 2, 2))
     with pytest.raises(ValueError, match="4-D"):
         group_norm_act(torch.randn(2, 48, 5), w, b, groups=16)
+
+
+@pytest.mark.parametrize(
+    "shape,layout,split",
+    [((3, 64, 3, 5, 32), "nchw", True), ((1, 32, 7, 7, 32), "channels_last", False)],
+)
+def test_philox_noise_epilogue_matches_reference_with_the_same_noise(shape, layout, split):
+    """noise_seed draws noise_inject_philox's map inside the kernel (forward and again in backward)."""
+    from colorizer.kernels.noise_inject import philox_noise
+
+    n, c, h, w, groups = shape
+    args = make_args(*shape, act="relu", residual=True, noise=True, layout=layout)
+    args["noise"] = philox_noise(n, h, w, seed=99, offset=5, device="cpu")
+    block_size = split_block(*shape) if split else None
+
+    def fused(noise, **kwargs):
+        return group_norm_act(**kwargs, noise_seed=99, noise_offset=5, block_size=block_size)
+
+    check_parity(fused, reference.group_norm_act, args, ("x", "weight", "bias", "residual", "noise_weight"))
