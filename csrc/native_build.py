@@ -101,7 +101,7 @@ def extensions(root: str):
             rel + [os.path.relpath(p, root) for p in cuda_sources],
             extra_compile_args={
                 "cxx": [*cxx, "-DCOLORIZER_WITH_CUDA"],
-                "nvcc": ["-O3", "--use_fast_math", "-DCOLORIZER_WITH_CUDA", "--expt-relaxed-constexpr"],
+                "nvcc": ["-O3", "-DCOLORIZER_WITH_CUDA", "--expt-relaxed-constexpr"],
             },
             extra_link_args=["-fopenmp"],
         )
