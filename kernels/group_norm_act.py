@@ -297,6 +297,11 @@ def _gn_bwd_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """Neighbouring channels are neighbours in memory (channels_last)."""
+    return x.shape[1] > 1 and x.stride(1) == 1 and x.shape[2] * x.shape[3] > 1
+
+
 def _check_inputs(x, weight, bias, residual, noise_weight, noise, groups, act):
     if x.dim() != 4:
         raise ValueError(f"group_norm_act expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
@@ -339,7 +344,7 @@ def group_norm_act_forward(
     n, c, h, w = x.shape
     hw = h * w
     cg = c // groups
-    tiling = group_tiling(groups, cg, hw, block_size or None)
+    tiling = group_tiling(groups, cg, hw, block_size or None, channels_contiguous=_channels_last(x))
     y = new_empty_like(x)
     mean = new_empty((n, groups), dtype=torch.float32, device=x.device)
     rstd = new_empty((n, groups), dtype=torch.float32, device=x.device)
@@ -410,7 +415,7 @@ def group_norm_act_backward(
     n, c, h, w = x.shape
     hw = h * w
     cg = c // groups
-    tiling = group_tiling(groups, cg, hw, block_size or None)
+    tiling = group_tiling(groups, cg, hw, block_size or None, channels_contiguous=_channels_last(x))
     has_res, from_seed = residual is not None, noise is None and noise_seed >= 0
     has_noise = noise is not None or from_seed
     dx = new_empty_like(x)

@@ -9,9 +9,11 @@ whose bound is a runtime argument (such loops break the interpreter of triton 3.
 triton issue 9171). Two regimes:
 
 - CUDA: about 4096 elements per program for split passes and up to 8192 for a group that is
-  normalised in one program (one read of x instead of two). These are starting points chosen from the
-  usual Triton rule of 16 to 32 fp32 values per thread; they are not yet tuned on a GPU (no GPU was
-  available when they were written: ``benchmarks/gpu_kernels.py`` is the tool to tune them).
+  normalised in one program (one read of x instead of two); small groups share a program up to
+  about 2048 elements (enough work per program, enough programs to fill the SMs). These are
+  starting points chosen from the usual Triton rule of 16 to 32 fp32 values per thread; they are not
+  yet tuned on a GPU (none was available when they were written: ``benchmarks/gpu_kernels.py`` is
+  the tool to tune them).
 - Interpreter (``TRITON_INTERPRET=1``): each program runs one after another in Python at about 1 ms of
   overhead, so the tiles are made as large as possible and the grids as small as possible.
 
@@ -26,6 +28,8 @@ from dataclasses import dataclass
 SPLIT_TILE_CUDA = 4096
 FUSED_TILE_CUDA = 8192
 TILE_INTERPRETER = 1 << 16
+PACK_TILE_CUDA = 2048  # small groups share a program up to about this many elements
+MIN_CONTIGUOUS_CHANNELS = 16  # channels_last: neighbouring channels per program (64 bytes of fp32)
 MAX_SPLITS = 4096  # partials per group; far above any generator shape (256x256 needs 32)
 
 
@@ -58,6 +62,11 @@ def fused_tile(block_size: int | None = None) -> int:
     return TILE_INTERPRETER if interpreting() else FUSED_TILE_CUDA
 
 
+def pack_tile() -> int:
+    """Elements up to which several small groups share one program."""
+    return TILE_INTERPRETER if interpreting() else PACK_TILE_CUDA
+
+
 def num_warps_for(tile: int) -> int:
     """16 to 32 values per thread; 1 to 16 warps."""
     return max(1, min(16, tile // 512))
@@ -82,25 +91,39 @@ class GroupTiling:
         return self.splits == 1
 
 
-def group_tiling(groups: int, channels_per_group: int, hw: int, block_size: int | None = None) -> GroupTiling:
+def group_tiling(
+    groups: int,
+    channels_per_group: int,
+    hw: int,
+    block_size: int | None = None,
+    channels_contiguous: bool = False,
+) -> GroupTiling:
     """Tiling of a group-normalised tensor. A group of at most ``fused_tile`` elements is held by one
     program (one pass over x); a larger one is split along HW into chunks of ``split_tile`` elements.
-    Programs then take as many groups as fit the default tile (several small groups per program).
+    Small groups share a program up to ``pack_tile`` elements (the interpreter packs all it can; a
+    GPU keeps programs small enough to fill its SMs).
+
+    channels_contiguous (channels_last tensors): a program takes at least MIN_CONTIGUOUS_CHANNELS
+    neighbouring channels (several groups), so each pixel is read as one contiguous run of at least
+    32 bytes instead of a group's 2 to 16 channels.
 
     block_size caps the elements of ONE group in one program (tests use a tiny one to force the
     split path); the packing of groups into programs keeps the default tile.
     """
     block_cg = next_power_of_2(channels_per_group)
+    min_g = 1
+    if channels_contiguous and block_size is None:
+        min_g = min(next_power_of_2(groups), max(1, MIN_CONTIGUOUS_CHANNELS // block_cg))
     block_hw = next_power_of_2(hw)
-    if block_cg * block_hw > fused_tile(block_size):
-        block_hw = max(1, min(block_hw, split_tile(block_size) // block_cg))
+    if min_g * block_cg * block_hw > fused_tile(block_size):
+        block_hw = max(1, min(block_hw, split_tile(block_size) // (min_g * block_cg)))
     splits = cdiv(hw, block_hw)
     if splits > MAX_SPLITS:
         raise ValueError(
             f"a group of {channels_per_group} x {hw} needs {splits} partials (> {MAX_SPLITS}); raise block_size"
         )
-    tile = fused_tile() if splits == 1 else split_tile()
-    block_g = max(1, min(next_power_of_2(groups), tile // (block_cg * block_hw)))
+    tile = pack_tile() if splits == 1 else split_tile()
+    block_g = max(min_g, min(next_power_of_2(groups), tile // (block_cg * block_hw)))
     return GroupTiling(
         block_g=block_g,
         block_cg=block_cg,

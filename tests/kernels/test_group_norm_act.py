@@ -165,3 +165,15 @@ def test_philox_noise_epilogue_matches_reference_with_the_same_noise(shape, layo
         return group_norm_act(**kwargs, noise_seed=99, noise_offset=5, block_size=block_size)
 
     check_parity(fused, reference.group_norm_act, args, ("x", "weight", "bias", "residual", "noise_weight"))
+
+
+def test_cuda_tiling_of_channels_last_packs_groups_in_the_split_path(monkeypatch):
+    """With the CUDA tile sizes, a channels_last tensor gets programs of several neighbouring groups
+    that are also split along H*W (block_g > 1 and splits > 1); run that tiling in the interpreter."""
+    from colorizer.kernels import tuning
+
+    monkeypatch.setattr(tuning, "interpreting", lambda: False)
+    tiling = tuning.group_tiling(32, 2, 24 * 24, channels_contiguous=True)
+    assert tiling.block_g > 1 and tiling.splits > 1
+    args = make_args(1, 64, 24, 24, 32, act="relu", residual=True, noise=True, layout="channels_last")
+    check_parity(group_norm_act, reference.group_norm_act, args, grads_of(args))
