@@ -731,8 +731,9 @@ def _effort(restarts: int, pixels: int, distinct: int) -> int:
 def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool | None = None):
     """Run ``kmeans`` the fastest way for the device: (centers uint8 (N, K, 3), counts (N, K)).
 
-    Pixels are de-duplicated into (color, multiplicity) first, except for the native step, whose
-    contract has no weights (it clusters every pixel); see ``MAX_EFFORT`` for the restarts.
+    Pixels are de-duplicated into (color, multiplicity) first, except for a native step that takes
+    no ``weights=`` (the shared contract has none; it then clusters every pixel); see
+    ``MAX_EFFORT`` for the restarts. ``per_image`` forces the CPU (True) or GPU (False) layout.
     """
     p = points.shape[1]
     step = _step_for(impl, points.device)
@@ -749,19 +750,23 @@ def _kmeans_batch(points, k, restarts, iters, eps, seed, impl, per_image: bool |
             c, n, _ = kmeans(colors, k, r, iters, eps, seed, step=step, weights=weights)
             return c, n
 
+        # Even a single image runs on one intra-op thread: its ops are too small to split, and
+        # splitting them on a busy machine costs up to 100x (measured on a shared 2-core box). The
+        # thread count is process-wide, so it is restored right after.
         threads = torch.get_num_threads()
-        # (Triton's CPU interpreter patches module globals while it runs: not thread-safe.)
-        if threads > 1 and points.shape[0] > 1 and impl != "triton":
-            from concurrent.futures import ThreadPoolExecutor
+        n_img = points.shape[0]
+        torch.set_num_threads(1)
+        try:
+            # (Triton's CPU interpreter patches module globals while it runs: not thread-safe.)
+            if threads > 1 and n_img > 1 and impl != "triton":
+                from concurrent.futures import ThreadPoolExecutor
 
-            torch.set_num_threads(1)
-            try:
-                with ThreadPoolExecutor(min(threads, points.shape[0])) as pool:
-                    results = list(pool.map(one, range(points.shape[0])))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            results = [one(i) for i in range(points.shape[0])]
+                with ThreadPoolExecutor(min(threads, n_img)) as pool:
+                    results = list(pool.map(one, range(n_img)))
+            else:
+                results = [one(i) for i in range(n_img)]
+        finally:
+            torch.set_num_threads(threads)
         return torch.cat([c for c, _ in results]), torch.cat([n for _, n in results])
     # Batched: rows padded to the batch's largest number of distinct colors (weight 0), in chunks
     # of images whose seeding temporaries (n, R, trials, P) stay under SEEDING_ELEMENTS.
