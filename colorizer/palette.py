@@ -83,8 +83,10 @@ _AREA_FACTOR = 4
 # --------------------------------------------------------------------------------------------------
 
 
-def _as_nchw_0_255(images) -> tuple[torch.Tensor, bool]:
-    """Return (x, single): x float32 (N, 3, H, W) with integer values 0..255, on the input's device.
+def _as_images(images) -> tuple[torch.Tensor, bool]:
+    """Return (x, single) on the input's device: uint8 input stays uint8 (N, H, W, 3) (channels
+    last, no float copy of the full-size batch); float input becomes float32 (N, 3, H, W) with
+    integer values 0..255.
 
     Accepted: numpy or torch uint8 (H, W, 3) / (N, H, W, 3) RGB, or a floating torch tensor
     (N, 3, H, W) / (3, H, W) in [-1, 1] (the training batch; mapped by (x + 1) * 127.5 and rounded to
@@ -102,7 +104,7 @@ def _as_nchw_0_255(images) -> tuple[torch.Tensor, bool]:
         x = images.unsqueeze(0) if single else images
         if x.dim() != 4 or x.shape[-1] != 3:
             raise ImageError(f"palette: uint8 images must be (H, W, 3) or (N, H, W, 3) RGB, got {tuple(images.shape)}")
-        return x.permute(0, 3, 1, 2).float(), single
+        return x, single
     if images.is_floating_point():
         single = images.dim() == 3
         x = images.unsqueeze(0) if single else images
@@ -121,44 +123,58 @@ def _area_size(n: int) -> int:
     return max(1, round(n / _AREA_FACTOR))
 
 
-def area_downscale(x: torch.Tensor) -> torch.Tensor:
+def area_downscale(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     """OpenCV's ``cv2.resize(img, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)`` on a batch.
 
-    x: float (N, C, H, W) holding integer values 0..255 (uint8 also accepted). Returns float32
-    (N, C, round(H / 4), round(W / 4)) with integer values: each output pixel is the mean of its 4x4
-    source block, rounded half to even. Like OpenCV's integer-scale fast path, blocks that run past
-    the bottom/right edge average only the pixels that exist, and source rows/columns beyond
-    4 * output size are dropped. Equal to OpenCV bit for bit (tested on uint8 for many sizes).
-    Images smaller than 3 pixels on a side give one output pixel (OpenCV refuses them).
+    x: (N, C, H, W), or (N, H, W, C) with ``channels_last``; uint8, or float holding integer values
+    0..255. Returns float32 in the same layout with size (round(H / 4), round(W / 4)) and integer
+    values: each output pixel is the mean of its 4x4 source block, rounded half to even. Like
+    OpenCV's integer-scale fast path, blocks that run past the bottom/right edge average only the
+    pixels that exist, and source rows/columns beyond 4 * output size are dropped. Equal to OpenCV
+    bit for bit (tested on uint8 for many sizes). Images smaller than 3 pixels on a side give one
+    output pixel (OpenCV refuses them). uint8 input is summed in int32 (no float copy of the input).
     """
-    x = x.float()
-    n, c, h, w = x.shape
+    if channels_last:
+        n, h, w, c = x.shape
+    else:
+        n, c, h, w = x.shape
     oh, ow = _area_size(h), _area_size(w)
     f = _AREA_FACTOR
-    x = x[:, :, : oh * f, : ow * f]
-    ph, pw = oh * f - x.shape[2], ow * f - x.shape[3]
+    x = x[:, : oh * f, : ow * f] if channels_last else x[:, :, : oh * f, : ow * f]
+    ph, pw = oh * f - min(h, oh * f), ow * f - min(w, ow * f)
+    if ph or pw:
+        pad = (0, 0, 0, pw, 0, ph) if channels_last else (0, pw, 0, ph)
+        x = torch.nn.functional.pad(x, pad)
+    # Block sums are exact (int32, or float32 below 2**24), so dividing by the pixel count in
+    # float32 and rounding half to even reproduces OpenCV's rounding.
+    sum_dtype = torch.int32 if x.dtype == torch.uint8 else torch.float32
+    if channels_last:
+        sums = x.reshape(n, oh, f, ow, f, c).sum(dim=(2, 4), dtype=sum_dtype).float()
+    else:
+        sums = x.reshape(n, c, oh, f, ow, f).sum(dim=(3, 5), dtype=sum_dtype).float()
     if ph == 0 and pw == 0:
-        # Sums of 16 bytes are exact in float32 and /16 is exact, so rounding matches OpenCV's.
-        return torch.nn.functional.avg_pool2d(x, f).round_()
-    x = torch.nn.functional.pad(x, (0, pw, 0, ph))
-    sums = x.reshape(n, c, oh, f, ow, f).sum(dim=(3, 5))
+        return sums.div_(f * f).round_()
     rows = torch.full((oh,), float(f), device=x.device)
     cols = torch.full((ow,), float(f), device=x.device)
     rows[-1] -= ph
     cols[-1] -= pw
-    # OpenCV divides the integer sum by the pixel count in float32 and rounds half to even.
-    return (sums / (rows[:, None] * cols[None, :])).round_()
+    area = rows[:, None] * cols[None, :]
+    return (sums / (area[:, :, None] if channels_last else area)).round_()
 
 
 def _pixels(images, downscale: bool) -> tuple[torch.Tensor, bool]:
     """(N, P, 3) float32 pixels (integer values 0..255) and whether one image was given."""
-    x, single = _as_nchw_0_255(images)
+    x, single = _as_images(images)
+    channels_last = x.dtype == torch.uint8
+    hw = x.shape[1:3] if channels_last else x.shape[2:]
     if x.shape[0] == 0:
         raise ImageError("palette: empty batch")
-    if x.shape[2] == 0 or x.shape[3] == 0:
-        raise ImageError(f"palette: empty image {tuple(x.shape[2:])}")
+    if hw[0] == 0 or hw[1] == 0:
+        raise ImageError(f"palette: empty image {tuple(hw)}")
     if downscale:
-        x = area_downscale(x)
+        x = area_downscale(x, channels_last=channels_last)
+    if channels_last:
+        return x.reshape(x.shape[0], -1, 3).float().contiguous(), single
     return x.flatten(2).transpose(1, 2).contiguous(), single
 
 

@@ -155,9 +155,14 @@ def test_compactness_not_worse_than_sklearn(quality_set):
 def test_area_downscale_equals_cv2_inter_area(h, w):
     img = np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     expected = cv2.resize(img, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
-    got = pal.area_downscale(torch.from_numpy(img).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+    got = pal.area_downscale(torch.from_numpy(img).permute(2, 0, 1)[None].float())[0].permute(1, 2, 0)
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got.numpy().astype(np.uint8), expected)
+    # The uint8 channels-last path (what extract_palette runs on uint8 batches) is identical.
+    got_u8 = pal.area_downscale(torch.from_numpy(img)[None], channels_last=True)[0]
+    np.testing.assert_array_equal(got_u8.numpy().astype(np.uint8), expected)
+    pixels, _ = pal._pixels(img, downscale=True)
+    np.testing.assert_array_equal(pixels[0].numpy().astype(np.uint8), expected.reshape(-1, 3))
 
 
 def test_area_downscale_rounds_half_to_even():
@@ -168,7 +173,7 @@ def test_area_downscale_rounds_half_to_even():
     img[0:3, 4:8] = [2, 2, 2]
     img[3, 4:6] = [0, 0, 0]
     img[3, 6:8] = [0, 0, 0]  # block 1: 12 twos = 24 -> 1.5
-    got = pal.area_downscale(torch.from_numpy(img).permute(2, 0, 1)[None])[0, 0, 0].tolist()
+    got = pal.area_downscale(torch.from_numpy(img).permute(2, 0, 1)[None].float())[0, 0, 0].tolist()
     assert got == [0.0, 2.0]
     assert cv2.resize(img, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)[0, :, 0].tolist() == [0, 2]
 
