@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from colorizer.ops import reference
-from tests.kernels.parity import channels_last, check_parity
+from tests.kernels.parity import channels_last, check_parity, needs_interpreter
 
 pytest.importorskip("triton")
 from colorizer.kernels.attention_gate import attention_gate  # noqa: E402
 from colorizer.kernels.tuning import all_groups_tiling, pixel_rows_tiling  # noqa: E402
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, needs_interpreter]
 
 GRADS = (
     "g_proj",

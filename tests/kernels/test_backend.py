@@ -10,6 +10,7 @@ import torch
 
 from colorizer.ops import KernelsUnavailable, get_ops, reference
 from colorizer.testing import assert_close
+from tests.kernels.parity import needs_interpreter
 
 pytest.importorskip("triton")
 from colorizer.kernels import backend  # noqa: E402
@@ -75,6 +76,7 @@ def test_cpu_without_interpreter_falls_back_to_the_reference(monkeypatch):
     assert torch.equal(y, reference.group_norm_act(x, w, b, 32, 1e-5, "relu"))
 
 
+@needs_interpreter
 def test_custom_op_schemas_and_fake_kernels():
     from torch.library import opcheck
 
@@ -98,6 +100,7 @@ def test_custom_op_schemas_and_fake_kernels():
     opcheck(ops.attention_gate_forward.default, gate_args, test_utils=utils)
 
 
+@needs_interpreter
 def test_torch_compile_traces_through_the_ops():
     """fullgraph=True: dynamo must see the autograd Functions and the custom ops (aot_eager backend, so
     no C++ compiler is needed on the CPU; inductor on a GPU is in test_gpu.py)."""

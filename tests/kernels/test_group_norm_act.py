@@ -7,12 +7,12 @@ from colorizer.kernels.tuning import group_tiling, next_power_of_2
 
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity
+from tests.kernels.parity import channels_last, check_parity, needs_interpreter
 
 pytest.importorskip("triton")
 from colorizer.kernels.group_norm_act import group_norm_act  # noqa: E402
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, needs_interpreter]
 
 # (N, C, H, W, groups): groups of 2 channels (64/32), 1 channel (32/32) and 32 channels (32/1);
 # 1x1, a prime-sided 3x5 and 7x7.

@@ -5,12 +5,12 @@ import torch
 
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity
+from tests.kernels.parity import channels_last, check_parity, needs_interpreter
 
 pytest.importorskip("triton")
 from colorizer.kernels.noise_inject import noise_inject, noise_inject_philox, philox_noise  # noqa: E402
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, needs_interpreter]
 
 SHAPES = [(3, 64, 3, 5), (1, 32, 7, 7), (3, 32, 1, 1)]
 

@@ -5,13 +5,13 @@ import torch
 
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity
+from tests.kernels.parity import channels_last, check_parity, needs_interpreter
 
 pytest.importorskip("triton")
 from colorizer.kernels.tuning import row_tiling  # noqa: E402
 from colorizer.kernels.weight_standardize import weight_standardize  # noqa: E402
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, needs_interpreter]
 
 # (C_out, C_in, kh, kw): 3x3 and 1x1 convs, prime sizes, the psi projection (1 output channel).
 SHAPES = [(7, 5, 3, 3), (64, 32, 1, 1), (1, 32, 1, 1), (3, 33, 3, 3), (32, 3, 4, 4)]

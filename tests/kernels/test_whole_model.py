@@ -16,10 +16,11 @@ import torch
 
 from colorizer.models import Discriminator, Sketch2Color
 from colorizer.testing import WHOLE_MODEL_ERROR_FACTOR, relative_l2
+from tests.kernels.parity import needs_interpreter
 
 pytest.importorskip("triton")
 
-pytestmark = pytest.mark.triton
+pytestmark = [pytest.mark.triton, needs_interpreter]
 
 SIZE = 128  # the smallest valid input (7 halvings)
 STRUCTURALLY_ZERO = 1e-12  # float64 gradient norm below which a gradient is zero in exact arithmetic
