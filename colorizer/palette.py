@@ -351,6 +351,7 @@ class _FlatStep:
 
     def __init__(self, fn: Callable, points: torch.Tensor, weights: torch.Tensor | None, broadcast: bool):
         self.fn, self.broadcast, self.weights = fn, broadcast, weights
+        self.seeding_kernels = None
         if (
             broadcast
             and bool((points == points.round()).all())
@@ -358,6 +359,10 @@ class _FlatStep:
         ):
             points = points.to(torch.uint8)
         self.points = points
+        if broadcast:
+            from colorizer.kernels.kmeans import kmeanspp_potentials, kmeanspp_update
+
+            self.seeding_kernels = (kmeanspp_potentials, kmeanspp_update, points, weights)
 
     def __call__(self, sel, centers, need_labels=False):
         img, rst = sel
@@ -404,7 +409,7 @@ def _sq_dist_aug(a: torch.Tensor, x_aug: torch.Tensor) -> torch.Tensor:
     return torch.bmm(a_aug, x_aug).clamp_(min=0.0)
 
 
-def _seed_kmeanspp(points, x_aug, weights, restarts, k, local_trials, generator):
+def _seed_kmeanspp(points, x_aug, weights, restarts, k, local_trials, generator, kernels=None):
     """Greedy k-means++ for every (image, restart): centers float32 (N, R, K, 3) drawn from the points.
 
     The first center is a random pixel; each later one is the best of ``local_trials`` candidates
@@ -412,6 +417,9 @@ def _seed_kmeanspp(points, x_aug, weights, restarts, k, local_trials, generator)
     that minimises the total squared distance (Arthur & Vassilvitskii; scikit-learn's greedy variant,
     OpenCV's with 3 trials). Pixels count with their weight (N, P) (None: 1 each). If every distance
     is 0 (fewer distinct colors than centers so far) the last pixel is drawn, duplicating a center.
+    ``kernels`` = (potentials, update, points, weights) from ``colorizer.kernels.kmeans`` computes
+    the trial potentials and the distance update without the (N, R, trials, P) temporary.
+    Returns centers and the final potential (N, R) float64.
     """
     n, p, _ = points.shape
     dev = points.device
@@ -433,6 +441,15 @@ def _seed_kmeanspp(points, x_aug, weights, restarts, k, local_trials, generator)
     for j in range(1, k):
         idx = draw(dist * w, local_trials)  # (N, R, L)
         cand = points[rows[:, :, None], idx]  # (N, R, L, 3)
+        if kernels is not None:
+            potentials, update, kpoints, kweights = kernels
+            flat = dist.view(n * restarts, p)
+            pot = potentials(kpoints, flat, cand.view(n * restarts, local_trials, 3), kweights)
+            best = pot.view(n, restarts, local_trials).argmin(dim=2)
+            chosen = cand.gather(2, best[:, :, None, None].expand(-1, -1, 1, 3)).squeeze(2)  # (N, R, 3)
+            update(kpoints, flat, chosen.reshape(n * restarts, 3))
+            centers[:, :, j] = chosen
+            continue
         d_new = _sq_dist_aug(cand.view(n, restarts * local_trials, 3), x_aug).view(n, restarts, local_trials, p)
         d_new = torch.minimum(d_new, dist[:, :, None, :], out=d_new)
         pot = (d_new * w[:, :, None, :]).sum(dim=3, dtype=torch.float64)
@@ -557,7 +574,10 @@ def kmeans(
         generator.manual_seed(int(seed))
     step = (step or _TorchStep)(points, k, weights)
     pool = restarts * max(1, int(seed_pool))
-    centers, potential = _seed_kmeanspp(points, _augment(points), weights, pool, k, local_trials, generator)
+    kernels = getattr(step, "seeding_kernels", None)
+    centers, potential = _seed_kmeanspp(
+        points, _augment(points), weights, pool, k, local_trials, generator, kernels=kernels
+    )
     if pool > restarts:
         # Keep the restarts whose seeds are already the most compact: seeding is cheaper than Lloyd.
         keep = potential.argsort(dim=1, stable=True)[:, :restarts]

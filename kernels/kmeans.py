@@ -178,3 +178,164 @@ def kmeans_assign_accumulate(
     counts = total[:, 3, :k].contiguous()
     sse = total[:, 4, 0].contiguous()
     return labels, sums, counts, sse
+
+
+# --------------------------------------------------------------------------------------------------
+# Greedy k-means++ seeding: candidate potentials and the distance update, without the
+# (rows, candidates, points) temporary that the torch formulation materialises.
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _kmeanspp_potential_kernel(
+    X,  # points (Bp, P, 3), uint8 or fp32, strides (sxb, sxp, sxc)
+    W,  # fp32 (Bp, P) weights, contiguous; read when HAS_WEIGHTS
+    D,  # fp32 (B, P) current squared distance of each point to its nearest chosen center
+    CAND,  # fp32 (B, L, 3) candidate centers, contiguous
+    PART,  # fp32 (B, S, BLOCK_L) chunk partials of the potentials
+    P,
+    L,
+    S,
+    REPEAT,  # B // Bp
+    sxb,
+    sxp,
+    sxc,
+    BLOCK_P: tl.constexpr,
+    BLOCK_L: tl.constexpr,
+    HAS_WEIGHTS: tl.constexpr,
+):
+    b = tl.program_id(0)
+    s = tl.program_id(1)
+    pb = b // REPEAT
+    offs_p = s * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_l = tl.arange(0, BLOCK_L)
+    pmask = offs_p < P
+    lmask = offs_l < L
+    xbase = X + pb.to(tl.int64) * sxb + offs_p.to(tl.int64) * sxp
+    x0 = tl.load(xbase, mask=pmask, other=0).to(tl.float32)
+    x1 = tl.load(xbase + sxc, mask=pmask, other=0).to(tl.float32)
+    x2 = tl.load(xbase + 2 * sxc, mask=pmask, other=0).to(tl.float32)
+    dcur = tl.load(D + b.to(tl.int64) * P + offs_p, mask=pmask, other=0.0)
+    cbase = CAND + (b.to(tl.int64) * L + offs_l) * 3
+    c0 = tl.load(cbase, mask=lmask, other=0.0)
+    c1 = tl.load(cbase + 1, mask=lmask, other=0.0)
+    c2 = tl.load(cbase + 2, mask=lmask, other=0.0)
+    d0 = x0[:, None] - c0[None, :]
+    d1 = x1[:, None] - c1[None, :]
+    d2 = x2[:, None] - c2[None, :]
+    m = tl.minimum(d0 * d0 + d1 * d1 + d2 * d2, dcur[:, None])  # [BLOCK_P, BLOCK_L]
+    if HAS_WEIGHTS:
+        w = tl.load(W + pb.to(tl.int64) * P + offs_p, mask=pmask, other=0.0)
+        m = m * w[:, None]
+    m = tl.where(pmask[:, None], m, 0.0)
+    tl.store(PART + (b.to(tl.int64) * S + s) * BLOCK_L + offs_l, tl.sum(m, axis=0))
+
+
+@triton.jit
+def _kmeanspp_update_kernel(
+    X,  # points (Bp, P, 3), uint8 or fp32, strides (sxb, sxp, sxc)
+    D,  # fp32 (B, P), updated in place: D = min(D, |x - c_b|^2)
+    C,  # fp32 (B, 3) the chosen center of each row, contiguous
+    P,
+    REPEAT,
+    sxb,
+    sxp,
+    sxc,
+    BLOCK_P: tl.constexpr,
+):
+    b = tl.program_id(0)
+    s = tl.program_id(1)
+    pb = b // REPEAT
+    offs_p = s * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = offs_p < P
+    xbase = X + pb.to(tl.int64) * sxb + offs_p.to(tl.int64) * sxp
+    d0 = tl.load(xbase, mask=pmask, other=0).to(tl.float32) - tl.load(C + b.to(tl.int64) * 3)
+    d1 = tl.load(xbase + sxc, mask=pmask, other=0).to(tl.float32) - tl.load(C + b.to(tl.int64) * 3 + 1)
+    d2 = tl.load(xbase + 2 * sxc, mask=pmask, other=0).to(tl.float32) - tl.load(C + b.to(tl.int64) * 3 + 2)
+    dptr = D + b.to(tl.int64) * P + offs_p
+    dcur = tl.load(dptr, mask=pmask, other=0.0)
+    tl.store(dptr, tl.minimum(dcur, d0 * d0 + d1 * d1 + d2 * d2), mask=pmask)
+
+
+def _seeding_args(points: torch.Tensor, dist: torch.Tensor, block_p: int | None):
+    if points.dim() != 3 or points.shape[-1] != 3 or dist.dim() != 2 or dist.shape[1] != points.shape[1]:
+        raise ValueError(f"points (Bp, P, 3) and dist (B, P) expected, got {points.shape} and {dist.shape}")
+    if dist.shape[0] % points.shape[0] != 0 or dist.dtype != torch.float32 or not dist.is_contiguous():
+        raise ValueError("dist must be contiguous float32 with a multiple of the points' rows")
+    if not (points.is_cuda or (interpreting() and points.device.type == "cpu")):
+        raise MissingDependencyError(
+            "the Triton K-means kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
+        )
+    if points.dtype not in (torch.uint8, torch.float32):
+        points = points.float()
+    block_p = next_power_of_2(block_p or (BLOCK_P_INTERPRETER if interpreting() else BLOCK_P_CUDA))
+    return points, block_p, max(1, cdiv(points.shape[1], block_p))
+
+
+def kmeanspp_potentials(
+    points: torch.Tensor,
+    dist: torch.Tensor,
+    candidates: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    block_p: int | None = None,
+) -> torch.Tensor:
+    """Greedy k-means++ trial potentials: pot[b, l] = sum_p w_p * min(dist[b, p], |x_p - cand[b, l]|^2).
+
+    points (Bp, P, 3) uint8/fp32; dist fp32 (B, P) contiguous (B a multiple of Bp, row b uses points
+    row b // (B // Bp)); candidates (B, L, 3); weights optional fp32 (Bp, P). Returns float64 (B, L):
+    fp32 chunk sums added in a fixed order in float64 (deterministic).
+    """
+    points, block_p, s = _seeding_args(points, dist, block_p)
+    b, p = dist.shape
+    cand = candidates.float().contiguous()
+    n_l = cand.shape[1]
+    block_l = max(2, next_power_of_2(n_l))
+    if not interpreting():
+        block_p = max(16, min(block_p, 16384 // block_l))
+        s = max(1, cdiv(p, block_p))
+    if weights is not None:
+        weights = weights.float().contiguous()
+    part = torch.empty(b, s, block_l, dtype=torch.float32, device=dist.device)
+    if b > 0 and p > 0:
+        _kmeanspp_potential_kernel[(b, s)](
+            points,
+            weights if weights is not None else part,
+            dist,
+            cand,
+            part,
+            p,
+            n_l,
+            s,
+            b // points.shape[0],
+            points.stride(0),
+            points.stride(1),
+            points.stride(2),
+            BLOCK_P=block_p,
+            BLOCK_L=block_l,
+            HAS_WEIGHTS=weights is not None,
+            num_warps=4,
+        )
+    else:
+        part.zero_()
+    return part.double().sum(dim=1)[:, :n_l]
+
+
+def kmeanspp_update(points: torch.Tensor, dist: torch.Tensor, chosen: torch.Tensor, block_p: int | None = None):
+    """In place: dist[b, p] = min(dist[b, p], |x_p - chosen[b]|^2). points (Bp, P, 3), dist fp32 (B, P)
+    contiguous, chosen (B, 3). Returns dist."""
+    points, block_p, s = _seeding_args(points, dist, block_p)
+    b, p = dist.shape
+    if b > 0 and p > 0:
+        _kmeanspp_update_kernel[(b, s)](
+            points,
+            dist,
+            chosen.float().contiguous(),
+            p,
+            b // points.shape[0],
+            points.stride(0),
+            points.stride(1),
+            points.stride(2),
+            BLOCK_P=block_p,
+            num_warps=4,
+        )
+    return dist

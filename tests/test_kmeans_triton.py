@@ -87,6 +87,37 @@ def test_kernel_is_deterministic():
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
+def test_seeding_kernels_match_torch():
+    gen = torch.Generator().manual_seed(11)
+    points = torch.randint(0, 256, (2, 53, 3), generator=gen, dtype=torch.uint8).to(_device())
+    dist = (torch.rand(6, 53, generator=gen) * 5000).to(_device())
+    cand = torch.randint(0, 256, (6, 4, 3), generator=gen).float().to(_device())
+    weights = torch.randint(0, 4, (2, 53), generator=gen).float().to(_device())
+    x = points.float().repeat_interleave(3, dim=0)
+    w = weights.repeat_interleave(3, dim=0)
+    d_cand = (x[:, None] - cand[:, :, None]).square().sum(-1)
+    expected = (torch.minimum(d_cand, dist[:, None]) * w[:, None]).double().sum(-1)
+    got = kmeans_kernel.kmeanspp_potentials(points, dist, cand, weights, block_p=16)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-2)
+    updated = kmeans_kernel.kmeanspp_update(points, dist.clone(), cand[:, 1], block_p=16)
+    torch.testing.assert_close(updated, torch.minimum(dist, d_cand[:, 1]), rtol=0, atol=0)
+
+
+def test_seeding_with_kernels_equals_torch_seeding():
+    """Integer pixels: every distance and potential is exact either way, so the same draws."""
+    gen = torch.Generator().manual_seed(4)
+    points = torch.randint(0, 256, (2, 40, 3), generator=gen).float().to(_device())
+    colors, weights = pal.dedup_colors(points)
+    x_aug = pal._augment(colors)
+    kernels = (kmeans_kernel.kmeanspp_potentials, kmeans_kernel.kmeanspp_update, colors.to(torch.uint8), weights)
+    g1 = torch.Generator(device=_device()).manual_seed(0)
+    g2 = torch.Generator(device=_device()).manual_seed(0)
+    a, pa = pal._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g1)
+    b, pb = pal._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g2, kernels=kernels)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(pa, pb)
+
+
 def test_kernel_rejects_bad_shapes():
     with pytest.raises(ValueError):
         kmeans_kernel.kmeans_assign_accumulate(torch.zeros(2, 5, 3), torch.zeros(3, 9, 3))
