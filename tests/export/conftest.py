@@ -51,3 +51,19 @@ def exported(generator, tmp_path_factory):
         return cache[noise]
 
     return get
+
+
+def assert_as_close_as_eager(out: torch.Tensor, model, x: torch.Tensor, noise) -> None:
+    """The parity rule of the gates: out's relative L2 error against the float64 model is at most
+    2x eager fp32's own. x: the generator input (N, 30, H, W); noise: the eager ``noise`` argument."""
+    from colorizer.export.verify import allowed_error, reference_models
+
+    from colorizer.testing import relative_l2
+
+    m64, m32 = reference_models(model)
+    with torch.no_grad():
+        n64 = noise if isinstance(noise, str) else [m.double() for m in noise]
+        oracle = m64(x.double(), noise=n64)
+        eager = m32(x.float(), noise=noise)
+    err, ref = relative_l2(out, oracle), relative_l2(eager, oracle)
+    assert err <= allowed_error(ref), f"error {err:.3e} vs eager fp32 {ref:.3e} (allowed {allowed_error(ref):.3e})"
