@@ -12,7 +12,9 @@
 
 Times are wall-clock medians with p20/p80 over repeated runs after warm-up; ratio = eager / native
 (> 1: native is faster). Writes DIR/native_speed.json and DIR/native_speed.md with the CPU, thread
-count, versions and git revision. ``--quick`` runs 256x256 only with few repetitions, to check
+count, versions and git revision. ``--device cuda`` (on a GPU, with colorizer._C built with CUDA)
+runs the same rows on the GPU and adds the Triton backend (colorizer.kernels) as a third column;
+it writes DIR/native_speed_cuda.{json,md}. ``--quick`` runs 256x256 only with few repetitions, to check
 that the script works; the committed numbers come from a full run on a quiet machine.
 """
 
@@ -57,8 +59,10 @@ def git_revision() -> str:
         return "unknown"
 
 
-def environment() -> dict:
+def environment(device: str) -> dict:
     return {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "cuda": torch.version.cuda,
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -69,14 +73,22 @@ def environment() -> dict:
     }
 
 
-def measure(fn: Callable[[], object], reps: int, warmup: int = 2) -> dict:
-    """Wall-clock seconds of fn(): median, p20, p80 over reps runs after warmup runs."""
+def measure(fn: Callable[[], object], reps: int, warmup: int = 2, device: str = "cpu") -> dict:
+    """Wall-clock seconds of fn(): median, p20, p80 over reps runs after warmup runs (on CUDA each
+    run is synchronized, so it is the device time plus the launch overhead)."""
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(warmup):
         fn()
+    sync()
     times = []
     for _ in range(reps):
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     times.sort()
     q = statistics.quantiles(times, n=5) if len(times) >= 2 else [times[0]] * 4
@@ -117,38 +129,48 @@ def _noise_shapes(size: int):
     return noise_shapes(1, size, size)
 
 
-def bench_group_norm_act(size: int, reps: int) -> list[dict]:
+def providers(device: str) -> dict[str, Callable]:
+    """Provider name -> group_norm_act: eager and native always; Triton too on CUDA when it imports."""
+    found = {"eager": reference.group_norm_act, "native": native.group_norm_act}
+    if device == "cuda":
+        try:
+            found["triton"] = get_ops("triton").group_norm_act
+        except Exception as exc:  # a missing or broken optional backend only drops its column
+            print(f"  triton: not measured ({exc})", flush=True)
+    return found
+
+
+def bench_group_norm_act(size: int, reps: int, device: str) -> list[dict]:
     rows = []
     gen = torch.Generator().manual_seed(0)
+    fns = providers(device)
     for (shape, act, has_res, has_noise), count in sorted(generator_group_norm_calls(size).items()):
         c = shape[1]
-        x = torch.randn(shape, generator=gen)
-        w, b = 1 + 0.1 * torch.randn(c, generator=gen), 0.1 * torch.randn(c, generator=gen)
-        res = torch.randn(shape, generator=gen) if has_res else None
-        nw = torch.randn(c, generator=gen) if has_noise else None
-        noise = torch.randn(shape[0], 1, *shape[2:], generator=gen) if has_noise else None
+
+        def make(*s):
+            return torch.randn(*s, generator=gen).to(device)
+
+        x = make(shape)
+        w, b = 1 + 0.1 * make(c), 0.1 * make(c)
+        res = make(shape) if has_res else None
+        nw = make(c) if has_noise else None
+        noise = make((shape[0], 1, *shape[2:])) if has_noise else None
         args = (x, w, b, 32, 1e-5, None if act == "none" else act, res, nw, noise)
+        times = {}
         with torch.inference_mode():
-            eager = measure(lambda args=args: reference.group_norm_act(*args), reps)
-            fused = measure(lambda args=args: native.group_norm_act(*args), reps)
-        rows.append(
-            {
-                "size": size,
-                "shape": list(shape),
-                "act": act,
-                "residual": has_res,
-                "noise": has_noise,
-                "calls": count,
-                "eager": eager,
-                "native": fused,
-                "ratio": eager["median_s"] / fused["median_s"],
-                "native_GBps": _bytes(shape, has_res, has_noise) / fused["median_s"] / 1e9,
-            }
-        )
+            for name, fn in fns.items():
+                times[name] = measure(lambda fn=fn, args=args: fn(*args), reps, device=device)
+        row = {"size": size, "shape": list(shape), "act": act, "residual": has_res, "noise": has_noise}
+        row.update({"calls": count, **times})
+        row["ratio"] = times["eager"]["median_s"] / times["native"]["median_s"]
+        if "triton" in times:
+            row["triton_ratio"] = times["eager"]["median_s"] / times["triton"]["median_s"]
+        row["native_GBps"] = _bytes(shape, has_res, has_noise) / times["native"]["median_s"] / 1e9
+        rows.append(row)
+        line = "  ".join(f"{name} {t['median_s'] * 1e3:8.3f} ms" for name, t in times.items())
         print(
             f"  {size}px {str(shape):22s} act={act:10s} res={has_res!s:5s} noise={has_noise!s:5s} "
-            f"x{count}: eager {eager['median_s'] * 1e3:8.3f} ms  native {fused['median_s'] * 1e3:8.3f} ms  "
-            f"{rows[-1]['ratio']:.2f}x",
+            f"x{count}: {line}  {row['ratio']:.2f}x",
             flush=True,
         )
     return rows
@@ -163,33 +185,27 @@ def _bytes(shape, has_res: bool, has_noise: bool) -> float:
     return 4.0 * (numel * (2 + has_res) + (spatial if has_noise else 0))
 
 
-def bench_generator(size: int, reps: int) -> list[dict]:
+def bench_generator(size: int, reps: int, device: str) -> list[dict]:
     torch.manual_seed(0)
-    model = Sketch2Color().eval()
-    x = torch.randn(1, 30, size, size)
+    model = Sketch2Color().eval().to(device)
+    x = torch.randn(1, 30, size, size, device=device)
+    backends = ["eager", "native"] + (["triton"] if "triton" in providers(device) else [])
     rows = []
     for variant, net in (("trained (WS every forward)", model), ("folded WS (inference)", None)):
         if net is None:
             net = fold_weight_standardization(model)
         times = {}
-        for kernels in ("eager", "native"):
+        for kernels in backends:
             net.set_kernels(kernels)
             with torch.inference_mode():
-                times[kernels] = measure(lambda net=net: net(x, noise=0), reps, warmup=1)
-        rows.append(
-            {
-                "size": size,
-                "variant": variant,
-                "eager": times["eager"],
-                "native": times["native"],
-                "ratio": times["eager"]["median_s"] / times["native"]["median_s"],
-            }
-        )
-        print(
-            f"  generator {size}px {variant}: eager {times['eager']['median_s']:.3f} s  "
-            f"native {times['native']['median_s']:.3f} s  {rows[-1]['ratio']:.2f}x",
-            flush=True,
-        )
+                times[kernels] = measure(lambda net=net: net(x, noise=0), reps, warmup=1, device=device)
+        row = {"size": size, "variant": variant, **times}
+        row["ratio"] = times["eager"]["median_s"] / times["native"]["median_s"]
+        if "triton" in times:
+            row["triton_ratio"] = times["eager"]["median_s"] / times["triton"]["median_s"]
+        rows.append(row)
+        line = "  ".join(f"{name} {t['median_s']:.3f} s" for name, t in times.items())
+        print(f"  generator {size}px {variant}: {line}  {row['ratio']:.2f}x", flush=True)
     return rows
 
 
@@ -204,9 +220,12 @@ def _s(m: dict) -> str:
 def markdown(result: dict) -> str:
     env = result["environment"]
     lines = [
-        "# Native (colorizer._C) vs eager on the CPU",
+        "# Native (colorizer._C) vs eager"
+        + (" and Triton" if result["device"] == "cuda" else "")
+        + f" ({result['device']})",
         "",
-        f"CPU: {env['cpu']}, {env['threads']} threads; torch {env['torch']}; Python {env['python']}; "
+        f"Device: {env['device']}; CPU: {env['cpu']}, {env['threads']} threads; "
+        f"torch {env['torch']} (CUDA {env['cuda']}); Python {env['python']}; "
         f"native vectors: {env['native_cpu_capability']}; git {env['git']}; {env['date_utc']} UTC; "
         f"mode: {result['mode']}.",
         "",
@@ -214,13 +233,19 @@ def markdown(result: dict) -> str:
         "",
         "## group_norm_act at the generator's GroupNorm calls (batch 1)",
         "",
-        "| size | shape | act | residual | noise | calls | eager ms | native ms | ratio | native GB/s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    triton = any("triton" in r for r in result["group_norm_act"])
+    extra_head = " triton ms | eager / triton |" if triton else ""
+    lines += [
+        "| size | shape | act | residual | noise | calls | eager ms | native ms | eager / native | native GB/s |"
+        + extra_head,
+        "| --- " * (10 + 2 * triton) + "|",
     ]
     for r in result["group_norm_act"]:
+        extra = f" {_ms(r['triton'])} | {r['triton_ratio']:.2f} |" if "triton" in r else (" - | - |" if triton else "")
         lines.append(
             f"| {r['size']} | {tuple(r['shape'])} | {r['act']} | {r['residual']} | {r['noise']} | {r['calls']} | "
-            f"{_ms(r['eager'])} | {_ms(r['native'])} | {r['ratio']:.2f} | {r['native_GBps']:.1f} |"
+            f"{_ms(r['eager'])} | {_ms(r['native'])} | {r['ratio']:.2f} | {r['native_GBps']:.1f} |" + extra
         )
     lines += ["", "Per resolution, every call of one forward (time x calls):", ""]
     lines += ["| size | eager ms | native ms | ratio |", "| --- | --- | --- | --- |"]
@@ -230,11 +255,14 @@ def markdown(result: dict) -> str:
         "",
         "## Whole Sketch2Color generator forward (batch 1, inference mode)",
         "",
-        "| size | variant | eager s | native s | ratio |",
-        "| --- | --- | --- | --- | --- |",
+        "| size | variant | eager s | native s | eager / native |" + (" triton s | eager / triton |" if triton else ""),
+        "| --- " * (5 + 2 * triton) + "|",
     ]
     for r in result["generator"]:
-        lines.append(f"| {r['size']} | {r['variant']} | {_s(r['eager'])} | {_s(r['native'])} | {r['ratio']:.2f} |")
+        extra = f" {_s(r['triton'])} | {r['triton_ratio']:.2f} |" if "triton" in r else (" - | - |" if triton else "")
+        lines.append(
+            f"| {r['size']} | {r['variant']} | {_s(r['eager'])} | {_s(r['native'])} | {r['ratio']:.2f} |" + extra
+        )
     lines += ["", "onnxruntime: not measured here (see the export benchmarks).", ""]
     return "\n".join(lines)
 
@@ -244,20 +272,24 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="256x256 only, few repetitions (a smoke run)")
     parser.add_argument("--out", type=Path, required=True, help="folder for native_speed.json and native_speed.md")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda adds the Triton backend")
     args = parser.parse_args(argv)
     if not native.NATIVE_AVAILABLE:
         print(f"error: {native.NATIVE_UNAVAILABLE_REASON}", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not (torch.cuda.is_available() and native.NATIVE_WITH_CUDA):
+        print("error: --device cuda needs a CUDA device and colorizer._C built with CUDA", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = (256,) if args.quick else (256, 512)
     op_reps, gen_reps = (5, 2) if args.quick else (30, 7)
-    result = {"mode": "quick" if args.quick else "full", "environment": environment()}
+    result = {"mode": "quick" if args.quick else "full", "device": args.device, "environment": environment(args.device)}
     print(f"native_speed: {result['environment']}", flush=True)
     result["group_norm_act"] = []
     result["group_norm_act_totals"] = []
     for size in sizes:
-        rows = bench_group_norm_act(size, op_reps)
+        rows = bench_group_norm_act(size, op_reps, args.device)
         result["group_norm_act"] += rows
         eager = sum(r["eager"]["median_s"] * r["calls"] for r in rows)
         fused = sum(r["native"]["median_s"] * r["calls"] for r in rows)
@@ -266,11 +298,12 @@ def main(argv=None) -> int:
         )
     result["generator"] = []
     for size in sizes:
-        result["generator"] += bench_generator(size, gen_reps)
+        result["generator"] += bench_generator(size, gen_reps, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "native_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "native_speed.md").write_text(markdown(result))
-    print(f"wrote {args.out / 'native_speed.json'} and {args.out / 'native_speed.md'}")
+    stem = "native_speed" if args.device == "cpu" else "native_speed_cuda"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(result))
+    print(f"wrote {args.out / (stem + '.json')} and {args.out / (stem + '.md')}")
     return 0
 
 

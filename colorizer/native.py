@@ -138,7 +138,7 @@ if NATIVE_AVAILABLE:
         return w.new_empty(w.shape)
 
     @torch.library.register_fake("colorizer::kmeans_assign_accumulate")
-    def _kmeans_assign_accumulate_fake(points, centers):
+    def _kmeans_assign_accumulate_fake(points, centers, weights=None):
         B, P, _ = points.shape
         K = centers.shape[1]
         return (
@@ -306,20 +306,25 @@ def attention_gate(
 
 
 def _kmeans_assign_accumulate(
-    points: torch.Tensor, centers: torch.Tensor
+    points: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Assign each point to its nearest center and accumulate per-center sums.
 
-    points: (B, P, 3) float32; centers: (B, K, 3) float32 (B independent problems). Returns
+    points: (B, P, 3) float32; centers: (B, K, 3) float32 (B independent problems); weights:
+    optional (B, P) point multiplicities (any real dtype, used as float32; 0 marks padding) that
+    scale each point's share of sums, counts and sse. Returns
     labels (B, P) int64 (nearest center by squared Euclidean distance, ties to the lowest index),
     sums (B, K, 3) float32 (sum of the points assigned to each center), counts (B, K) float32,
-    sse (B,) float32 (sum of squared distances to the nearest center: the compactness).
+    sse (B,) float32 (sum of squared distances to the nearest center: the compactness), each
+    weighted when weights are given.
     Same contract as ``colorizer.palette.assign_accumulate`` with B == Bp, and the same float32
     distance arithmetic, so labels match it exactly.
     """
     if points.device.type == "cuda" and not NATIVE_WITH_CUDA:
         raise KernelsUnavailable("colorizer._C was built without CUDA; rebuild it on a machine with nvcc")
-    return tuple(torch.ops.colorizer.kmeans_assign_accumulate(points, centers))
+    if weights is not None:
+        weights = weights.to(torch.float32)
+    return tuple(torch.ops.colorizer.kmeans_assign_accumulate(points, centers, weights))
 
 
 # None without the compiled library, so callers can probe it with getattr(native, ..., None) (as

@@ -78,13 +78,20 @@ inline void check_noise_inject_args(const char* op, const at::Tensor& x, const a
   }
 }
 
-inline void check_kmeans_args(const char* op, const at::Tensor& points, const at::Tensor& centers) {
+inline void check_kmeans_args(const char* op, const at::Tensor& points, const at::Tensor& centers,
+                              const std::optional<at::Tensor>& weights) {
   TORCH_CHECK(points.dim() == 3 && points.size(2) == 3, op, ": points must be (B, P, 3), got ", points.sizes());
   TORCH_CHECK(centers.dim() == 3 && centers.size(2) == 3 && centers.size(0) == points.size(0), op,
               ": centers must be (B, K, 3) with B = ", points.size(0), ", got ", centers.sizes());
   TORCH_CHECK(centers.size(1) > 0, op, ": need at least one center");
   TORCH_CHECK(points.scalar_type() == at::kFloat && centers.scalar_type() == at::kFloat, op,
               ": points and centers must be float32, got ", points.scalar_type(), " and ", centers.scalar_type());
+  if (weights.has_value()) {
+    TORCH_CHECK(weights->dim() == 2 && weights->size(0) == points.size(0) && weights->size(1) == points.size(1) &&
+                    weights->scalar_type() == at::kFloat,
+                op, ": weights must be float32 (B, P) = (", points.size(0), ", ", points.size(1), "), got ",
+                weights->scalar_type(), " ", weights->sizes());
+  }
 }
 
 }  // namespace colorizer

@@ -31,9 +31,12 @@ TORCH_LIBRARY(colorizer, m) {
   m.def("weight_standardize_backward(Tensor grad_out, Tensor w, Tensor mean, Tensor std, float eps) -> Tensor",
         {at::Tag::pt2_compliant_tag});
   // One Lloyd step's assignment and accumulation: (labels int64 (B, P), sums f32 (B, K, 3),
-  // counts f32 (B, K), sse f32 (B,)).
-  m.def("kmeans_assign_accumulate(Tensor points, Tensor centers) -> (Tensor, Tensor, Tensor, Tensor)",
-        {at::Tag::pt2_compliant_tag});
+  // counts f32 (B, K), sse f32 (B,)); optional float32 weights (B, P) multiply each point's
+  // contribution to sums, counts and sse (pixel multiplicities; 0 marks padding).
+  m.def(
+      "kmeans_assign_accumulate(Tensor points, Tensor centers, Tensor? weights=None) -> "
+      "(Tensor, Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 #ifndef COLORIZER_CPU_CAPABILITY

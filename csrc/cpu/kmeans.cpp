@@ -1,6 +1,7 @@
 // CPU kmeans_assign_accumulate: the assignment and accumulation half of one Lloyd iteration for a
 // batch of independent K-means problems (B images, P points each, K centers, RGB = 3 dims).
-// Points are split into fixed-size blocks; each block accumulates its own partial sums in double,
+// Optional weights (B, P) scale each point's contribution (pixel multiplicities after
+// de-duplication; 0 marks padding). Points are split into fixed-size blocks; each block accumulates its own partial sums in double,
 // and the partials are added in block order, so results do not depend on the thread count.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -17,11 +18,13 @@ namespace {
 
 constexpr int64_t kPointsPerBlock = 2048;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumulate_cpu(const at::Tensor& points,
-                                                                                        const at::Tensor& centers) {
-  check_kmeans_args("colorizer::kmeans_assign_accumulate", points, centers);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumulate_cpu(
+    const at::Tensor& points, const at::Tensor& centers, const std::optional<at::Tensor>& weights) {
+  check_kmeans_args("colorizer::kmeans_assign_accumulate", points, centers, weights);
   const int64_t B = points.size(0), P = points.size(1), K = centers.size(1);
   const at::Tensor pc = points.contiguous(), cc = centers.contiguous();
+  const at::Tensor wc = weights.has_value() ? weights->contiguous() : at::Tensor();
+  const float* WT = wc.defined() ? wc.data_ptr<float>() : nullptr;
   at::Tensor labels = at::empty({B, P}, points.options().dtype(at::kLong));
   at::Tensor sums = at::empty({B, K, 3}, points.options());
   at::Tensor counts = at::empty({B, K}, points.options());
@@ -61,11 +64,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumul
           }
         }
         LB[b * P + p] = arg;
-        acc_sum[arg * 3] += x;
-        acc_sum[arg * 3 + 1] += y;
-        acc_sum[arg * 3 + 2] += z;
-        acc_count[arg] += 1.0;
-        *acc_sse += best;
+        const double w = WT != nullptr ? WT[b * P + p] : 1.0;
+        acc_sum[arg * 3] += w * x;
+        acc_sum[arg * 3 + 1] += w * y;
+        acc_sum[arg * 3 + 2] += w * z;
+        acc_count[arg] += w;
+        *acc_sse += w * best;
       }
     }
   });

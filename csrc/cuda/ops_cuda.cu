@@ -594,15 +594,18 @@ at::Tensor weight_standardize_backward_cuda(const at::Tensor& grad_out, const at
 
 constexpr int64_t kPointsPerBlock = kThreads;
 
-__global__ void kmeans_assign_kernel(const float* __restrict__ points, const float* __restrict__ centers, int64_t P,
-                                     int64_t K, int64_t blocks_per_batch, int64_t* __restrict__ labels,
+__global__ void kmeans_assign_kernel(const float* __restrict__ points, const float* __restrict__ centers,
+                                     const float* __restrict__ weights, int64_t P, int64_t K,
+                                     int64_t blocks_per_batch, int64_t* __restrict__ labels,
                                      double* __restrict__ partial) {
   const int64_t b = blockIdx.x / blocks_per_batch, blk = blockIdx.x % blocks_per_batch;
   const int64_t p = blk * kPointsPerBlock + threadIdx.x;
   const bool valid = p < P;
   float x = 0.f, y = 0.f, z = 0.f, best = 0.f;
+  double w = 0.0;
   int64_t arg = -1;
   if (valid) {
+    w = weights != nullptr ? weights[b * P + p] : 1.0;
     const float* pt = points + (b * P + p) * 3;
     x = pt[0];
     y = pt[1];
@@ -625,7 +628,7 @@ __global__ void kmeans_assign_kernel(const float* __restrict__ points, const flo
   double* out = partial + blockIdx.x * stride;
   for (int64_t k = 0; k < K; ++k) {
     const bool mine = arg == k;
-    double v[4] = {mine ? x : 0.0, mine ? y : 0.0, mine ? z : 0.0, mine ? 1.0 : 0.0};
+    double v[4] = {mine ? w * x : 0.0, mine ? w * y : 0.0, mine ? w * z : 0.0, mine ? w : 0.0};
     block_sum<4>(v);
     if (threadIdx.x == 0) {
       out[k * 3] = v[0];
@@ -634,7 +637,7 @@ __global__ void kmeans_assign_kernel(const float* __restrict__ points, const flo
       out[K * 3 + k] = v[3];
     }
   }
-  double e[1] = {valid ? static_cast<double>(best) : 0.0};
+  double e[1] = {valid ? w * best : 0.0};
   block_sum<1>(e);
   if (threadIdx.x == 0) out[K * 4] = e[0];
 }
@@ -657,12 +660,13 @@ __global__ void kmeans_reduce_kernel(const double* __restrict__ partial, int64_t
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumulate_cuda(const at::Tensor& points,
-                                                                                         const at::Tensor& centers) {
-  check_kmeans_args("colorizer::kmeans_assign_accumulate", points, centers);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumulate_cuda(
+    const at::Tensor& points, const at::Tensor& centers, const std::optional<at::Tensor>& weights) {
+  check_kmeans_args("colorizer::kmeans_assign_accumulate", points, centers, weights);
   c10::cuda::CUDAGuard guard(points.device());
   const int64_t B = points.size(0), P = points.size(1), K = centers.size(1);
   const at::Tensor pc = points.contiguous(), cc = centers.contiguous();
+  const at::Tensor wc = weights.has_value() ? weights->contiguous() : at::Tensor();
   at::Tensor labels = at::empty({B, P}, points.options().dtype(at::kLong));
   at::Tensor sums = at::zeros({B, K, 3}, points.options());
   at::Tensor counts = at::zeros({B, K}, points.options());
@@ -673,7 +677,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> kmeans_assign_accumul
   at::Tensor partial = at::empty({B * blocks_per_batch, stride}, points.options().dtype(at::kDouble));
   auto stream = c10::cuda::getCurrentCUDAStream();
   kmeans_assign_kernel<<<B * blocks_per_batch, kThreads, 0, stream>>>(
-      pc.data_ptr<float>(), cc.data_ptr<float>(), P, K, blocks_per_batch, labels.data_ptr<int64_t>(),
+      pc.data_ptr<float>(), cc.data_ptr<float>(), wc.defined() ? wc.data_ptr<float>() : nullptr, P, K,
+      blocks_per_batch, labels.data_ptr<int64_t>(),
       partial.data_ptr<double>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   kmeans_reduce_kernel<<<(B * stride + kThreads - 1) / kThreads, kThreads, 0, stream>>>(

@@ -217,6 +217,16 @@ def test_kmeans_assign_accumulate_matches_oracle():
     assert torch.equal(counts.double(), onehot.sum(1))
     assert_close(sums, torch.einsum("bpk,bpc->bkc", onehot, points.double()), dtype=torch.float32)
     assert_close(sse, best.double().sum(1), dtype=torch.float32)
+    # Integer multiplicities (0 = padding) weight every accumulated quantity; labels do not change.
+    weights = torch.randint(0, 4, (B, P), generator=gen)
+    w_labels, w_sums, w_counts, w_sse = native.kmeans_assign_accumulate(points, centers, weights)
+    assert torch.equal(w_labels, labels)
+    w = weights.double()
+    assert torch.equal(w_counts.double(), torch.einsum("bpk,bp->bk", onehot, w))
+    assert_close(w_sums, torch.einsum("bpk,bp,bpc->bkc", onehot, w, points.double()), dtype=torch.float32)
+    assert_close(w_sse, (best.double() * w).sum(1), dtype=torch.float32)
+    with pytest.raises(RuntimeError, match="weights must be float32"):
+        torch.ops.colorizer.kmeans_assign_accumulate(points, centers, weights[:, :5].float())
 
 
 def test_kmeans_assign_accumulate_matches_palette_contract():
@@ -255,6 +265,7 @@ def _opcheck_samples():
     yield "ws_bwd", torch.ops.colorizer.weight_standardize_backward.default, (wt, wt, ws_mean, ws_std, 1e-5), False
     pts, ctr = torch.rand(2, 100, 3) * 255, torch.rand(2, 4, 3) * 255
     yield "kmeans", torch.ops.colorizer.kmeans_assign_accumulate.default, (pts, ctr), False
+    yield "kmeans_weights", torch.ops.colorizer.kmeans_assign_accumulate.default, (pts, ctr, torch.rand(2, 100)), False
 
 
 OPCHECK_CASES = (
