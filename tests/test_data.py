@@ -25,7 +25,7 @@ from colorizer.data import (
     to_tensor,
     write_demo_assets,
 )
-from colorizer.data.synthetic import KINDS, _luma, drawing_palette
+from colorizer.data.synthetic import _DRAWING_STREAM, KIND_COLOR, MIN_LUMA_GAP, _luma, drawing_palette
 from colorizer.errors import ConfigError, DataError, ImageError
 from colorizer.sketch import xdog
 
@@ -311,16 +311,21 @@ def test_synthetic_line_art_is_exactly_the_drawn_outlines():
 
 
 def test_synthetic_palette_rule_and_flat_colors():
-    for index in range(20):
+    for index in range(30):
         palette = drawing_palette(np.random.default_rng([11, index]))
-        lumas = [_luma(palette[k]) for k in KINDS]
-        assert lumas[0] - lumas[1] >= 0.08 and lumas[1] - lumas[2] >= 0.08
-        assert _luma(palette["background"]) > lumas[0]
+        assert _luma(palette["main"]) - _luma(palette["accent"]) >= MIN_LUMA_GAP
+        assert _luma(palette["background"]) - _luma(palette["main"]) >= MIN_LUMA_GAP
+        assert len(set(palette.values())) == 7
+    assert set(KIND_COLOR.values()) == {"main", "accent"}
     for index in range(4):
         color, _ = render_drawing(2, index)
-        counts = Counter(map(tuple, color.reshape(-1, 3)))
-        top9 = sum(n for _, n in counts.most_common(9))
-        assert top9 / color.shape[0] / color.shape[1] > 0.9, "a drawing is made of at most 9 flat colors"
+        palette = drawing_palette(np.random.default_rng([_DRAWING_STREAM, 2, index]))
+        counts = Counter(map(tuple, color.reshape(-1, 3).tolist()))
+        pixels = color.shape[0] * color.shape[1]
+        assert sum(n for _, n in counts.most_common(9)) / pixels > 0.9, "at most 9 flat colors"
+        for rgb, n in counts.items():
+            if n > 0.005 * pixels:  # every color of any extent is a palette color (the rest: antialiasing)
+                assert rgb in set(palette.values()), (index, rgb)
 
 
 def test_synthetic_sample_dict_and_modes():

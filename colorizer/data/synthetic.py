@@ -7,19 +7,23 @@ straight above, so a horizontal flip keeps the lighting right), black outlines, 
 a small highlight. The sketch is the line art actually drawn: the same outline strokes on white
 paper, with the parts hidden behind nearer shapes erased, so it matches the color picture exactly.
 
-The palette tells the model which colors to paint. Each drawing uses at most 9 flat colors, the
-palette size (K = 9), and a fixed rule ties them to what the line art shows:
+The palette tells the model which colors to paint. Each drawing uses 7 flat colors (the palette
+has K = 9 slots) and a fixed rule ties them to what the line art shows:
 
-- background: the lightest color, pale (low saturation);
-- three base colors of distinct hues with well separated luminance (BT.601 luma at least 0.08
-  apart): ellipses (smooth round outlines) take the lightest, blobs (wobbly outlines) the middle
-  one and polygons (straight edges and corners) the darkest;
-- each base color's shade is the base times SHADE_FACTOR;
-- the highlight on ellipses is the ellipse color mixed HIGHLIGHT_MIX of the way to white;
+- background: the lightest color, pale (low saturation), usually the largest area;
+- the main color: every round shape (ellipses, smooth round outlines; blobs, wobbly outlines).
+  Round shapes are the majority (ROUND_SHARE of the shapes), so the main color is usually the
+  largest colored area of the drawing, i.e. the second palette entry when the palette is ordered
+  by cluster size as ``colorizer.palette`` does;
+- the accent color: every polygon (straight edges and corners), of a clearly different hue and
+  darker than the main color (BT.601 luma at least MIN_LUMA_GAP lower);
+- each of the two has a cel shade, the color times SHADE_FACTOR;
+- the highlight on ellipses is the main color mixed HIGHLIGHT_MIX of the way to white;
 - outlines are black.
 
-So a model can learn to sort the palette by lightness and paint by shape kind; on a random crop
-some colors are absent and the rule still holds for those present.
+So a small model first learns background versus shapes and the main color (a direct copy of a
+palette entry), then the accent by shape kind; on a random crop some colors are absent and the
+rule still holds for those present.
 
 Rendering: at ``render_size`` = max(BASE_SIZE, requested size) (256 px by default), with geometry
 in units of the canvas, drawn with PIL ImageDraw at SUPERSAMPLE times the size and reduced by box
@@ -49,6 +53,11 @@ MIN_SHAPES, MAX_SHAPES = 3, 6
 # Outline width in pixels at BASE_SIZE (scaled with the render size); one value per drawing.
 OUTLINE_WIDTH_RANGE = (1.5, 2.5)
 KINDS = ("ellipse", "blob", "polygon")
+# Which palette color each kind of shape is filled with, and how often each kind is drawn.
+KIND_COLOR = {"ellipse": "main", "blob": "main", "polygon": "accent"}
+KIND_PROBABILITY = (0.35, 0.35, 0.3)
+ROUND_SHARE = KIND_PROBABILITY[0] + KIND_PROBABILITY[1]
+MIN_LUMA_GAP = 0.12
 # Stream tag mixed into the drawing's seed so it never shares a stream with the augmentation's
 # default_rng([seed, epoch, index]).
 _DRAWING_STREAM = 0x5C3E7C4
@@ -65,24 +74,27 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def drawing_palette(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
-    """The colors of one drawing: background, the three base colors by kind, their shades, highlight."""
+    """The colors of one drawing (uint8 RGB): background, main, accent, their shades, highlight, outline."""
     background = _hsv(rng.uniform(), rng.uniform(0.06, 0.22), rng.uniform(0.9, 0.98))
-    base = None
+    pair = None
     for _ in range(100):
-        hue0 = rng.uniform()
-        hues = [hue0 + i / 3.0 + rng.uniform(-0.08, 0.08) for i in range(3)]
-        colors = [_hsv(h, rng.uniform(0.45, 0.9), rng.uniform(0.45, 0.97)) for h in hues]
-        lumas = sorted(_luma(c) for c in colors)
-        if lumas[0] >= 0.18 and lumas[2] <= _luma(background) - 0.12 and min(np.diff(lumas)) >= 0.08:
-            base = sorted(colors, key=_luma, reverse=True)
+        hue = rng.uniform()
+        main = _hsv(hue, rng.uniform(0.45, 0.9), rng.uniform(0.6, 0.97))
+        accent = _hsv(hue + rng.uniform(0.25, 0.75), rng.uniform(0.45, 0.9), rng.uniform(0.35, 0.85))
+        if (
+            _luma(main) <= _luma(background) - MIN_LUMA_GAP
+            and _luma(main) - _luma(accent) >= MIN_LUMA_GAP
+            and _luma(accent) >= 0.12
+        ):
+            pair = main, accent
             break
-    if base is None:  # practically unreachable; a fixed, valid fallback keeps the rule
-        base = [(238, 170, 80), (90, 160, 210), (120, 60, 130)]
+    if pair is None:  # practically unreachable; a fixed, valid fallback keeps the rule
+        pair = (238, 170, 80), (70, 60, 150)
     palette = {"background": background, "outline": OUTLINE}
-    for kind, color in zip(KINDS, base):
-        palette[kind] = color
-        palette[f"{kind}_shade"] = tuple(int(round(c * SHADE_FACTOR)) for c in color)
-    palette["highlight"] = tuple(int(round(c + (255 - c) * HIGHLIGHT_MIX)) for c in palette["ellipse"])
+    for name, color in zip(("main", "accent"), pair):
+        palette[name] = color
+        palette[f"{name}_shade"] = tuple(int(round(c * SHADE_FACTOR)) for c in color)
+    palette["highlight"] = tuple(int(round(c + (255 - c) * HIGHLIGHT_MIX)) for c in palette["main"])
     return palette
 
 
@@ -137,13 +149,14 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
 
     count = int(rng.integers(MIN_SHAPES, MAX_SHAPES + 1))
     for _ in range(count):
-        kind = KINDS[int(rng.integers(0, len(KINDS)))]
+        kind = KINDS[int(rng.choice(len(KINDS), p=KIND_PROBABILITY))]
+        fill = KIND_COLOR[kind]
         radius = rng.uniform(0.1, 0.26)
         cx, cy = rng.uniform(0.12, 0.88), rng.uniform(0.12, 0.88)
         pts = _shape_points(rng, kind, cx, cy, radius) * scale
         poly = [tuple(p) for p in pts]
         # Nearer shapes hide what is behind them, lines included: fill first, in both layers.
-        draw_color.polygon(poly, fill=palette[kind])
+        draw_color.polygon(poly, fill=palette[fill])
         draw_lines.polygon(poly, fill=255)
 
         # Masks are drawn only over the shape's bounding box (a few times faster than full canvas).
@@ -162,7 +175,7 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
         ImageDraw.Draw(inside).polygon(local, fill=255)
         shade = inside.copy()
         ImageDraw.Draw(shade).polygon([(x, y - lift) for x, y in local], fill=0)
-        color.paste(palette[f"{kind}_shade"], (x0, y0, x1, y1), mask=shade)
+        color.paste(palette[f"{fill}_shade"], (x0, y0, x1, y1), mask=shade)
 
         if kind == "ellipse":
             # A small highlight in the upper part, kept inside the lit region of the shape.
@@ -185,7 +198,7 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
     return np.array(color), np.array(lines)
 
 
-def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 10, reference_index: int = 8):
+def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 16, reference_index: int = 27):
     """Write the bundled demo pictures into ``directory`` and return their paths.
 
     ``demo_sketch.png``: the line art of synthetic drawing (seed, sketch_index), 256 x 256 gray.
