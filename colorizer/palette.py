@@ -452,7 +452,8 @@ def _seed_kmeanspp(points, x_aug, weights, restarts, k, local_trials, generator,
             continue
         d_new = _sq_dist_aug(cand.view(n, restarts * local_trials, 3), x_aug).view(n, restarts, local_trials, p)
         d_new = torch.minimum(d_new, dist[:, :, None, :], out=d_new)
-        pot = (d_new * w[:, :, None, :]).sum(dim=3, dtype=torch.float64)
+        # One batched mat-vec instead of a weighted (N, R, L, P) temporary and its sum.
+        pot = torch.bmm(d_new.view(n, restarts * local_trials, p), w.view(n, p, 1)).view(n, restarts, local_trials)
         best = pot.argmin(dim=2)  # (N, R); ties -> first candidate
         centers[:, :, j] = cand.gather(2, best[:, :, None, None].expand(-1, -1, 1, 3)).squeeze(2)
         dist = d_new.gather(2, best[:, :, None, None].expand(-1, -1, 1, p)).squeeze(2)
