@@ -853,6 +853,11 @@ def extract_palette(
         Color order: by the number of pixels whose nearest palette color it is, largest first; equal
         counts by color ascending (R, then G, then B). Duplicate colors (images with fewer than k
         distinct colors) come last among equals since they own no pixels.
+
+    Cost notes: ``restarts`` is a minimum; images whose colors repeat get more (``MAX_EFFORT``;
+    on a GPU batch the budget follows the batch's largest distinct-color count). On the CPU the
+    images run in ``torch.get_num_threads()`` Python threads with torch's intra-op thread count set
+    to 1 for the duration of the call (process-wide; restored afterwards).
     """
     if k < 1 or restarts < 1 or iters < 1:
         raise ConfigError(f"palette: k, restarts and iters must be >= 1 (got {k}, {restarts}, {iters})")
