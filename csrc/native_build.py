@@ -63,6 +63,19 @@ def _vector_flags() -> tuple[list[str], str]:
     return [], "default"
 
 
+def _nvcc_version(nvcc: str) -> str | None:
+    """'13.0' from ``nvcc --version`` ("release 13.0, V13.0.88"), or None if it cannot be read."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+\.\d+)", out)
+    return match.group(1) if match else None
+
+
 def extensions(root: str):
     try:
         import torch
@@ -95,7 +108,11 @@ def extensions(root: str):
     has_nvcc = bool(nvcc) and os.path.exists(nvcc)
     cuda_torch = torch.version.cuda is not None
     want_cuda = os.environ.get("COLORIZER_NATIVE_CUDA", "1") != "0"
-    if want_cuda and has_nvcc and cuda_torch and cuda_sources:
+    # torch refuses to build with an nvcc whose major version differs from its own CUDA's; that
+    # would fail the whole install, so such a machine gets the CPU extension only.
+    nvcc_version = _nvcc_version(nvcc) if has_nvcc and cuda_torch else None
+    same_major = nvcc_version is not None and nvcc_version.split(".")[0] == str(torch.version.cuda).split(".")[0]
+    if want_cuda and has_nvcc and cuda_torch and same_major and cuda_sources:
         ext = CUDAExtension(
             "colorizer._C",
             rel + [os.path.relpath(p, root) for p in cuda_sources],
@@ -113,6 +130,8 @@ def extensions(root: str):
             why = f"torch {torch.__version__} is a CPU build"
         elif not has_nvcc:
             why = "nvcc not found"
+        elif not same_major:
+            why = f"nvcc {nvcc_version} does not match torch's CUDA {torch.version.cuda}"
         else:
             why = "no csrc/cuda sources"
         ext = CppExtension(
