@@ -153,16 +153,30 @@ if NATIVE_AVAILABLE:
         shape = (1, -1) + (1,) * (grad.dim() - 2)
         return (grad * weight.reshape(shape).to(grad.dtype)).sum(1, keepdim=True).to(noise.dtype)
 
+    def _reference_vjp(fn, inputs: tuple, need: tuple, grad_out: torch.Tensor) -> tuple:
+        """Gradients of fn(*inputs) for the inputs in ``need``, by autograd through the reference with
+        create_graph=True. The backward kernels have no derivative of their own, so a backward that
+        must itself be differentiable (double backward: gradient penalties, Hessian-vector products)
+        takes this path; a plain backward never does."""
+        wrt = [t for t, n in zip(inputs, need) if n]
+        out = fn(*inputs)
+        grads = iter(torch.autograd.grad(out, wrt, grad_out, create_graph=True, allow_unused=True))
+        return tuple(next(grads) if n else None for n in need)
+
     def _group_norm_act_setup(ctx, inputs, output):
         x, weight, bias, groups, eps, act, residual, noise_weight, noise = inputs
         _, mean, rstd = output
         ctx.save_for_backward(x, weight, bias, mean, rstd, residual, noise_weight, noise)
-        ctx.groups, ctx.act = groups, act
+        ctx.groups, ctx.eps, ctx.act = groups, eps, act
         ctx.mark_non_differentiable(mean, rstd)
 
     def _group_norm_act_backward(ctx, grad_out, _grad_mean, _grad_rstd):
         x, weight, bias, mean, rstd, residual, noise_weight, noise = ctx.saved_tensors
         need = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True
+            act = None if ctx.act == "none" else ctx.act
+            inputs = (x, weight, bias, ctx.groups, ctx.eps, act, residual, noise_weight, noise)
+            return _reference_vjp(reference.group_norm_act, inputs, need, grad_out)
         grad_x, grad_w, grad_b, grad_z, grad_nw = torch.ops.colorizer.group_norm_act_backward(
             grad_out.contiguous(), x, weight, bias, mean, rstd, ctx.groups, ctx.act, residual, noise_weight, noise
         )
@@ -194,7 +208,12 @@ if NATIVE_AVAILABLE:
     def _noise_inject_backward(ctx, grad_out):
         weight, noise = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_w = torch.ops.colorizer.noise_inject_backward(grad_out.contiguous(), weight, noise) if need[1] else None
+        grad_w = None
+        if need[1] and torch.is_grad_enabled():  # create_graph=True: the same sum in differentiable torch ops
+            dims = [0, *range(2, grad_out.dim())]
+            grad_w = (grad_out * noise.to(grad_out.dtype)).sum(dim=dims).to(weight.dtype)
+        elif need[1]:
+            grad_w = torch.ops.colorizer.noise_inject_backward(grad_out.contiguous(), weight, noise)
         grad_noise = _noise_grad(grad_out, weight, noise) if need[2] else None
         return grad_out if need[0] else None, grad_w, grad_noise
 
@@ -211,6 +230,8 @@ if NATIVE_AVAILABLE:
 
     def _weight_standardize_backward(ctx, grad_out, _grad_mean, _grad_std):
         w, mean, std = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True
+            return _reference_vjp(reference.weight_standardize, (w, ctx.eps), ctx.needs_input_grad, grad_out)
         return torch.ops.colorizer.weight_standardize_backward(grad_out.contiguous(), w, mean, std, ctx.eps), None
 
     torch.library.register_autograd(
