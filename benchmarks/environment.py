@@ -190,7 +190,8 @@ def format_environment(env: dict) -> list[str]:
     lines += [
         f"- CPU: {cpu['model']}, {cpu['usable_cpus']} usable cores, flags {' '.join(cpu['flags']) or 'n/a'}, "
         f"torch CPU capability {cpu['torch_capability']}"
-        + (f", load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else ""),
+        + (f", load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else "")
+        + (f", at end {cpu['load_average_end'][0]:.2f}" if cpu.get("load_average_end") else ""),
         f"- threads: torch intra-op {env['threads']['torch_intra_op']}, inter-op {env['threads']['torch_inter_op']}",
         f"- versions: {shown}",
         f"- git: {git['revision'] or 'unknown'} (tracked changes: {dirty}; untracked files: {git['untracked_files']})",

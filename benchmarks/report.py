@@ -104,7 +104,9 @@ def default_plan(device: str, quick: bool) -> Plan:
             dtypes=tuple(device_dtypes(device)),
             inference_providers=gen.PROVIDERS,
             train_providers=train.PROVIDERS,
-            sections=SECTIONS,
+            # The per-subject suites have their own quick modes and tests; here they would double the
+            # CI time. --sections ...,suites adds them.
+            sections=tuple(s for s in SECTIONS if s != "suites"),
             timing=dict(warmup=1, min_rounds=1, max_rounds=2, target_s=0.0),
         )
         notes.append("quick mode: tiny model (widths 64), 128x128, 1-2 rounds; the numbers mean nothing.")
@@ -472,7 +474,8 @@ def palette_rows(plan: Plan, ceilings: Ceilings) -> list[Row]:
     _log(row)
 
     extract, _, why = train.device_palette_function()
-    impls = ["auto", "torch", "native"] + (["triton"] if plan.device.startswith("cuda") else [])
+    # On the CPU "auto" is "native" when the extension has the k-means step: quick mode times it once.
+    impls = ["auto", "torch"] + ([] if plan.quick else ["native"]) + (["triton"] if _on_cuda(plan) else [])
     device_images = torch.from_numpy(images).to(plan.device)
     for impl in impls:
         row = base_row(
@@ -615,7 +618,9 @@ def _suite_export_speed(module, plan: Plan) -> list[dict]:
     for name in ("report_rows", "run_rows", "run"):
         fn = getattr(module, name, None)
         if fn is not None:
-            result = gen._call_with_supported(fn, quick=plan.quick, device=plan.device)
+            result = gen._call_with_supported(
+                fn, quick=plan.quick, device=plan.device, threads=torch.get_num_threads(), width=plan.channels
+            )
             return [r if isinstance(r, dict) else asdict(r) for r in result]
     raise gen.Skip("benchmarks.export_speed has no report_rows/run_rows/run function")
 

@@ -121,9 +121,7 @@ def test_quick_report_json_has_environment_ceilings_and_rows(quick_report):
     assert set(statuses.values()) <= {"met", "missed", "unmeasured"}
     # Quick mode runs a tiny model: no target can be judged from it.
     assert all(t["status"] == "unmeasured" and t["reason"] for t in data["targets"])
-    for entry in data["suites"].values():
-        assert entry["status"] in ("ok", "skipped", "error")
-        assert entry["status"] == "ok" or entry["reason"]
+    assert data["suites"] == {}  # quick mode leaves the per-subject suites to their own tests
 
 
 def test_report_cli_rejects_bad_options(capsys):
