@@ -311,7 +311,7 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_forward = DistributedDataParallel(self.G, device_ids=ids, broadcast_buffers=False)
+            self.g_forward = DistributedDataParallel(self.G, device_ids=ids)
             self.d_forward = DistributedDataParallel(self.D, device_ids=ids)
         if cfg.compile:
             self.g_forward = torch.compile(self.g_forward)

@@ -1,0 +1,141 @@
+"""Losses against their formulas (SPEC.md, "Losses and training"), and the VGG16 feature extractor."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from colorizer.errors import CheckpointError
+from colorizer.losses import (
+    LossWeights,
+    VGGFeatures,
+    discriminator_loss,
+    generator_loss,
+    total_variation,
+)
+from colorizer.testing import assert_close
+
+
+def _tv_by_loops(x: torch.Tensor) -> float:
+    n, c, h, w = x.shape
+    sh = sum(float((x[:, :, i + 1, :] - x[:, :, i, :]).pow(2).sum()) for i in range(h - 1))
+    sw = sum(float((x[:, :, :, j + 1] - x[:, :, :, j]).pow(2).sum()) for j in range(w - 1))
+    return 2.0 * (sh / (c * (h - 1) * w) + sw / (c * h * (w - 1))) / n
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 2, 2), (3, 3, 7, 5), (2, 1, 13, 4)])
+def test_total_variation_formula(shape):
+    x = torch.randn(shape, dtype=torch.float64)
+    assert total_variation(x).item() == pytest.approx(_tv_by_loops(x), rel=1e-12)
+
+
+def test_total_variation_of_constant_is_zero_and_half_precision_is_upcast():
+    assert total_variation(torch.full((2, 3, 8, 8), 0.3)).item() == 0.0
+    x = torch.randn(2, 3, 16, 16)
+    assert total_variation(x.bfloat16()).dtype == torch.float32
+    assert total_variation(x.half()).item() == pytest.approx(total_variation(x.half().float()).item(), rel=1e-6)
+
+
+def test_discriminator_loss_is_lsgan_with_soft_real_label():
+    d_real = torch.tensor([[0.7], [0.95], [0.2]], dtype=torch.float64)
+    d_fake = torch.tensor([[0.1], [0.4], [0.0]], dtype=torch.float64)
+    expected = ((d_real - 0.9) ** 2).mean() + (d_fake**2).mean()
+    assert discriminator_loss(d_real, d_fake).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _manual_vgg(vgg: VGGFeatures, x: torch.Tensor) -> torch.Tensor:
+    sd = vgg.state_dict()
+    y = F.relu(F.conv2d(x, sd["features.0.weight"], sd["features.0.bias"], padding=1))
+    return F.relu(F.conv2d(y, sd["features.2.weight"], sd["features.2.bias"], padding=1))
+
+
+def test_generator_loss_matches_formula_with_every_term():
+    torch.manual_seed(1)
+    vgg = VGGFeatures().double()
+    for p in vgg.parameters():
+        p.data.normal_(0, 0.1)
+    fake = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    real = torch.rand(2, 3, 16, 16, dtype=torch.float64) * 2 - 1
+    d_fake = torch.rand(2, 1, dtype=torch.float64)
+    w = LossWeights(gan=0.5, l1=100.0, feature=1e-4, tv=1e-2)
+    total, parts = generator_loss(d_fake, fake, real, w, vgg)
+    gan = ((d_fake - 0.9) ** 2).mean().item()
+    l1 = (fake - real).abs().mean().item()
+    feature = ((_manual_vgg(vgg, fake) - _manual_vgg(vgg, real)) ** 2).mean().item()
+    tv = _tv_by_loops(fake)
+    assert parts["gan"].item() == pytest.approx(gan, rel=1e-6)
+    assert parts["l1"].item() == pytest.approx(l1, rel=1e-6)
+    assert parts["feature"].item() == pytest.approx(feature, rel=1e-5)
+    assert parts["tv"].item() == pytest.approx(tv, rel=1e-6)
+    assert total.item() == pytest.approx(0.5 * gan + 100 * l1 + 1e-4 * feature + 1e-2 * tv, rel=1e-6)
+
+
+def test_generator_loss_default_weights_are_the_notes():
+    assert LossWeights() == LossWeights(gan=1.0, l1=100.0, feature=1e-4, tv=1e-2)
+
+
+def test_generator_loss_without_vgg_has_no_feature_term_and_gradient_reaches_fake_only():
+    vgg = VGGFeatures()
+    fake = (torch.rand(1, 3, 8, 8) * 2 - 1).requires_grad_()
+    real = torch.rand(1, 3, 8, 8) * 2 - 1
+    total, parts = generator_loss(torch.full((1, 1), 0.5), fake, real, LossWeights(), None)
+    assert parts["feature"].item() == 0.0
+    total, _ = generator_loss(torch.full((1, 1), 0.5), fake, real, LossWeights(), vgg)
+    total.backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()
+    assert all(p.grad is None for p in vgg.parameters())  # frozen
+
+
+def test_vgg_features_are_frozen_and_stay_in_eval_mode():
+    vgg = VGGFeatures()
+    vgg.train()
+    assert not vgg.training and not any(p.requires_grad for p in vgg.parameters())
+    assert vgg(torch.zeros(1, 3, 8, 8)).shape == (1, 64, 8, 8)
+
+
+def test_vgg_loads_torchvision_layout_and_ignores_the_rest(tmp_path):
+    torch.manual_seed(2)
+    state = {
+        "features.0.weight": torch.randn(64, 3, 3, 3),
+        "features.0.bias": torch.randn(64),
+        "features.2.weight": torch.randn(64, 64, 3, 3),
+        "features.2.bias": torch.randn(64),
+        "features.5.weight": torch.randn(128, 64, 3, 3),  # deeper layers of the full vgg16
+        "classifier.0.weight": torch.randn(8, 4),
+    }
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    vgg = VGGFeatures.from_file(str(path))
+    x = torch.rand(2, 3, 12, 12) * 2 - 1
+    assert_close(vgg(x), _manual_vgg(vgg, x), name="vgg")
+    assert torch.equal(vgg.state_dict()["features.2.weight"], state["features.2.weight"])
+
+    from safetensors.torch import save_file
+
+    st = tmp_path / "vgg16.safetensors"
+    save_file({k: v for k, v in state.items() if k.startswith("features.0") or k.startswith("features.2")}, str(st))
+    assert torch.equal(VGGFeatures.from_file(str(st)).state_dict()["features.0.bias"], state["features.0.bias"])
+
+
+def test_vgg_bad_files_raise_checkpoint_error(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        VGGFeatures.from_file(str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, wrong)
+    with pytest.raises(CheckpointError, match="vgg16 layout: missing features.0.weight"):
+        VGGFeatures.from_file(str(wrong))
+    shape = tmp_path / "shape.pth"
+    torch.save(
+        {
+            "features.0.weight": torch.zeros(32, 3, 3, 3),
+            "features.0.bias": torch.zeros(32),
+            "features.2.weight": torch.zeros(64, 64, 3, 3),
+            "features.2.bias": torch.zeros(64),
+        },
+        shape,
+    )
+    with pytest.raises(CheckpointError, match="features.0.weight has shape"):
+        VGGFeatures.from_file(str(shape))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot read VGG16 weights"):
+        VGGFeatures.from_file(str(junk))
