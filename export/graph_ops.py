@@ -4,9 +4,9 @@ onnxruntime's CPU InstanceNormalization and ReduceMean sum a whole group (C/32 x
 at 256 x 256) in one float32 accumulator, so their error grows with the group size: on a 64-channel
 128 x 128 map it is ~4x PyTorch's GroupNorm (which uses cascaded sums), and over the generator's ~60
 GroupNorms the exported model landed at 2-2.3x eager fp32's error against float64, on the edge of the
-parity gate. Here the statistics are taken in two levels on a (N, G, C/G, H, W) view: first over W,
-then over (C/G, H); every float32 sum then has at most max(W, C/G x H) terms, and the variance is taken
-of the centered values (two passes). The result matches torch's GroupNorm to float32 rounding; the
+parity gate. Here the statistics are taken in levels: over W, then H, then the channels of a group;
+every float32 sum then has at most max(W, H, C/G) terms, and the variance is taken of the centered
+values (two passes). The result matches torch's GroupNorm to float32 rounding; the
 cost is a few more elementwise passes than InstanceNormalization (measured in
 benchmarks/export_speed.py). ``LEGACY_OPS`` keeps the plain decomposition for comparison.
 """
@@ -20,20 +20,32 @@ from colorizer.ops import OpSet, get_ops, reference
 
 
 def group_norm_two_level(x: torch.Tensor, weight, bias, groups: int, eps: float) -> torch.Tensor:
-    """GroupNorm of x (N, C, H, W) with per-channel affine weight, bias (C,) or None."""
-    n, c, h, w = x.shape
-    r = x.reshape(n, groups, c // groups, h, w)
-    mean = r.mean(dim=4, keepdim=True).mean(dim=(2, 3), keepdim=True)
-    centered = r - mean
-    # Sum of squares per row as one fused reduction (ReduceL2), then the mean over (C/G, H).
-    row_norm = torch.linalg.vector_norm(centered, ord=2, dim=4, keepdim=True)
-    var = (row_norm * row_norm).mean(dim=(2, 3), keepdim=True) / w
-    scale = 1.0 / torch.sqrt(var + eps)  # (N, G, 1, 1, 1)
+    """GroupNorm of x (N, C, H, W) with per-channel affine weight, bias (C,) or None.
+
+    Statistics in three short float32 sums (over W, then H, then the C/G channels of a group), each
+    of the centered values for the variance. Only the small (N, C, 1, 1) statistics are reshaped,
+    to constant shapes ([-1, G, C/G], [-1, C, 1, 1]), so the graph has no Shape/Gather arithmetic on
+    the dynamic H and W.
+    """
+    # Channel counts are static: int() keeps the tracer from recording them as shape arithmetic.
+    c = int(x.shape[1])
+    per_group = c // groups
+
+    def channel_to_group_mean(stat: torch.Tensor) -> torch.Tensor:
+        # (N, C, 1, 1) per-channel means -> (N, C, 1, 1) holding each channel's group mean.
+        g = stat.reshape(-1, groups, per_group).mean(dim=2, keepdim=True)
+        return (g + stat.new_zeros(1, 1, per_group)).reshape(-1, c, 1, 1)
+
+    mean = channel_to_group_mean(x.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True))
+    centered = x - mean
+    # Sum of squares per row as one fused reduction (ReduceL2), then the means over H and the group.
+    row_norm = torch.linalg.vector_norm(centered, ord=2, dim=3, keepdim=True)
+    var = channel_to_group_mean((row_norm * row_norm).mean(dim=2, keepdim=True)) / x.shape[3]
+    scale = 1.0 / torch.sqrt(var + eps)  # (N, C, 1, 1)
     if weight is None:
-        return (centered * scale).reshape(n, c, h, w)
+        return centered * scale
     # The affine weight goes into the per-(sample, channel) scale: one full-size multiply-add.
-    scale = scale * weight.view(1, groups, c // groups, 1, 1)
-    return (centered * scale + bias.view(1, groups, c // groups, 1, 1)).reshape(n, c, h, w)
+    return centered * (scale * weight.view(1, -1, 1, 1)) + bias.view(1, -1, 1, 1)
 
 
 def group_norm_act(
