@@ -194,20 +194,23 @@ def _check_step_shapes(points: torch.Tensor, centers: torch.Tensor) -> int:
     return centers.shape[0] // points.shape[0]
 
 
-def assign_accumulate(points: torch.Tensor, centers: torch.Tensor):
+def assign_accumulate(points: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor | None = None):
     """One Lloyd step, the reference contract for every implementation (torch, Triton, native).
 
     Args:
         points: float32 (Bp, P, 3), the pixels (any real values; here 0..255).
         centers: float32 (B, K, 3) with B a multiple of Bp: center row b clusters points row
-            b // (B // Bp), so restarts of one image can share its pixels. Bp == B is the plain case.
+            b // (B // Bp), so restarts of one image can share its pixels. Bp == B is the plain case
+            (the native step supports only that one).
+        weights: optional float32 (Bp, P) point multiplicities (de-duplicated colors; 0 = padding):
+            each point counts ``weight`` times in sums, counts and sse. None = 1 each.
 
     Returns:
         labels: int64 (B, P), index of the nearest center by squared Euclidean distance
             sum_c (x_c - c_c)^2 computed in float32; ties go to the lowest index.
-        sums: float32 (B, K, 3), sum of the points labeled k (0 for an empty cluster).
-        counts: float32 (B, K), number of points labeled k (exact integers).
-        sse: float32 (B,), sum over points of the squared distance to the nearest center.
+        sums: float32 (B, K, 3), (weighted) sum of the points labeled k (0 for an empty cluster).
+        counts: float32 (B, K), (weighted) number of points labeled k.
+        sse: float32 (B,), (weighted) sum over points of the squared distance to the nearest center.
 
     Other implementations may compute distances differently (e.g. |x|^2 - 2 x.c + |c|^2) and so may
     pick another label where two centers are within float rounding of a tie; sums and counts then
@@ -215,14 +218,19 @@ def assign_accumulate(points: torch.Tensor, centers: torch.Tensor):
     """
     repeat = _check_step_shapes(points, centers)
     pts = points.float()
+    w = None if weights is None else weights.float()
     if repeat > 1:
         pts = pts.repeat_interleave(repeat, dim=0)
+        w = None if w is None else w.repeat_interleave(repeat, dim=0)
     c = centers.float()
     # (B, K, P): the K axis leads so the min runs across contiguous slabs.
     d = (pts.transpose(1, 2)[:, None, :, :] - c[:, :, :, None]).square_().sum(dim=2)
     best, labels = d.min(dim=1)
     k = c.shape[1]
     onehot = (labels[:, None, :] == torch.arange(k, device=c.device)[None, :, None]).to(pts.dtype)
+    if w is not None:
+        onehot = onehot * w[:, None, :]
+        best = best * w
     sums = torch.bmm(onehot, pts)
     counts = onehot.sum(dim=2)
     return labels, sums, counts, best.sum(dim=1)

@@ -239,6 +239,20 @@ def test_torch_fast_step_matches_oracle():
     assert torch.equal(sums.reshape(8, 9, 3).double(), exact)
 
 
+def test_oracle_weights_equal_repeated_points():
+    gen = torch.Generator().manual_seed(8)
+    colors = torch.randint(0, 256, (2, 30, 3), generator=gen).float()
+    weights = torch.randint(0, 4, (2, 30), generator=gen).float()
+    centers = torch.rand(4, 9, 3, generator=gen) * 255
+    _, sums, counts, sse = pal.assign_accumulate(colors, centers, weights)
+    for b in range(4):
+        expanded = colors[b // 2].repeat_interleave(weights[b // 2].long(), dim=0)[None]
+        _, s, c, e = pal.assign_accumulate(expanded, centers[b : b + 1])
+        torch.testing.assert_close(sums[b : b + 1], s)
+        torch.testing.assert_close(counts[b : b + 1], c)
+        torch.testing.assert_close(sse[b : b + 1], e, rtol=1e-5, atol=1e-2)
+
+
 def test_weighted_step_equals_unweighted_on_dedup():
     gen = torch.Generator().manual_seed(3)
     points = torch.randint(0, 4, (1, 500, 3), generator=gen).float() * 60  # 64 distinct colors
