@@ -30,7 +30,6 @@ from colorizer.export.onnx_export import (
     NOISE_INPUT_NAMES,
     OUTPUT_NAME,
     input_names,
-    read_metadata,
     split_generator_input,
 )
 from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
@@ -113,7 +112,8 @@ class OnnxRunner(EngineRunner):
             raise ConfigError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
-        self.noise = read_metadata(path).get("noise_mode") or _noise_mode_from_inputs(self.input_names)
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        self.noise = metadata.get("noise_mode") or _noise_mode_from_inputs(self.input_names)
         if self.input_names != input_names(self.noise):
             raise ConfigError(f"{path} is not a colorizer export (inputs {self.input_names})")
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"

@@ -19,7 +19,10 @@ Algorithm (version 1; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
    Each counter (< 2**30) is split into 15-bit halves (L, R) and permuted by a 6-round Feistel
    network with round function F(R, k) = (((t * t + C * t) // 128) mod 2**15), t = (R + k) mod 2**15
    (a keyed middle-square). The output v is a uniform 30-bit integer.
-3. Box-Muller: z = sqrt(-2 ln((v0 + 1) / 2**30)) * cos(2 pi v1 / 2**30), float32.
+3. Box-Muller in float32: u0 = max((v0 + 1) / 2**30, 2**-14), u1 = v1 / 2**30,
+   z = sqrt(-2 ln u0) * cos(2 pi u1). Each 30-bit v is converted as its two 15-bit halves and u0 is
+   floored at float16's smallest normal, so a TensorRT fp16 engine cannot overflow or take log(0);
+   the floor caps |z| at 4.4 (a 6e-5 tail).
 
 So noise for a given seed depends on the image size (the layout of step 2), not on the batch. It is
 not the same stream as ``Sketch2Color(..)(x, noise=int_seed)``, which uses torch's CPU generator;
@@ -45,6 +48,7 @@ _KEY_MULT_L = (4093, 1021, 3067, 2039, 4091, 509)
 _KEY_MULT_R = (2053, 4079, 1031, 3061, 257, 4073)
 _KEY_ADD = (17, 8191, 127, 16127, 3001, 24001)
 MAX_SEED = 2**31 - 1
+U0_MIN = 2.0**-14
 
 
 def _floordiv(x: torch.Tensor, d: int) -> torch.Tensor:
@@ -91,10 +95,14 @@ def _sample_keys(seed: torch.Tensor) -> list[torch.Tensor]:
     return keys
 
 
-def _uniform30(counter: torch.Tensor, keys) -> torch.Tensor:
-    """counter (1, L) int32 < 2**30 -> (N, L) int32 uniform in [0, 2**30)."""
+def _uniform(counter: torch.Tensor, keys, offset: float) -> torch.Tensor:
+    """counter (1, L) int32 < 2**30 -> (N, L) float32 (v + offset) / 2**30, v uniform in [0, 2**30).
+
+    The two 15-bit halves are converted separately (each < 2**15): a 30-bit integer would overflow
+    float16 (max 65504) if TensorRT ran the Cast in half precision.
+    """
     left, right = _feistel(_floordiv(counter, HALF), _mod(counter, HALF), keys)
-    return left * HALF + right
+    return left.to(torch.float32) * (1.0 / HALF) + (right.to(torch.float32) + offset) * (1.0 / HALF**2)
 
 
 def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
@@ -109,10 +117,10 @@ def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
     sizes = [(height // (2**s), width // (2**s)) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
     total = sum(h * w for h, w in sizes)
     index = torch.arange(total, dtype=torch.int32, device=seed.device).unsqueeze(0)  # (1, L)
-    v0 = _uniform30(index * 2, keys)
-    v1 = _uniform30(index * 2 + 1, keys)
-    u0 = (v0.to(torch.float32) + 1.0) * (1.0 / 2**30)  # (0, 1]: log is finite
-    u1 = v1.to(torch.float32) * (2.0 * math.pi / 2**30)
+    # u0 is kept >= 2**-14 (float16's smallest normal) so log(u0) is finite in any precision; that
+    # caps |z| at 4.4 (a 6e-5 tail of each map), harmless for noise injection.
+    u0 = torch.clamp(_uniform(index * 2, keys, 1.0), min=U0_MIN)
+    u1 = _uniform(index * 2 + 1, keys, 0.0) * (2.0 * math.pi)
     z = torch.sqrt(-2.0 * torch.log(u0)) * torch.cos(u1)  # (N, L)
     maps, start = [], 0
     n = seed.shape[0]
