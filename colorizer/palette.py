@@ -66,6 +66,7 @@ __all__ = [
     "area_downscale",
     "assign_accumulate",
     "compactness",
+    "dedup_colors",
     "extract_palette",
     "kmeans",
     "order_palette",
@@ -75,10 +76,7 @@ __all__ = [
 
 IMPLS = ("auto", "torch", "triton", "native", "cv2")
 
-# Squared norms of uint8-valued colors are < 2**18 and their dot products with float centers are
-# computed in float32; expanding |x - c|^2 = |x|^2 - 2 x.c + |c|^2 then loses at most ~0.05 (absolute)
-# per distance, which only matters for near-ties between two centers.
-_AREA_FACTOR = 4
+_AREA_FACTOR = 4  # the reference's 0.25x resize
 
 
 # --------------------------------------------------------------------------------------------------
