@@ -136,7 +136,7 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from colorizer.demo import run_demo
 
-    return run_demo(out_dir=args.out, minutes=args.minutes)
+    return run_demo(out_dir=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the demo model on synthetic data and colorize the bundled sketch")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--minutes", type=float, default=None, help="training time budget (default: the preset's)")
     p.set_defaults(fn=cmd_demo)
     return parser
 
