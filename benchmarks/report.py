@@ -179,6 +179,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", help="inference image sizes, multiples of 128, e.g. 256,512")
     parser.add_argument("--batches", help="inference batch sizes, e.g. 1,32")
     parser.add_argument("--train-batches", help="train-step batch sizes, e.g. 2,32")
+    parser.add_argument("--train-size", type=int, help="train-step crop size (default 256; 128 with --quick)")
     parser.add_argument("--dtypes", help="float32,bfloat16,float16 (default: what the device supports)")
     parser.add_argument("--providers", help=f"inference providers (default all: {','.join(gen.PROVIDERS)})")
     parser.add_argument("--train-providers", help=f"train providers (default all: {','.join(train.PROVIDERS)})")
@@ -210,6 +211,10 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         plan.batches = _int_list(args.batches)
     if args.train_batches:
         plan.train_batches = _int_list(args.train_batches)
+    if args.train_size is not None:
+        if args.train_size <= 0 or args.train_size % 128:
+            raise ConfigError(f"--train-size must be a positive multiple of 128, got {args.train_size}")
+        plan.train_size = args.train_size
     if any(b <= 0 for b in plan.batches + plan.train_batches):
         raise ConfigError("batch sizes must be positive")
     if args.dtypes:
