@@ -12,9 +12,10 @@ One step on a batch (color image, sketch):
 Non-finite policy ("skip"): each of the two updates is applied only when its loss and all its
 gradients are finite (checked across all processes), so a bad batch never reaches the weights or
 the Adam moments; the step still counts and its batch is consumed. A step where either update was
-skipped is a bad step. After ``max_bad_steps`` bad steps in a row training stops with
-TrainingDivergedError and writes no checkpoint, so the newest checkpoint on disk is the last good
-state. With fp16 AMP, non-finite *gradients* with a finite loss are the GradScaler's normal overflow
+skipped is a bad step. A checkpoint that falls due during a run of bad steps waits for the next
+good step. After ``max_bad_steps`` bad steps in a row training stops with TrainingDivergedError
+(exit code 3) and writes no checkpoint, so the newest checkpoint on disk is the last good state.
+With fp16 AMP, non-finite *gradients* with a finite loss are the GradScaler's normal overflow
 handling (it skips the step and lowers the scale) and are not counted.
 
 Exact resume: a checkpoint holds both models, both optimizers (and GradScalers), the step, the epoch,
@@ -609,6 +610,7 @@ class Trainer:
         window: dict[str, float] = {}
         window_steps, window_start, start_time = 0, time.perf_counter(), time.perf_counter()
         checkpoint_written_at = -1
+        pending = False
         exit_code = 0
         try:
             while p.step < total:
@@ -656,7 +658,13 @@ class Trainer:
                         self.write_samples()
                     stop = self.signals.signum is not None
                     stop = any_across_ranks(self.ctx, [stop])[0] if self.ctx.enabled else stop
-                    due = (cfg.ckpt_every and p.step % cfg.ckpt_every == 0) or (epoch_done and p.step < total)
+                    due = (
+                        pending or (cfg.ckpt_every and p.step % cfg.ckpt_every == 0) or (epoch_done and p.step < total)
+                    )
+                    # Scheduled checkpoints wait for a good step, so that the newest checkpoint never
+                    # sits inside a run of bad steps (a signal or the end still writes one).
+                    pending = bool(due and p.bad_in_row)
+                    due = due and not pending
                     if due or stop or p.step >= total:
                         self.save_checkpoint()
                         checkpoint_written_at = p.step
