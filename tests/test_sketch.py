@@ -172,3 +172,18 @@ def test_xdog_on_synthetic_drawing_traces_its_outlines():
         for dx in (-1, 0, 1):
             near |= np.roll(np.roll(out < 0, dy, 0), dx, 1)
     assert (near & outline).sum() / outline.sum() > 0.9
+
+
+@pytest.mark.gpu
+def test_xdog_and_sketch_model_on_cuda_match_cpu(tmp_path, monkeypatch):
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    # The blur runs in float32 on both; phi * (1 + p) amplifies reduction-order differences.
+    torch.testing.assert_close(xdog(x.cuda()).cpu(), xdog(x), rtol=0, atol=5e-3)
+    assert xdog(x.cuda().half()).dtype == torch.float16
+    _save_color2sketch(tmp_path / "c2s.pth")
+    on_gpu = SketchModel(tmp_path / "c2s.pth", device="cuda")
+    out = on_gpu(x)  # a CPU batch is moved to the model's device
+    assert out.device.type == "cuda" and out.shape == (2, 3, 128, 128)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # compare like with like
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    torch.testing.assert_close(on_gpu(x).cpu(), SketchModel(tmp_path / "c2s.pth")(x), rtol=1e-3, atol=1e-3)
