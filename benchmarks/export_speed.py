@@ -99,7 +99,7 @@ def _export(model, folder: str, name: str, noise: str, group_norm: str = "two-le
 
     path = os.path.join(folder, f"{name}.onnx")
     trace_to_onnx(model, path, noise, DEFAULT_OPSET, group_norm)
-    finalize_graph(path, model, noise, DEFAULT_OPSET, None)
+    finalize_graph(path, model, noise, DEFAULT_OPSET, None, group_norm)
     return path
 
 

@@ -19,7 +19,7 @@ Algorithm (version 1; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
    Each counter (< 2**30) is split into 15-bit halves (L, R) and permuted by a 6-round Feistel
    network with round function F(R, k) = (((t * t + C * t) // 128) mod 2**15), t = (R + k) mod 2**15
    (a keyed middle-square). The output v is a uniform 30-bit integer.
-3. Box-Muller in float32: u0 = max((v0 + 1) / 2**30, 2**-14), u1 = v1 / 2**30,
+3. Box-Muller in float32: u = (v + 0.5) / 2**30, u0 = max(u(2i), 2**-14), u1 = u(2i + 1),
    z = sqrt(-2 ln u0) * cos(2 pi u1). Each 30-bit v is converted as its two 15-bit halves and u0 is
    floored at float16's smallest normal, so a TensorRT fp16 engine cannot overflow or take log(0);
    the floor caps |z| at 4.4 (a 6e-5 tail).
@@ -95,14 +95,14 @@ def _sample_keys(seed: torch.Tensor) -> list[torch.Tensor]:
     return keys
 
 
-def _uniform(counter: torch.Tensor, keys, offset: float) -> torch.Tensor:
-    """counter (1, L) int32 < 2**30 -> (N, L) float32 (v + offset) / 2**30, v uniform in [0, 2**30).
+def _uniform(counter: torch.Tensor, keys) -> torch.Tensor:
+    """counter (1, L) int32 < 2**30 -> (N, L) float32 (v + 0.5) / 2**30 in (0, 1), v uniform in [0, 2**30).
 
     The two 15-bit halves are converted separately (each < 2**15): a 30-bit integer would overflow
     float16 (max 65504) if TensorRT ran the Cast in half precision.
     """
     left, right = _feistel(_floordiv(counter, HALF), _mod(counter, HALF), keys)
-    return left.to(torch.float32) * (1.0 / HALF) + (right.to(torch.float32) + offset) * (1.0 / HALF**2)
+    return left.to(torch.float32) * (1.0 / HALF) + (right.to(torch.float32) + 0.5) * (1.0 / HALF**2)
 
 
 def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
@@ -113,17 +113,18 @@ def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
     ``noise_shapes(N, height, width)`` on seed's device, standard normal.
     """
     seed = seed.to(torch.int32)
+    n = seed.shape[0]
     keys = _sample_keys(seed)
     sizes = [(height // (2**s), width // (2**s)) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
     total = sum(h * w for h, w in sizes)
-    index = torch.arange(total, dtype=torch.int32, device=seed.device).unsqueeze(0)  # (1, L)
+    # Counters 2i and 2i + 1 for element i, hashed in one pass: (1, 2L) -> (N, L, 2).
+    counter = torch.arange(2 * total, dtype=torch.int32, device=seed.device).unsqueeze(0)
+    u = _uniform(counter, keys).reshape(n, total, 2)
     # u0 is kept >= 2**-14 (float16's smallest normal) so log(u0) is finite in any precision; that
     # caps |z| at 4.4 (a 6e-5 tail of each map), harmless for noise injection.
-    u0 = torch.clamp(_uniform(index * 2, keys, 1.0), min=U0_MIN)
-    u1 = _uniform(index * 2 + 1, keys, 0.0) * (2.0 * math.pi)
-    z = torch.sqrt(-2.0 * torch.log(u0)) * torch.cos(u1)  # (N, L)
+    u0 = torch.clamp(u[:, :, 0], min=U0_MIN)
+    z = torch.sqrt(-2.0 * torch.log(u0)) * torch.cos(u[:, :, 1] * (2.0 * math.pi))  # (N, L)
     maps, start = [], 0
-    n = seed.shape[0]
     for h, w in sizes:
         maps.append(z[:, start : start + h * w].reshape(n, 1, h, w))
         start = start + h * w
