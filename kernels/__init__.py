@@ -5,13 +5,17 @@ One op per module, each with its Triton forward and backward kernels, launchers 
 ``torch.autograd.Function`` and a functional with the signature of ``colorizer.ops.reference``:
 
 - ``weight_standardize``: WSConv2d's per-output-channel standardization.
-- ``group_norm_act``: GroupNorm + residual + ReLU/LeakyReLU + noise injection in one pass.
+- ``group_norm_act``: GroupNorm + residual + ReLU/LeakyReLU + noise injection in one pass (noise
+  from a tensor, or drawn in the kernel with ``noise_seed``/``noise_offset``).
 - ``noise_inject`` / ``noise_inject_philox`` / ``philox_noise``: noise injection from a tensor or
   from in-kernel Philox noise (seed, offset).
 - ``attention_gate``: the Attention U-Net gate after its two 1x1 convolutions.
 
 ``backend.make_opset()`` is the ``triton`` backend of ``colorizer.ops`` (use
-``Sketch2Color(kernels="triton")``); ``tuning`` holds the block-size heuristics.
+``Sketch2Color(kernels="triton")``); ``tuning`` holds the block-size heuristics. Tests:
+``tests/kernels`` (interpreter parity on the CPU, ``gpu``-marked real-shape checks, and
+``python -m tests.kernels.compile_check``, which compiles every kernel variant for a GPU without
+one); benchmark: ``python -m benchmarks.gpu_kernels``.
 
 Importing this package does not import Triton (only the op modules do), so a machine without Triton
 can import ``colorizer.kernels`` and its Triton-free modules (``backend``, ``tuning``). Import an op
