@@ -147,7 +147,10 @@ def default_plan(device: str, quick: bool) -> Plan:
             sections=SECTIONS,
             timing=dict(warmup=1, min_rounds=3, max_rounds=10, target_s=6.0),
         )
-        notes.append("CPU: inference at batch 1 and 4 (not 32), train step at batch 2, 3 to 10 rounds per row.")
+        notes.append(
+            "CPU defaults (options may override them): inference at batch 1 and 4 (batch 32 takes ~20 s per "
+            "forward on 2 cores), train step at batch 2, 3 to 10 rounds per row."
+        )
     plan.notes.extend(notes)
     return plan
 
