@@ -53,6 +53,7 @@ SCHEMA_VERSION = 1
 SECTIONS = ("inference", "train_step", "palettes", "suites")
 QUICK_WIDTH = (64,)
 QUICK_DISC_WIDTH = (32, 32, 32, 32)
+ONNX_CPU_PROVIDERS = ("onnxruntime", "onnxruntime-plain")
 QUICK_COMPILE_SKIP = "not run with --quick: Inductor compilation takes minutes on a small CPU"
 
 
@@ -381,6 +382,11 @@ def _inference_row(
     )
     if provider == "compile" and plan.quick:
         row.status, row.reason = "skipped", QUICK_COMPILE_SKIP
+        return row, None
+    if _on_cuda(plan) and provider in ONNX_CPU_PROVIDERS and (case.batch, case.size) != (1, 256):
+        # onnxruntime's CPU provider in a GPU run is for the record only; at batch 32 and 512 px one
+        # round would take minutes.
+        row.status, row.reason = "skipped", "CPU execution provider in a GPU run: recorded at batch 1, 256x256 only"
         return row, None
     try:
         prepared = gen.prepare(provider, case, cuda_graph=graph)
