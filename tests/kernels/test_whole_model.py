@@ -5,7 +5,8 @@ for G, 32 for D, batch 1), fp32.
 Deep GroupNorm stacks amplify rounding (at initialisation the attention GroupNorms at 2x2 pixels see
 groups of 4 values), so fp32 eager itself is far from float64 on some gradients; the issue's rule is
 that the fast path's relative L2 error against float64 is at most WHOLE_MODEL_ERROR_FACTOR times
-eager's own. Gradients that are zero in exact arithmetic (biases of convolutions followed by a
+eager's own (and the outputs' worst element likewise; per-gradient worst elements vary too much
+between two fp32 paths for that rule). Gradients that are zero in exact arithmetic (biases of convolutions followed by a
 normalisation) are rounding noise in both paths; they are checked to stay at that noise level.
 """
 
@@ -57,6 +58,10 @@ def test_triton_train_step_matches_eager_against_float64():
         err_t, err_e = relative_l2(ours, exact), relative_l2(eager, exact)
         if err_t > WHOLE_MODEL_ERROR_FACTOR * err_e + 1e-7:
             failures.append(f"{name}: triton rel L2 {err_t:.3g} > {WHOLE_MODEL_ERROR_FACTOR} x eager {err_e:.3g}")
+        # Elementwise too: the worst element may be off by at most the factor times eager's worst.
+        max_t, max_e = (ours.double() - exact).abs().max().item(), (eager.double() - exact).abs().max().item()
+        if max_t > WHOLE_MODEL_ERROR_FACTOR * max_e + 1e-7:
+            failures.append(f"{name}: triton max |error| {max_t:.3g} > {WHOLE_MODEL_ERROR_FACTOR} x eager {max_e:.3g}")
     assert grads64.keys() == grads_t.keys() == grads_e.keys()
     checked = 0
     for name, exact in grads64.items():
