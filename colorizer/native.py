@@ -17,8 +17,9 @@ with exactly the signatures of ``colorizer.ops.reference``:
 Where the native kernels cover the call (float32 or bfloat16 on the CPU; also float16 on CUDA when
 the extension was built with CUDA; residual in x's dtype), they run; other calls (float64, an
 unsupported device, mixed dtypes) run the pure-torch reference, so a model on ``native`` always
-works. Channels_last inputs are accepted: the kernels compute on an NCHW copy and return
-channels_last outputs (a conversion cost, not a fused path). Statistics are fp32; bfloat16 storage
+works. Channels_last inputs give channels_last outputs: on the CPU the forward kernels of
+group_norm_act and noise_inject run on them in place (vectors along C); the backward kernels and the
+CUDA kernels compute on an NCHW copy and convert back (a copy each way). Statistics are fp32; bfloat16 storage
 is read into fp32 registers.
 
 ``import colorizer.native`` works without the compiled library: ``NATIVE_AVAILABLE`` is False,

@@ -7,7 +7,8 @@
 // pass 2 reads a group from cache (at 512x512 a 2-channel group is 2 MB). With fewer groups, rows
 // (n, c) are the parallel unit and a group's channels spread over threads. Every reduction is per
 // row in one thread, then combined in a fixed order: results do not depend on the thread count. Statistics are fp32 in registers and double across blocks; storage is float32 or
-// bfloat16. Channels_last inputs are computed on an NCHW copy and the outputs converted back.
+// bfloat16. Channels_last inputs run a forward kernel of their own (vectors along C); their
+// backward computes on an NCHW copy and converts the gradients back.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -159,6 +160,120 @@ void forward_kernel(const T* X, const T* R, const T* Z, T* Y, float* mean, float
         rstd[ng] = static_cast<float>(1.0 / std::sqrt(var + eps));
       },
       [&](int64_t r) { apply_row<T, A, kRes, kNoise>(r, X, R, Z, Y, mean, rstd, e, s); });
+}
+
+// Channels_last forward: memory (N, HW, C), vectors run along C. Positions are split into fixed
+// blocks of kClBlock; each (n, block) task accumulates per-channel shifted sums in fp32 (at most
+// kClBlock values each), stored as double partials and combined per (n, g) in a fixed order.
+constexpr int64_t kClBlock = 256;
+
+template <typename T, Act A, bool kRes, bool kNoise>
+void forward_channels_last(const T* X, const T* R, const T* Z, T* Y, float* mean, float* rstd, const Epilogue& e,
+                           const GroupNormShape& s, double eps) {
+  using P = Pack<T>;
+  const int64_t N = s.N, C = s.C, HW = s.HW, D = s.D, G = s.G;
+  const int64_t blocks = (HW + kClBlock - 1) / kClBlock;
+  const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, kClBlock * C));
+  std::vector<float> shift(N * C);  // the shift of channel c's group: the group's first element
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) shift[n * C + c] = static_cast<float>(X[n * HW * C + (c / D) * D]);
+  }
+  std::vector<double> part1(N * blocks * C), part2(N * blocks * C);
+  at::parallel_for(0, N * blocks, grain, [&](int64_t begin, int64_t end) {
+    std::vector<float> a1(C), a2(C);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, p0 = (task % blocks) * kClBlock, p1 = std::min(HW, p0 + kClBlock);
+      std::fill(a1.begin(), a1.end(), 0.f);
+      std::fill(a2.begin(), a2.end(), 0.f);
+      const float* sh = shift.data() + n * C;
+      for (int64_t p = p0; p < p1; ++p) {
+        const T* xp = X + (n * HW + p) * C;
+        int64_t c = 0;
+        for (; c + P::kSize <= C; c += P::kSize) {
+          FVec v[P::kVecs];
+          P::load(xp + c, v);
+          for (int j = 0; j < P::kVecs; ++j) {
+            const int64_t cj = c + j * FVec::size();
+            const FVec d = v[j] - FVec::loadu(sh + cj);
+            (FVec::loadu(a1.data() + cj) + d).store(a1.data() + cj);
+            at::vec::fmadd(d, d, FVec::loadu(a2.data() + cj)).store(a2.data() + cj);
+          }
+        }
+        for (; c < C; ++c) {
+          const float d = static_cast<float>(xp[c]) - sh[c];
+          a1[c] += d;
+          a2[c] += d * d;
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        part1[task * C + c] = a1[c];
+        part2[task * C + c] = a2[c];
+      }
+    }
+  });
+  const double M = static_cast<double>(D * HW);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t g = 0; g < G; ++g) {
+      double t1 = 0.0, t2 = 0.0;
+      for (int64_t blk = 0; blk < blocks; ++blk) {
+        for (int64_t c = g * D; c < (g + 1) * D; ++c) {
+          t1 += part1[(n * blocks + blk) * C + c];
+          t2 += part2[(n * blocks + blk) * C + c];
+        }
+      }
+      const double m1 = t1 / M;
+      const double var = std::max(t2 / M - m1 * m1, 0.0);
+      mean[n * G + g] = static_cast<float>(shift[n * C + g * D] + m1);
+      rstd[n * G + g] = static_cast<float>(1.0 / std::sqrt(var + eps));
+    }
+  }
+  // Per-(n, c) coefficients, then the epilogue along C at every position.
+  std::vector<float> mc(N * C), ac(N * C), bc(N * C), nwc(N * C);
+  for (int64_t n = 0; n < N; ++n) {
+    for (int64_t c = 0; c < C; ++c) {
+      const int64_t ng = n * G + c / D;
+      mc[n * C + c] = mean[ng];
+      ac[n * C + c] = rstd[ng] * e.weight[c];
+      bc[n * C + c] = e.bias[c];
+      nwc[n * C + c] = kNoise ? e.noise_weight[c] : 0.f;
+    }
+  }
+  at::parallel_for(0, N * blocks, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / blocks, p0 = (task % blocks) * kClBlock, p1 = std::min(HW, p0 + kClBlock);
+      const float* m = mc.data() + n * C;
+      const float* a = ac.data() + n * C;
+      const float* b = bc.data() + n * C;
+      const float* nw = nwc.data() + n * C;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t off = (n * HW + p) * C;
+        const float z = kNoise ? static_cast<float>(Z[n * HW + p]) : 0.f;
+        const FVec zv(z);
+        int64_t c = 0;
+        for (; c + P::kSize <= C; c += P::kSize) {
+          FVec v[P::kVecs], rv[P::kVecs];
+          P::load(X + off + c, v);
+          if constexpr (kRes) P::load(R + off + c, rv);
+          for (int j = 0; j < P::kVecs; ++j) {
+            const int64_t cj = c + j * FVec::size();
+            FVec o = at::vec::fmadd(v[j] - FVec::loadu(m + cj), FVec::loadu(a + cj), FVec::loadu(b + cj));
+            if constexpr (kRes) o = o + rv[j];
+            o = activate<A>(o);
+            if constexpr (kNoise) o = at::vec::fmadd(zv, FVec::loadu(nw + cj), o);
+            v[j] = o;
+          }
+          P::store(Y + off + c, v);
+        }
+        for (; c < C; ++c) {
+          float o = (static_cast<float>(X[off + c]) - m[c]) * a[c] + b[c];
+          if constexpr (kRes) o += static_cast<float>(R[off + c]);
+          o = activate<A>(o);
+          if constexpr (kNoise) o += z * nw[c];
+          Y[off + c] = static_cast<T>(o);
+        }
+      }
+    }
+  });
 }
 
 // Backward pass 1 for row r: dz = act'(z) * g (stored to DZ when there is an activation) and the
@@ -326,27 +441,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_act_cpu(
   const Act act = parse_act(act_name);
   const at::MemoryFormat fmt = output_format(x);
 
-  const at::Tensor xc = x.contiguous();
-  const at::Tensor rc = residual.has_value() ? residual->contiguous() : at::Tensor();
+  // Channels_last inputs run the channels_last kernel in place (no conversion of x or y).
+  const bool cl = fmt == at::MemoryFormat::ChannelsLast;
+  const at::MemoryFormat layout = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor xc = x.contiguous(layout);
+  const at::Tensor rc = residual.has_value() ? residual->contiguous(layout) : at::Tensor();
   const at::Tensor zc = noise.has_value() ? noise->to(x.scalar_type()).contiguous() : at::Tensor();
   const at::Tensor w = as_float_contiguous(weight), b = as_float_contiguous(bias);
   const at::Tensor nw = noise_weight.has_value() ? as_float_contiguous(*noise_weight) : at::Tensor();
 
-  at::Tensor y = at::empty(x.sizes(), x.options());  // contiguous; converted to fmt at the end
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(layout));
   at::Tensor mean = at::empty({s.N, s.G}, x.options().dtype(at::kFloat));
   at::Tensor rstd = at::empty({s.N, s.G}, x.options().dtype(at::kFloat));
-  if (x.numel() == 0) return {y.contiguous(fmt), mean.fill_(NAN), rstd.fill_(NAN)};
+  if (x.numel() == 0) return {y, mean.fill_(NAN), rstd.fill_(NAN)};
 
   const Epilogue e{w.data_ptr<float>(), b.data_ptr<float>(), nw.defined() ? nw.data_ptr<float>() : nullptr};
   dispatch_float_bf16(x.scalar_type(), op, [&]<typename scalar_t>() {
     const scalar_t* R = rc.defined() ? rc.data_ptr<scalar_t>() : nullptr;
     const scalar_t* Z = zc.defined() ? zc.data_ptr<scalar_t>() : nullptr;
     dispatch_epilogue(act, rc.defined(), zc.defined(), [&]<Act A, bool kRes, bool kNoise>() {
-      forward_kernel<scalar_t, A, kRes, kNoise>(xc.data_ptr<scalar_t>(), R, Z, y.data_ptr<scalar_t>(),
-                                                mean.data_ptr<float>(), rstd.data_ptr<float>(), e, s, eps);
+      if (cl) {
+        forward_channels_last<scalar_t, A, kRes, kNoise>(xc.data_ptr<scalar_t>(), R, Z, y.data_ptr<scalar_t>(),
+                                                         mean.data_ptr<float>(), rstd.data_ptr<float>(), e, s, eps);
+      } else {
+        forward_kernel<scalar_t, A, kRes, kNoise>(xc.data_ptr<scalar_t>(), R, Z, y.data_ptr<scalar_t>(),
+                                                  mean.data_ptr<float>(), rstd.data_ptr<float>(), e, s, eps);
+      }
     });
   });
-  return {fmt == at::MemoryFormat::Contiguous ? y : y.contiguous(fmt), mean, rstd};
+  return {y, mean, rstd};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> group_norm_act_backward_cpu(

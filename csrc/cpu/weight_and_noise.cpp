@@ -1,6 +1,7 @@
 // CPU weight_standardize (forward/backward) and noise_inject (forward, weight gradient).
 // weight_standardize: one row per output channel, rows in parallel, each row read twice (moments,
-// then write) while it sits in cache. noise_inject: rows (n, c) in parallel, one pass.
+// then write) while it sits in cache. noise_inject: rows (n, c) in parallel, one pass
+// (channels_last: positions in parallel, vectors along C).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -138,16 +139,36 @@ at::Tensor noise_inject_cpu(const at::Tensor& x, const at::Tensor& weight, const
   check_noise_inject_args(op, x, weight, noise);
   const at::MemoryFormat fmt = output_format(x);
   const int64_t N = x.size(0), C = x.size(1), HW = N * C == 0 ? 0 : x.numel() / (N * C);
-  const at::Tensor xc = x.contiguous(), zc = noise.to(x.scalar_type()).contiguous();
+  const at::Tensor xc = x.contiguous(fmt), zc = noise.to(x.scalar_type()).contiguous();
   const at::Tensor wf = weight.to(at::kFloat).contiguous();
-  at::Tensor y = at::empty(x.sizes(), x.options());
-  if (x.numel() == 0) return y.contiguous(fmt);
+  at::Tensor y = at::empty(x.sizes(), x.options().memory_format(fmt));
+  if (x.numel() == 0) return y;
   dispatch_float_bf16(x.scalar_type(), op, [&]<typename T>() {
     using P = Pack<T>;
     const T* X = xc.data_ptr<T>();
     const T* Z = zc.data_ptr<T>();
     const float* Wt = wf.data_ptr<float>();
     T* Y = y.data_ptr<T>();
+    if (fmt == at::MemoryFormat::ChannelsLast) {
+      // Memory (N, HW, C): one noise value per position, vectors along C.
+      at::parallel_for(0, N * HW, row_grain(C), [&](int64_t begin, int64_t end) {
+        for (int64_t q = begin; q < end; ++q) {
+          const T* xr = X + q * C;
+          T* yr = Y + q * C;
+          const float z = static_cast<float>(Z[q]);
+          const FVec zv(z);
+          int64_t c = 0;
+          for (; c + P::kSize <= C; c += P::kSize) {
+            FVec xv[P::kVecs];
+            P::load(xr + c, xv);
+            for (int j = 0; j < P::kVecs; ++j) xv[j] = at::vec::fmadd(zv, FVec::loadu(Wt + c + j * FVec::size()), xv[j]);
+            P::store(yr + c, xv);
+          }
+          for (; c < C; ++c) yr[c] = static_cast<T>(static_cast<float>(xr[c]) + Wt[c] * z);
+        }
+      });
+      return;
+    }
     const int64_t n_vec = HW - HW % P::kSize;
     at::parallel_for(0, N * C, row_grain(HW), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
@@ -168,7 +189,7 @@ at::Tensor noise_inject_cpu(const at::Tensor& x, const at::Tensor& weight, const
       }
     });
   });
-  return fmt == at::MemoryFormat::Contiguous ? y : y.contiguous(fmt);
+  return y;
 }
 
 // d/d weight[c] of sum(grad_out * (x + weight[c] * noise)) = sum over (n, spatial) of grad_out * noise.

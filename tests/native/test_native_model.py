@@ -128,3 +128,19 @@ def test_native_ops_are_used_by_the_blocks():
     ):
         assert op in names, f"{op} not called; saw {sorted(n for n in names if 'colorizer' in n)}"
     assert "aten::group_norm" not in names
+
+
+@needs_native
+@torch.no_grad()
+def test_whole_generator_channels_last_native(small_generator):
+    """A channels_last model and input run the channels_last kernels end to end."""
+    model, x, maps, oracle = small_generator
+    model.float().to(memory_format=torch.channels_last)
+    try:
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        eager = model.set_kernels("eager")(x_cl, noise=maps)
+        ours = model.set_kernels("native")(x_cl, noise=maps)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    eager_err, our_err = relative_l2(eager, oracle[0]), relative_l2(ours, oracle[0])
+    assert our_err <= WHOLE_MODEL_ERROR_FACTOR * eager_err + 1e-6, f"native {our_err:.3g} vs eager {eager_err:.3g}"

@@ -89,12 +89,13 @@ def test_group_norm_act_matches_reference(shape, groups, epilogue, act, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_group_norm_act_channels_last(dtype):
-    shape = (2, 64, 11, 13)
+@pytest.mark.parametrize("shape,groups", [((2, 64, 11, 13), 32), ((1, 30, 23, 19), 5)], ids=str)
+def test_group_norm_act_channels_last(shape, groups, dtype):
+    """The channels_last forward kernel (vectors along C, channel tails, several position blocks)."""
     tensors = _gn_inputs(shape, "residual+noise")
     for key in ("x", "residual"):
         tensors[key] = tensors[key].contiguous(memory_format=torch.channels_last)
-    kwargs = {"groups": 32, "eps": 1e-5, "act": "relu"}
+    kwargs = {"groups": groups, "eps": 1e-5, "act": "relu"}
     x_cl = tensors["x"].to(dtype)
     out = native.group_norm_act(
         x_cl,
@@ -127,12 +128,16 @@ def test_noise_inject_matches_reference(shape, dtype):
     _check_parity(native.noise_inject, reference.noise_inject, tensors, dtype, {}, f"noise_inject{shape}")
 
 
-def test_noise_inject_broadcast_batch_and_channels_last():
-    x = torch.randn(3, 8, 5, 6).contiguous(memory_format=torch.channels_last)
-    w, noise = torch.randn(8), torch.randn(1, 1, 5, 6)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("channels", [8, 37])
+def test_noise_inject_broadcast_batch_and_channels_last(channels, dtype):
+    x = torch.randn(3, channels, 5, 6).to(dtype).contiguous(memory_format=torch.channels_last)
+    w, noise = torch.randn(channels), torch.randn(1, 1, 5, 6)
     out = native.noise_inject(x, w, noise)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    assert_close(out, reference.noise_inject(x.double(), w.double(), noise.double()), dtype=torch.float32)
+    assert out.is_contiguous(memory_format=torch.channels_last) and out.dtype == dtype
+    assert_close(out, reference.noise_inject(x.double(), w.double(), noise.double()), dtype=dtype)
+    tensors = {"x": x, "weight": w, "noise": noise.expand(3, 1, 5, 6).contiguous()}
+    _check_parity(native.noise_inject, reference.noise_inject, tensors, dtype, {}, "noise_inject channels_last")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -318,3 +323,16 @@ def test_double_backward_matches_reference(op):
             continue
         scale = max(1.0, ref.abs().max().item())
         assert_close(ours, ref, dtype=torch.float32, name=f"{op} second-order grad {i}", atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("epilogue", EPILOGUES)
+def test_group_norm_act_channels_last_forward_epilogues(epilogue, act):
+    tensors = _gn_inputs((2, 96, 7, 5), epilogue)
+    for key in ("x", "residual"):
+        if key in tensors:
+            tensors[key] = tensors[key].contiguous(memory_format=torch.channels_last)
+    out = native.group_norm_act(**tensors, groups=32, act=act)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = reference.group_norm_act(**{k: v.double() for k, v in tensors.items()}, groups=32, act=act)
+    assert_close(out, ref, dtype=torch.float32, name=f"channels_last {epilogue} {act}")
