@@ -7,8 +7,9 @@
    the fused native op on the same inputs. One row per distinct (shape, act, residual, noise), with
    how many times the generator calls it; the per-resolution total weights each row by that count.
 2. The whole Sketch2Color generator forward (batch 1, fixed noise seed, inference mode), eager and
-   native, as trained (weight standardization on every forward) and folded for inference
-   (``fold_weight_standardization``). An onnxruntime row is left to the export benchmarks.
+   native, as trained (weight standardization on every forward), folded for inference
+   (``fold_weight_standardization``), and folded in channels_last (model and input). An onnxruntime
+   row is left to the export benchmarks.
 
 Times are wall-clock medians with p20/p80 over repeated runs after warm-up; ratio = eager / native
 (> 1: native is faster). Writes DIR/native_speed.json and DIR/native_speed.md with the CPU, thread
@@ -21,6 +22,7 @@ that the script works; the committed numbers come from a full run on a quiet mac
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -190,17 +192,29 @@ def bench_generator(size: int, reps: int, device: str) -> list[dict]:
     model = Sketch2Color().eval().to(device)
     x = torch.randn(1, 30, size, size, device=device)
     backends = ["eager", "native"] + (["triton"] if "triton" in providers(device) else [])
+    folded = fold_weight_standardization(model)
+    cl = torch.channels_last
+    variants = (
+        ("trained (WS every forward)", model, x),
+        ("folded WS (inference)", folded, x),
+        # Same folded model and input in channels_last (mkldnn convolutions skip their reorders).
+        ("folded WS, channels_last", copy.deepcopy(folded).to(memory_format=cl), x.contiguous(memory_format=cl)),
+    )
     rows = []
-    for variant, net in (("trained (WS every forward)", model), ("folded WS (inference)", None)):
-        if net is None:
-            net = fold_weight_standardization(model)
+    eager_nchw = None
+    for variant, net, inp in variants:
         times = {}
         for kernels in backends:
             net.set_kernels(kernels)
             with torch.inference_mode():
-                times[kernels] = measure(lambda net=net: net(x, noise=0), reps, warmup=1, device=device)
+                times[kernels] = measure(lambda net=net, inp=inp: net(inp, noise=0), reps, warmup=1, device=device)
         row = {"size": size, "variant": variant, **times}
         row["ratio"] = times["eager"]["median_s"] / times["native"]["median_s"]
+        if variant.startswith("folded WS (inference)"):
+            eager_nchw = times["eager"]["median_s"]
+        elif eager_nchw is not None:
+            # What switching both the layout and the backend gains over the plain folded eager model.
+            row["ratio_vs_eager_nchw"] = eager_nchw / times["native"]["median_s"]
         if "triton" in times:
             row["triton_ratio"] = times["eager"]["median_s"] / times["triton"]["median_s"]
         rows.append(row)
@@ -263,6 +277,11 @@ def markdown(result: dict) -> str:
         lines.append(
             f"| {r['size']} | {r['variant']} | {_s(r['eager'])} | {_s(r['native'])} | {r['ratio']:.2f} |" + extra
         )
+    for r in result["generator"]:
+        if "ratio_vs_eager_nchw" in r:
+            lines.append(
+                f"\n{r['size']}px: native channels_last vs the folded eager NCHW model: {r['ratio_vs_eager_nchw']:.2f}x"
+            )
     lines += ["", "onnxruntime: not measured here (see the export benchmarks).", ""]
     return "\n".join(lines)
 
