@@ -38,7 +38,6 @@ def _pedantic(benchmark, opts, fn):
 def test_eager_folded(benchmark, setup):
     from colorizer.export.onnx_export import generator_input
     from colorizer.export.seeded_noise import seeded_noise
-
     from colorizer.models import fold_weight_standardization
 
     opts, model, _, (sketch, palette, seeds), _ = setup

@@ -117,7 +117,6 @@ def cpu_rows(width, cases, threads: int, variants, quick: bool) -> list[Row]:
     from colorizer.export.onnx_export import generator_input
     from colorizer.export.seeded_noise import seeded_noise
     from colorizer.export.verify import reference_models
-
     from colorizer.models import fold_weight_standardization
     from colorizer.testing import relative_l2
 
@@ -223,7 +222,6 @@ def gpu_rows(width, cases, threads: int, quick: bool) -> list[Row]:
     from colorizer.export.runtime import OnnxRunner
     from colorizer.export.seeded_noise import seeded_noise
     from colorizer.export.tensorrt import build_engine, tensorrt_missing
-
     from colorizer.models import fold_weight_standardization
 
     device = torch.device("cuda")

@@ -18,6 +18,7 @@ import os
 import sys
 import tempfile
 
+from colorizer.errors import ConfigError, run_cli
 from colorizer.export.artifact import check_output_folder, check_output_path
 from colorizer.export.formats import formats_table
 from colorizer.export.onnx_export import (
@@ -29,8 +30,6 @@ from colorizer.export.onnx_export import (
     load_checkpoint,
 )
 from colorizer.export.tensorrt import PRECISIONS, ShapeRange, check_size_range, tensorrt_missing
-
-from colorizer.errors import ConfigError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:

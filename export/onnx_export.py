@@ -37,12 +37,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
-from colorizer.export.graph_ops import GRAPH_OPS
-from colorizer.export.seeded_noise import NOISE_ALGORITHM, seeded_noise
 
 import colorizer
 from colorizer.errors import CheckpointError, ConfigError, MissingDependencyError
+from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
+from colorizer.export.graph_ops import GRAPH_OPS
+from colorizer.export.seeded_noise import NOISE_ALGORITHM, seeded_noise
 from colorizer.models.generator import NUM_NOISE, SIZE_MULTIPLE, UNetGenerator, fold_weight_standardization
 
 DEFAULT_OPSET = 18
@@ -345,6 +345,7 @@ def export_onnx(
             from colorizer.export.verify import verify_onnx
 
             report = verify_onnx(tmp, model, noise=noise, cases=cases, providers=providers)
+            report.artifact = path  # the temporary name means nothing to the user
             report.raise_if_failed(f"ONNX export {path}")
     return OnnxExport(
         path=path,

@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 import torch
+
+from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export.onnx_export import (
     NOISE_INPUT_NAMES,
     OUTPUT_NAME,
@@ -33,8 +35,6 @@ from colorizer.export.onnx_export import (
     split_generator_input,
 )
 from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
-
-from colorizer.errors import ConfigError, MissingDependencyError
 
 
 def _noise_mode_from_inputs(names) -> str:

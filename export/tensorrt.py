@@ -30,6 +30,8 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+
+from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
 from colorizer.export.onnx_export import (
     NOISE_INPUT_NAMES,
@@ -37,8 +39,6 @@ from colorizer.export.onnx_export import (
     check_image_size,
     read_metadata,
 )
-
-from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.models.generator import SIZE_MULTIPLE
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

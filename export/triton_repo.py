@@ -19,10 +19,9 @@ from __future__ import annotations
 import os
 import shutil
 
+from colorizer.errors import ConfigError
 from colorizer.export.artifact import atomic_directory
 from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
-
-from colorizer.errors import ConfigError
 
 ONNX_MODEL_NAME = "colorizer_onnx"
 TENSORRT_MODEL_NAME = "colorizer_tensorrt"

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
+from colorizer.errors import ColorizerError, MissingDependencyError
 from colorizer.export.onnx_export import (
     OUTPUT_NAME,
     example_inputs,
@@ -24,8 +26,6 @@ from colorizer.export.onnx_export import (
     input_names,
 )
 from colorizer.export.seeded_noise import seeded_noise
-
-from colorizer.errors import ColorizerError, MissingDependencyError
 from colorizer.models.generator import UNetGenerator, fold_weight_standardization
 from colorizer.testing import WHOLE_MODEL_ERROR_FACTOR, relative_l2
 

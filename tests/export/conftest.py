@@ -53,11 +53,30 @@ def exported(generator, tmp_path_factory):
     return get
 
 
+def reuse_traced_graph(monkeypatch, source_path: str) -> None:
+    """Make export_onnx copy an already traced graph instead of tracing again (saves test time).
+
+    Everything after the trace (metadata, ONNX checks, the parity gate against the model given to
+    export_onnx, the atomic rename) still runs.
+    """
+    import shutil
+
+    import onnx
+
+    from colorizer.export import onnx_export
+
+    def copy_graph(model, path, noise, opset, *args, **kwargs):
+        proto = onnx.load(source_path)
+        assert onnx_export.read_metadata(proto)["noise_mode"] == noise
+        shutil.copyfile(source_path, path)
+
+    monkeypatch.setattr(onnx_export, "trace_to_onnx", copy_graph)
+
+
 def assert_as_close_as_eager(out: torch.Tensor, model, x: torch.Tensor, noise) -> None:
     """The parity rule of the gates: out's relative L2 error against the float64 model is at most
     2x eager fp32's own. x: the generator input (N, 30, H, W); noise: the eager ``noise`` argument."""
     from colorizer.export.verify import allowed_error, reference_models
-
     from colorizer.testing import relative_l2
 
     m64, m32 = reference_models(model)

@@ -7,11 +7,11 @@ import sys
 import onnxruntime as ort
 import pytest
 import torch
+
 from colorizer.export.cli import main
 from colorizer.export.tensorrt import tensorrt_missing
-
 from colorizer.models import Color2Sketch
-from tests.export.conftest import SMALL
+from tests.export.conftest import SMALL, reuse_traced_graph
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -22,11 +22,13 @@ def run_main(argv, capsys):
     return code, out, err
 
 
-def test_checkpoint_to_onnx_and_triton_repo(checkpoint, tmp_path, capsys, monkeypatch):
+def test_checkpoint_to_onnx_and_triton_repo(checkpoint, exported, tmp_path, capsys, monkeypatch):
     from colorizer.export import verify
 
-    # Keep the gate (two sizes, two batch sizes) but at the test's cheapest sizes.
+    # Keep the gate (two sizes, two batch sizes) but at the test's cheapest sizes; the checkpoint
+    # holds the fixture generator, whose graph is already traced (tracing has its own tests).
     monkeypatch.setattr(verify, "DEFAULT_CASES", ((1, 128, 256), (2, 128, 128)))
+    reuse_traced_graph(monkeypatch, exported("zero").path)
     onnx_path = tmp_path / "g.onnx"
     repo = tmp_path / "repo"
     code, out, err = run_main(
@@ -86,9 +88,10 @@ def test_bad_inputs_one_line_each(checkpoint, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["c2s.pth", "junk.pth"]
 
 
-def test_parity_failure_exit_code_and_no_file(checkpoint, tmp_path, capsys, monkeypatch):
+def test_parity_failure_exit_code_and_no_file(checkpoint, exported, tmp_path, capsys, monkeypatch):
     from colorizer.export import verify
 
+    reuse_traced_graph(monkeypatch, exported("zero").path)
     monkeypatch.setattr(verify, "DEFAULT_CASES", ((1, 128, 128),))
     monkeypatch.setattr(verify, "WHOLE_MODEL_ERROR_FACTOR", 1e-9)  # no export can pass this gate
     monkeypatch.setattr(verify, "ERROR_FLOOR", 0.0)

@@ -6,16 +6,22 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
+import colorizer
+from colorizer.errors import CheckpointError, ConfigError
 from colorizer.export import GeneratorForExport, export_onnx, generator_input, input_names, read_metadata
 from colorizer.export.onnx_export import MIN_OPSET, example_inputs
 from colorizer.export.seeded_noise import seeded_noise
 from colorizer.export.verify import ParityError
-
-import colorizer
-from colorizer.errors import CheckpointError, ConfigError
 from colorizer.models import Color2Sketch
 from colorizer.testing import assert_close, relative_l2
-from tests.export.conftest import SMALL, TEST_CASES, assert_as_close_as_eager, small_generator
+from tests.export.conftest import (
+    SMALL,
+    TEST_CASES,
+    assert_as_close_as_eager,
+    reuse_traced_graph,
+    small_generator,
+)
 
 
 def test_export_graph_equals_unfolded_eager_model_in_float64(generator):
@@ -95,21 +101,15 @@ def test_input_mode_with_seeded_maps_equals_seeded_mode(exported):
     assert relative_l2(torch.from_numpy(a), torch.from_numpy(b)) < 1e-4
 
 
-def test_parity_failure_leaves_no_file_and_keeps_the_old_one(tmp_path, generator, monkeypatch):
+def test_parity_failure_leaves_no_file_and_keeps_the_old_one(tmp_path, exported, monkeypatch):
     """A graph that does not match the model is rejected; nothing new appears, an old file survives."""
-    from colorizer.export import onnx_export
-
-    real_trace = onnx_export.trace_to_onnx
-    wrong = small_generator(seed=1)  # different weights: a stand-in for any exporter bug
-
-    def trace_wrong_model(model, path, noise, opset, *args, **kwargs):
-        return real_trace(wrong, path, noise, opset, *args, **kwargs)
-
-    monkeypatch.setattr(onnx_export, "trace_to_onnx", trace_wrong_model)
+    # The graph of the fixture generator, gated against a generator with other weights: a stand-in
+    # for any exporter bug.
+    reuse_traced_graph(monkeypatch, exported("zero").path)
     target = tmp_path / "model.onnx"
     target.write_bytes(b"previous export")
     with pytest.raises(ParityError) as info:
-        export_onnx(generator, str(target), noise="zero", cases=TEST_CASES[:1])
+        export_onnx(small_generator(seed=1), str(target), noise="zero", cases=TEST_CASES[:1])
     assert "failed its parity gate" in str(info.value) and "\n" not in str(info.value)
     assert info.value.report is not None and not info.value.report.passed
     assert sorted(os.listdir(tmp_path)) == ["model.onnx"]

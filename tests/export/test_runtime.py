@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+
+from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export import load_engine
 from colorizer.export.onnx_export import example_inputs, generator_input
 from colorizer.export.seeded_noise import seeded_noise
-
-from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.testing import relative_l2
 from tests.export.conftest import assert_as_close_as_eager
 

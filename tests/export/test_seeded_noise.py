@@ -3,8 +3,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
 
+from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
 from colorizer.models import noise_shapes
 
 

@@ -3,12 +3,12 @@
 import json
 import os
 
-import colorizer.export
 import onnx
 import pytest
-from colorizer.export.tensorrt import ShapeRange, _gate_cases, profile_shapes, require_tensorrt, tensorrt_missing
 
+import colorizer.export
 from colorizer.errors import ConfigError, MissingDependencyError
+from colorizer.export.tensorrt import ShapeRange, _gate_cases, profile_shapes, require_tensorrt, tensorrt_missing
 
 OPS_FILE = os.path.join(os.path.dirname(colorizer.export.__file__), "tensorrt_onnx_ops.json")
 TYPE_NAMES = {

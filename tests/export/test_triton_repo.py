@@ -3,10 +3,10 @@
 import os
 
 import pytest
-from colorizer.export.triton_repo import ONNX_MODEL_NAME, TENSORRT_MODEL_NAME, write_triton_repo
 from google.protobuf import text_format
 
 from colorizer.errors import ConfigError
+from colorizer.export.triton_repo import ONNX_MODEL_NAME, TENSORRT_MODEL_NAME, write_triton_repo
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
