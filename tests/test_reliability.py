@@ -233,3 +233,22 @@ def test_unwritable_output_folder_is_a_clear_error(tmp_path):
                 Trainer(tiny_config(ro), log=lambda m: None)
         finally:
             ro.chmod(0o700)
+
+
+class _BrokenDataset(FixedDataset):
+    def __getitem__(self, i):
+        from colorizer.errors import DataError
+
+        raise DataError("every file in /data failed to load (3 skipped)")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_data_error_in_a_worker_stays_one_line(tmp_path, workers):
+    from colorizer.errors import DataError
+
+    color, sketch = synthetic_tensors(2)
+    trainer = Trainer(tiny_config(tmp_path, workers=workers, samples=1), dataset=_BrokenDataset(color, sketch))
+    trainer._preview_batch = lambda: None
+    with pytest.raises(DataError) as info:
+        trainer.fit()
+    assert str(info.value) == "every file in /data failed to load (3 skipped)"

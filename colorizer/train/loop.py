@@ -618,7 +618,7 @@ class Trainer:
                 if hasattr(self.dataset, "set_epoch"):
                     self.dataset.set_epoch(p.epoch)
                 epoch_done = False
-                for batch in self._loader(sampler):
+                for batch in _unwrap_worker_errors(self._loader(sampler)):
                     stats = self.train_step(batch)
                     p.step += 1
                     p.batch_in_epoch += 1
@@ -719,6 +719,27 @@ class Trainer:
             elapsed_s=round(time.perf_counter() - start_time, 2),
         )
         self.csv.append(row)
+
+
+def _unwrap_worker_errors(loader):
+    """Iterate ``loader``; a user error raised in a DataLoader worker comes back as its own one line.
+
+    (DataLoader re-raises a worker's exception with the worker's whole traceback as its message.)
+    """
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except ColorizerError as exc:
+            text = str(exc)
+            if "Original Traceback" not in text:
+                raise
+            last = [line for line in text.strip().splitlines() if line.strip()][-1]
+            message = last.split(": ", 1)[1] if last.startswith(("colorizer.", type(exc).__name__)) else last
+            raise type(exc)(message) from None
+        yield batch
 
 
 def _batch_skipped(batch: dict) -> int:
