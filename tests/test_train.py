@@ -142,3 +142,24 @@ def test_default_config_is_the_reference():
         1e-4,
         1e-2,
     )
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_channels_last_steps_and_resumes(tmp_path, amp):
+    config = tiny_config(tmp_path, device="cuda", amp=amp, channels_last=True, max_steps=2, workers=0)
+    result = Trainer(config, log=lambda m: None).fit()
+    assert result.exit_code == 0
+    from colorizer.checkpoint import read_checkpoint
+
+    payload, _ = read_checkpoint(result.checkpoint)
+    assert all(torch.isfinite(v).all() for v in payload["netG"].values() if v.is_floating_point())
+    assert ("_scale" in payload["scalerG"]) == (amp == "fp16")
+    again = Trainer(tiny_config(tmp_path, device="cuda", amp=amp, max_steps=3, resume="auto"), log=lambda m: None)
+    assert again.fit().progress.step == 3
+
+
+@pytest.mark.gpu
+def test_cuda_compile_smoke(tmp_path):
+    config = tiny_config(tmp_path, device="cuda", compile=True, max_steps=1, workers=0)
+    assert Trainer(config, log=lambda m: None).fit().exit_code == 0
