@@ -36,10 +36,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
 from colorizer.kernels.group_norm_act import _combine_group_stats, _tile_stats
 from colorizer.kernels.tuning import all_groups_tiling, pixel_rows_tiling
-
 from colorizer.ops import reference
 
 

@@ -26,8 +26,8 @@ import contextlib
 import warnings
 
 import torch
-from colorizer.kernels.tuning import interpreting
 
+from colorizer.kernels.tuning import interpreting
 from colorizer.ops import KernelsUnavailable, reference
 
 OP_LIBRARY = "colorizer_triton"  # torch.library namespace of the ops (torch.ops.colorizer_triton.*)

@@ -40,10 +40,10 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
 from colorizer.kernels.noise_inject import _check_philox_range, _noise_values
 from colorizer.kernels.tuning import group_tiling, interpreting
-
 from colorizer.ops import KernelsUnavailable, reference
 
 ACT_CODES = {None: 0, "none": 0, "relu": 1, "leaky_relu": 2}

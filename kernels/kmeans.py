@@ -37,9 +37,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from colorizer.kernels.tuning import cdiv, interpreting, next_power_of_2
 
 from colorizer.errors import MissingDependencyError
+from colorizer.kernels.tuning import cdiv, interpreting, next_power_of_2
 
 # Points per program. On CUDA 1024 points x 16 (padded) centers is 16K fp32 distances per program:
 # 64 per thread at 8 warps, the usual register budget. Untuned (no GPU when written). The interpreter

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
 from colorizer.kernels.tuning import channel_tiling, interpreting
-
 from colorizer.ops import KernelsUnavailable, reference
 
 MAX_COUNTER = 2**31  # Philox counters are int32 offsets here

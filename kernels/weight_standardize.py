@@ -27,9 +27,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from colorizer.kernels.backend import OP_LIBRARY, new_empty, new_empty_like, use_triton
 from colorizer.kernels.tuning import row_tiling
-
 from colorizer.ops import reference
 
 

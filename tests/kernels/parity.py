@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from colorizer.kernels.tuning import interpreting
 
+from colorizer.kernels.tuning import interpreting
 from colorizer.testing import assert_close
 
 # The CPU parity tests run the kernels in Triton's interpreter (tests/conftest.py turns it on when

@@ -112,7 +112,6 @@ def test_noise_inject_real_shape(layout, dtype):
 
 def test_philox_noise_matches_the_interpreter():
     from colorizer.kernels.noise_inject import philox_noise
-
     from tests.kernels.test_noise_inject import RECORDED_PHILOX
 
     for (seed, offset), values in RECORDED_PHILOX.items():

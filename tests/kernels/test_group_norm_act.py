@@ -3,8 +3,8 @@ gradient, fused and split reductions, NCHW and channels_last, poisoned outputs."
 
 import pytest
 import torch
-from colorizer.kernels.tuning import group_tiling, next_power_of_2
 
+from colorizer.kernels.tuning import group_tiling, next_power_of_2
 from colorizer.ops import reference
 from colorizer.testing import assert_close
 from tests.kernels.parity import channels_last, check_parity, needs_interpreter
