@@ -44,6 +44,22 @@ def _palette_from_args(args):
     return extract_palette(load_image(args.reference, min_size=None), seed=args.seed)
 
 
+def _resolve_checkpoint(path: str) -> str:
+    """A checkpoint file, or a training run folder (or its checkpoints/) -> its newest good checkpoint."""
+    from colorizer.checkpoint import CheckpointManager
+    from colorizer.errors import CheckpointError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return path
+    if (folder / "checkpoints").is_dir():
+        folder = folder / "checkpoints"
+    found = CheckpointManager(str(folder)).load_latest_good()
+    if found is None:
+        raise CheckpointError(f"{path}: no readable checkpoint in this folder")
+    return found[0]
+
+
 def _load_runner(args):
     """A Colorizer over a checkpoint or an exported engine."""
     from colorizer.inference import Colorizer
@@ -58,7 +74,7 @@ def _load_runner(args):
     from colorizer.ops import KernelsUnavailable
 
     try:
-        generator = load_generator(args.checkpoint, map_location="cpu", kernels=args.kernels)
+        generator = load_generator(_resolve_checkpoint(args.checkpoint), map_location="cpu", kernels=args.kernels)
     except KernelsUnavailable as exc:
         from colorizer.errors import MissingDependencyError
 
@@ -146,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("colorize", help="colorize a sketch or a folder of sketches")
-    p.add_argument("--checkpoint", help="generator checkpoint (ours, or the reference's {'netG': ...} .pth)")
+    p.add_argument(
+        "--checkpoint",
+        help="generator checkpoint (ours, or the reference's {'netG': ...} .pth), or a training run folder "
+        "(its newest good checkpoint is used)",
+    )
     p.add_argument("--engine", help="an exported model.onnx (onnxruntime) or model.plan (TensorRT) instead")
     p.add_argument("--sketch", required=True, help="a line-art image or a folder of them (searched recursively)")
     p.add_argument("--reference", help="a color picture whose 9-color palette is used")

@@ -200,3 +200,33 @@ def test_console_script_exit_code(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error:") and "Traceback" not in result.stderr
+
+
+def test_colorize_from_run_folder_uses_newest_good_checkpoint(tmp_path, capsys):
+    from colorizer.checkpoint import CheckpointManager, save_generator
+
+    torch.manual_seed(1)
+    run = tmp_path / "run"
+    manager = CheckpointManager(str(run / "checkpoints"))
+    (run / "checkpoints").mkdir(parents=True)
+    save_generator(manager.path_for(10), Sketch2Color(channels=SMALL))
+    newest = manager.path_for(20)
+    save_generator(newest, Sketch2Color(channels=SMALL))
+    with open(newest, "r+b") as f:  # damage the newest: it must be skipped with a warning
+        f.seek(-64, 2)
+        f.write(b"\0" * 64)
+    sketch = _png(tmp_path / "s.png")
+    with pytest.warns(UserWarning, match="damaged"):
+        code, _, err = _run(
+            ["colorize", "--checkpoint", run, "--sketch", sketch, "--palette", "#aa5500", "--out", tmp_path / "o.png"],
+            capsys,
+        )
+    assert code == 0, err
+    assert (tmp_path / "o.png").exists()
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    code, _, err = _run(
+        ["colorize", "--checkpoint", empty, "--sketch", sketch, "--palette", "#aa5500", "--out", tmp_path / "p.png"],
+        capsys,
+    )
+    assert code == 2 and "no readable checkpoint" in _one_error_line(err)
