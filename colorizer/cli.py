@@ -19,18 +19,24 @@ from pathlib import Path
 
 from colorizer.errors import ConfigError, ImageError, run_cli
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 def _list_images(path: Path) -> list[Path]:
+    from colorizer.data import IMAGE_EXTENSIONS, find_images
+
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = find_images(path)
         if not files:
-            raise ImageError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            raise ImageError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
         return files
     if not path.exists():
         raise ImageError(f"{path}: no such file or folder")
     return [path]
+
+
+def _is_image_name(path: Path) -> bool:
+    from colorizer.data.images import is_image_file
+
+    return is_image_file(path)
 
 
 def _palette_from_args(args):
@@ -90,9 +96,9 @@ def cmd_colorize(args) -> int:
     sketches = _list_images(Path(args.sketch))
     out = Path(args.out)
     single = len(sketches) == 1 and not Path(args.sketch).is_dir()
-    if not single and out.suffix.lower() in IMAGE_SUFFIXES:
+    if not single and _is_image_name(out):
         raise ConfigError(f"--out {out}: a folder of sketches needs an output folder, not a file name")
-    if single and out.suffix.lower() not in IMAGE_SUFFIXES:
+    if single and not _is_image_name(out):
         out = out / (sketches[0].stem + ".png")
     palette = _palette_from_args(args)
     colorizer = _load_runner(args)
