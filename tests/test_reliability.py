@@ -109,7 +109,7 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
         path, _, meta = CheckpointManager(str(out / "checkpoints")).load_latest_good()
         assert meta["step"] == steps[-1]
         last = steps[-1]
-    final = run_train([*tiny_args(out), "--max-steps", str(last + 1), "--resume", "auto"])
+    final = run_train([*tiny_args(out, "--epochs", "50"), "--max-steps", str(last + 1), "--resume", "auto"])
     assert final.returncode == 0, final.stderr[-2000:]
     assert f"at step {last}" in final.stdout and f"done: step {last + 1}" in final.stdout
 
