@@ -402,8 +402,8 @@ def _strip_prefixes(state: dict) -> dict:
     return state
 
 
-def _load_state(path: str, key: str, map_location="cpu") -> tuple[dict, dict]:
-    """The state dict of network ``key`` ('netG' | 'netD') from any supported format, + metadata."""
+def _load_state(path: str, key: str) -> tuple[dict, dict]:
+    """The state dict of network ``key`` ('netG' | 'netD') from any supported format (on the CPU), + metadata."""
     data = _read_bytes(path)
     header = _safetensors_header(data)
     if header is not None:
@@ -486,7 +486,7 @@ def discriminator_architecture(state: dict, source: str = "checkpoint") -> dict:
     return {"in_channels": in_channels, "channels": channels}
 
 
-def _kernels_error(exc: Exception, kernels: str) -> CheckpointError:
+def _kernels_error(exc: Exception, kernels: str) -> Exception:
     from colorizer.errors import MissingDependencyError
 
     return MissingDependencyError(f"kernels={kernels!r} cannot be used here: {exc}")
@@ -502,7 +502,7 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     from colorizer.models import Color2Sketch, Sketch2Color
     from colorizer.ops import KernelsUnavailable
 
-    state, _ = _load_state(path, "netG", map_location)
+    state, _ = _load_state(path, "netG")
     state = _strip_prefixes(state)
     arch = generator_architecture(state, path)
     cls = Color2Sketch if arch["in_channels"] == 3 else Sketch2Color
@@ -521,7 +521,7 @@ def load_discriminator(path: str, map_location="cpu", kernels: str = "eager"):
     from colorizer.models import Discriminator
     from colorizer.ops import KernelsUnavailable
 
-    state, _ = _load_state(path, "netD", map_location)
+    state, _ = _load_state(path, "netD")
     state = _strip_prefixes(state)
     arch = discriminator_architecture(state, path)
     try:
