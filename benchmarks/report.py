@@ -606,14 +606,13 @@ def _suite_palette_speed(module, plan: Plan) -> list[dict]:
 
 
 def _suite_native_speed(module, plan: Plan) -> list[dict]:
-    if _on_cuda(plan):
-        raise gen.Skip("the native CPU op benchmark runs in a CPU report")
     from colorizer import native
 
     if not getattr(native, "NATIVE_AVAILABLE", False):
         raise gen.Skip(str(getattr(native, "NATIVE_UNAVAILABLE_REASON", "the native extension is not built")))
     size = 128 if plan.quick else plan.train_size
-    return module.bench_group_norm_act(size, 2 if plan.quick else 20)
+    # Older versions of the script took no device (CPU only); pass it where it is accepted.
+    return gen._call_with_supported(module.bench_group_norm_act, size, 2 if plan.quick else 20, device=plan.device)
 
 
 def _suite_gpu_kernels(module, plan: Plan) -> list[dict]:
@@ -915,6 +914,8 @@ def write_markdown(path: Path, report: dict, rows: list[Row]) -> None:
         if widths:
             lines += [f"Generator widths: {', '.join(str(list(w)) for w in widths)}.", ""]
         lines += markdown_table(section_rows) + [""]
+    if report["suites"]:
+        lines += ["## Per-subject suites", ""] + suite_markdown(report["suites"])
     lines += [
         "## Targets (issue 7)",
         "",

@@ -142,3 +142,23 @@ def test_benchmark_files_collect_with_pytest_benchmark():
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "bench_generator.py::test_generator_inference[eager]" in done.stdout
     assert "bench_train_step.py::test_train_step[reference]" in done.stdout
+
+
+def test_suite_rows_render_as_tables():
+    # The per-subject suites (left out of quick mode) report rows of their own shape: nested timing
+    # dicts flatten into columns, and a suite that could not run says why.
+    results = {
+        "demo": {
+            "title": "Demo suite",
+            "status": "ok",
+            "reason": None,
+            "rows": [
+                {"shape": [1, 64, 8, 8], "eager": {"median_s": 0.5, "samples_s": [0.5]}, "ratio": 2.0, "note": None}
+            ],
+        },
+        "missing": {"title": "Missing suite", "status": "skipped", "reason": "not present", "rows": []},
+    }
+    md = "\n".join(report.suite_markdown(results))
+    assert "| shape | eager.median_s | ratio | note |" in md
+    assert "| 1x64x8x8 | 0.5 | 2 | - |" in md
+    assert "skipped: not present" in md
