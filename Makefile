@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 NATIVE_SOURCES := $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test test-all bench lint format install clean gpu-test
+.PHONY: demo test test-all bench bench-quick lint format install clean gpu-test
 
 install: $(STAMP)
 
@@ -18,6 +18,7 @@ $(STAMP): setup.py requirements-dev.txt $(NATIVE_SOURCES)
 	$(PY) -m pip install -q torch==$(TORCH_VERSION)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -m colorizer.cli info
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +36,9 @@ gpu-test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks/ --benchmark-only -q
 	$(PY) -m benchmarks.report
+
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks.report --quick --out benchmarks/results/quick
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

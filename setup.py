@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def _packages():
     pkgs = ["colorizer"] + [f"colorizer.{p}" for p in find_packages("colorizer")]
+    pkgs += ["colorizer.assets", "colorizer.configs"]  # data-only folders (PNG, YAML)
     pkgs += ["colorizer.kernels"] + [f"colorizer.kernels.{p}" for p in find_packages("kernels")]
     pkgs += ["colorizer.export"] + [f"colorizer.export.{p}" for p in find_packages("export")]
     return pkgs
@@ -54,7 +55,11 @@ setup(
         "colorizer.kernels": "kernels",
         "colorizer.export": "export",
     },
-    package_data={"colorizer": ["assets/*.png", "configs/*.yaml"], "colorizer.export": ["*.json", "*.txt"]},
+    package_data={
+        "colorizer.assets": ["*.png"],
+        "colorizer.configs": ["*.yaml"],
+        "colorizer.export": ["*.json", "*.txt"],
+    },
     include_package_data=True,
     install_requires=[
         # torch is deliberately not listed: install the CPU wheel first (see Makefile), or pip
