@@ -24,8 +24,10 @@ $(STAMP): setup.py requirements-dev.txt $(NATIVE_SOURCES)
 demo: $(STAMP)
 	$(PY) -m colorizer.demo
 
+# Two xdist workers (one per core, one torch thread each); a test file stays on one worker so its
+# module-level fixtures are built once.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu" --durations=15
+	$(PY) -m pytest -q -m "not slow and not gpu" -n 2 --dist loadfile --durations=15
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

@@ -9,7 +9,9 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (make test runs two workers on CI's two cores) each worker gets one thread, so
+# the workers do not fight over the cores; a plain run uses both.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 def pytest_collection_modifyitems(config, items):
