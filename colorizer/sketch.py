@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -100,44 +99,6 @@ def xdog(
     return out[0] if single else out
 
 
-def _read_state_dict(path: str) -> Mapping[str, torch.Tensor]:
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            obj = load_file(path, device="cpu")
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse the file means a bad checkpoint
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: cannot read checkpoint ({reason[:200]})") from None
-    if isinstance(obj, Mapping) and "netG" in obj:
-        obj = obj["netG"]
-    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{path}: not a Color2Sketch state dict (expected {{'netG': ...}} or a state dict)")
-    # Checkpoints saved from DistributedDataParallel or torch.compile carry a prefix on every key.
-    for prefix in ("module.", "_orig_mod."):
-        if all(key.startswith(prefix) for key in obj):
-            obj = {key[len(prefix) :]: v for key, v in obj.items()}
-    return obj
-
-
-def infer_generator_channels(state_dict: Mapping[str, torch.Tensor], path: str = "checkpoint") -> tuple[int, list[int]]:
-    """(in_channels, widths of encoder levels 1..7) from ``encoder.layer{k}.conv1.weight`` shapes."""
-    widths = []
-    in_channels = None
-    for level in range(1, 8):
-        w = state_dict.get(f"encoder.layer{level}.conv1.weight")
-        if w is None or w.dim() != 4:
-            raise CheckpointError(f"{path}: not a generator state dict (no encoder.layer{level}.conv1.weight)")
-        if in_channels is None:
-            in_channels = int(w.shape[1])
-        widths.append(int(w.shape[0]))
-    return in_channels, widths
-
-
 class SketchModel:
     """A Color2Sketch generator turned into a sketch maker: color batch in, sketch batch out.
 
@@ -152,24 +113,16 @@ class SketchModel:
     """
 
     def __init__(self, checkpoint_path: str | os.PathLike, device="cpu", noise="zero", kernels: str = "eager"):
+        from colorizer.checkpoint import load_generator
         from colorizer.models import Color2Sketch, fold_weight_standardization
 
         path = os.fspath(checkpoint_path)
-        state = _read_state_dict(path)
-        in_channels, widths = infer_generator_channels(state, path)
-        if in_channels != 3:
-            raise CheckpointError(f"{path}: expected a Color2Sketch generator (3 input channels), got {in_channels}")
-        try:
-            net = Color2Sketch(in_channels=3, channels=widths)
-        except ValueError as exc:
-            raise CheckpointError(f"{path}: unsupported generator widths {widths} ({exc})") from None
-        result = net.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            missing, extra = result.missing_keys, result.unexpected_keys
+        net = load_generator(path)  # any supported format, strict, widths from the shapes
+        if not isinstance(net, Color2Sketch):
             raise CheckpointError(
-                f"{path}: Color2Sketch keys do not match: {len(missing)} missing (e.g. {missing[:3]}), "
-                f"{len(extra)} unexpected (e.g. {extra[:3]})"
+                f"{path}: expected a Color2Sketch generator (3 input channels), got {net.in_channels}"
             )
+        widths = [int(getattr(net.encoder, f"layer{k}").conv1.weight.shape[0]) for k in range(1, 8)]
         self.path = path
         self.device = torch.device(device)
         self.noise = noise
