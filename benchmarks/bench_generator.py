@@ -36,6 +36,7 @@ import pytest
 import torch
 
 from benchmarks.ceilings import DTYPES_BY_NAME
+from benchmarks.timing import synchronized
 
 REFERENCE_WIDTH = (64, 128, 256, 512)
 # Size traced for the dynamic-shape ONNX export (any multiple of 128 works; small is fast).
@@ -444,17 +445,6 @@ def parse_channels(text: str | Sequence[int]) -> tuple[int, ...]:
 # pytest-benchmark entry points (collected by benchmarks/conftest.py; run with --benchmark-only).
 
 
-def _synchronized(run: Callable[[], object], device: str) -> Callable[[], None]:
-    if not device.startswith("cuda"):
-        return run
-
-    def call():
-        run()
-        torch.cuda.synchronize()
-
-    return call
-
-
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_generator_inference(benchmark, bench_options, provider):
     case = InferenceCase(
@@ -473,7 +463,7 @@ def test_generator_inference(benchmark, bench_options, provider):
         provider=provider, batch=case.batch, size=case.size, dtype=case.dtype, channels=list(case.channels)
     )
     benchmark.pedantic(
-        _synchronized(prepared.run, prepared.runs_on),
+        synchronized(prepared.run, prepared.runs_on),
         rounds=bench_options.rounds,
         warmup_rounds=bench_options.warmup,
         iterations=1,

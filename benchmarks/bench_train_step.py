@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from benchmarks.ceilings import DTYPES_BY_NAME, Work, count_work
+from benchmarks.timing import synchronized
 
 REFERENCE_WIDTH = (64, 128, 256, 512)
 PALETTE_K = 9
@@ -482,18 +483,6 @@ def train_step_work(case: TrainCase, dtype: str = "float32") -> Work:
     params = sum(p.numel() for m in (gan.generator, gan.discriminator) for p in m.parameters() if p.requires_grad)
     adam = float(params * ADAM_WORDS_PER_PARAM * 4)
     return Work(flops=work.flops, bytes=work.bytes + adam, eager_bytes=work.eager_bytes + adam, items=case.batch)
-
-
-def synchronized(run: Callable[[], object], device: str) -> Callable[[], object]:
-    """``run`` followed by a device synchronize (pytest-benchmark reads the host clock)."""
-    if not device.startswith("cuda"):
-        return run
-
-    def call():
-        run()
-        torch.cuda.synchronize()
-
-    return call
 
 
 # --------------------------------------------------------------------------------------------------

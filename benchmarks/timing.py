@@ -91,6 +91,18 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def synchronized(run: Callable[[], object], device: str | torch.device) -> Callable[[], object]:
+    """``run`` followed by a device synchronize, for timers that read the host clock (pytest-benchmark)."""
+    if device_type(device) != "cuda":
+        return run
+
+    def call():
+        run()
+        torch.cuda.synchronize()
+
+    return call
+
+
 def capture_cuda_graph(fn: Callable[[], object], warmup: int = 3) -> Callable[[], None]:
     """Capture ``fn`` into a CUDA graph and return its ``replay``.
 
