@@ -7,6 +7,7 @@
 
 #include <optional>
 #include <tuple>
+#include <type_traits>
 
 namespace colorizer {
 
@@ -91,6 +92,31 @@ inline void check_kmeans_args(const char* op, const at::Tensor& points, const at
                     weights->scalar_type() == at::kFloat,
                 op, ": weights must be float32 (B, P) = (", points.size(0), ", ", points.size(1), "), got ",
                 weights->scalar_type(), " ", weights->sizes());
+  }
+}
+
+// Calls f.template operator()<A, kRes, kNoise>() with the runtime flags as template arguments
+// (host code shared by the CPU and CUDA launchers).
+template <typename F>
+void dispatch_epilogue(Act act, bool has_res, bool has_noise, F&& f) {
+  auto with_act = [&](auto a_tag) {
+    constexpr Act A = decltype(a_tag)::value;
+    if (has_res) {
+      has_noise ? f.template operator()<A, true, true>() : f.template operator()<A, true, false>();
+    } else {
+      has_noise ? f.template operator()<A, false, true>() : f.template operator()<A, false, false>();
+    }
+  };
+  switch (act) {
+    case Act::kNone:
+      with_act(std::integral_constant<Act, Act::kNone>{});
+      break;
+    case Act::kRelu:
+      with_act(std::integral_constant<Act, Act::kRelu>{});
+      break;
+    case Act::kLeakyRelu:
+      with_act(std::integral_constant<Act, Act::kLeakyRelu>{});
+      break;
   }
 }
 

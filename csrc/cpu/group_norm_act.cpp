@@ -405,30 +405,6 @@ void backward_kernel(const T* G_, const T* X, const T* R, const T* Z, T* DZ, T* 
       [&](int64_t r) { backward_grad_x_row<T>(r, DZr, X, GX, mean, k_dz.data(), k_x.data(), k_0.data(), s); });
 }
 
-// Calls f.template operator()<A, kRes, kNoise>() with the runtime flags as template arguments.
-template <typename F>
-void dispatch_epilogue(Act act, bool has_res, bool has_noise, F&& f) {
-  auto with_act = [&](auto a_tag) {
-    constexpr Act A = decltype(a_tag)::value;
-    if (has_res) {
-      has_noise ? f.template operator()<A, true, true>() : f.template operator()<A, true, false>();
-    } else {
-      has_noise ? f.template operator()<A, false, true>() : f.template operator()<A, false, false>();
-    }
-  };
-  switch (act) {
-    case Act::kNone:
-      with_act(std::integral_constant<Act, Act::kNone>{});
-      break;
-    case Act::kRelu:
-      with_act(std::integral_constant<Act, Act::kRelu>{});
-      break;
-    case Act::kLeakyRelu:
-      with_act(std::integral_constant<Act, Act::kLeakyRelu>{});
-      break;
-  }
-}
-
 at::Tensor as_float_contiguous(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_act_cpu(

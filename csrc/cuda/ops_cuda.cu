@@ -45,29 +45,6 @@ void dispatch_storage(at::ScalarType t, const char* op, F&& f) {
   }
 }
 
-template <typename F>
-void dispatch_epilogue(Act act, bool has_res, bool has_noise, F&& f) {
-  auto with_act = [&](auto a_tag) {
-    constexpr Act A = decltype(a_tag)::value;
-    if (has_res) {
-      has_noise ? f.template operator()<A, true, true>() : f.template operator()<A, true, false>();
-    } else {
-      has_noise ? f.template operator()<A, false, true>() : f.template operator()<A, false, false>();
-    }
-  };
-  switch (act) {
-    case Act::kNone:
-      with_act(std::integral_constant<Act, Act::kNone>{});
-      break;
-    case Act::kRelu:
-      with_act(std::integral_constant<Act, Act::kRelu>{});
-      break;
-    case Act::kLeakyRelu:
-      with_act(std::integral_constant<Act, Act::kLeakyRelu>{});
-      break;
-  }
-}
-
 template <Act A>
 __device__ __forceinline__ float activate(float z) {
   if constexpr (A == Act::kRelu) {
