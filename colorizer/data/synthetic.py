@@ -37,6 +37,7 @@ from __future__ import annotations
 import colorsys
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +130,52 @@ def _shape_points(rng: np.random.Generator, kind: str, cx: float, cy: float, rad
     return np.stack([px, py], axis=1)
 
 
-def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """Draw picture ``index`` of stream ``seed``: (color uint8 (size, size, 3), line art uint8 (size, size)).
+# Per-pixel labels (``render_labeled_drawing``). Regions: what the line art shows at a pixel.
+REGION_BACKGROUND, REGION_ROUND, REGION_POLYGON, REGION_OUTLINE = 0, 1, 2, 3
+REGION_NAMES = ("background", "round", "polygon", "outline")
+_KIND_REGION = {"ellipse": REGION_ROUND, "blob": REGION_ROUND, "polygon": REGION_POLYGON}
+# Roles: which palette color a pixel is painted with (an index into ROLES), or MIXED.
+ROLES = ("background", "main", "main_shade", "highlight", "accent", "accent_shade", "outline")
+_ROLE = {name: i for i, name in enumerate(ROLES)}
+MIXED = 255
 
-    Deterministic: the same (seed, index, size) always gives the same pixels. The line art is white
-    (255) paper with the drawing's black outlines.
+
+@dataclass(frozen=True)
+class LabeledDrawing:
+    """A synthetic drawing with per-pixel labels (``render_labeled_drawing``).
+
+    color: uint8 (S, S, 3) and lines: uint8 (S, S), exactly what ``render_drawing`` returns.
+    regions: uint8 (S, S), REGION_BACKGROUND / REGION_ROUND / REGION_POLYGON for pixels wholly
+    inside one region, REGION_OUTLINE for outline strokes and for every antialiased pixel that
+    mixes regions. roles: uint8 (S, S), the index into ROLES of the one palette color the pixel is
+    painted with, MIXED where its supersamples are painted with more than one. A pixel whose role is
+    not MIXED has exactly the color ``palette[ROLES[role]]`` in ``color``. palette: the drawing's
+    colors by role (``drawing_palette``).
+    """
+
+    color: np.ndarray
+    lines: np.ndarray
+    regions: np.ndarray
+    roles: np.ndarray
+    palette: dict[str, tuple[int, int, int]]
+
+
+def _pure_labels(labels: Image.Image, other: int) -> np.ndarray:
+    """Supersampled label image -> one label per output pixel; ``other`` where the block is mixed."""
+    arr = np.asarray(labels)
+    if SUPERSAMPLE == 1:
+        return arr.copy()
+    n = arr.shape[0] // SUPERSAMPLE
+    blocks = arr.reshape(n, SUPERSAMPLE, n, SUPERSAMPLE)
+    low, high = blocks.min(axis=(1, 3)), blocks.max(axis=(1, 3))
+    return np.where(low == high, low, other).astype(np.uint8)
+
+
+def _render(seed: int, index: int, size: int, labels: bool):
+    """The renderer behind ``render_drawing`` and ``render_labeled_drawing``.
+
+    The label layers are drawn with the same geometry as the picture and draw nothing from the
+    random generator, so the picture is the same with or without them.
     """
     if size < 8:
         raise ValueError(f"size must be at least 8 px, got {size}")
@@ -147,6 +189,11 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
     lines = Image.new("L", (canvas, canvas), 255)
     draw_color = ImageDraw.Draw(color)
     draw_lines = ImageDraw.Draw(lines)
+    if labels:
+        regions = Image.new("L", (canvas, canvas), REGION_BACKGROUND)
+        roles = Image.new("L", (canvas, canvas), _ROLE["background"])
+        draw_regions = ImageDraw.Draw(regions)
+        draw_roles = ImageDraw.Draw(roles)
 
     count = int(rng.integers(MIN_SHAPES, MAX_SHAPES + 1))
     for _ in range(count):
@@ -159,6 +206,9 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
         # Nearer shapes hide what is behind them, lines included: fill first, in both layers.
         draw_color.polygon(poly, fill=palette[fill])
         draw_lines.polygon(poly, fill=255)
+        if labels:
+            draw_regions.polygon(poly, fill=_KIND_REGION[kind])
+            draw_roles.polygon(poly, fill=_ROLE[fill])
 
         # Masks are drawn only over the shape's bounding box (a few times faster than full canvas).
         x0 = max(0, int(math.floor(pts[:, 0].min())) - 1)
@@ -177,6 +227,8 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
         shade = inside.copy()
         ImageDraw.Draw(shade).polygon([(x, y - lift) for x, y in local], fill=0)
         color.paste(palette[f"{fill}_shade"], (x0, y0, x1, y1), mask=shade)
+        if labels:
+            roles.paste(_ROLE[f"{fill}_shade"], (x0, y0, x1, y1), mask=shade)
 
         if kind == "ellipse":
             # A small highlight in the upper part, kept inside the lit region of the shape.
@@ -188,15 +240,46 @@ def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.nda
             lit = ImageChops.subtract(inside, shade)
             spot = ImageChops.darker(spot, lit)
             color.paste(palette["highlight"], (x0, y0, x1, y1), mask=spot)
+            if labels:
+                roles.paste(_ROLE["highlight"], (x0, y0, x1, y1), mask=spot)
 
         outline = poly + [poly[0]]
         draw_color.line(outline, fill=OUTLINE, width=width, joint="curve")
         draw_lines.line(outline, fill=0, width=width, joint="curve")
+        if labels:
+            draw_regions.line(outline, fill=REGION_OUTLINE, width=width, joint="curve")
+            draw_roles.line(outline, fill=_ROLE["outline"], width=width, joint="curve")
 
     if SUPERSAMPLE > 1:
         color = color.reduce(SUPERSAMPLE)
         lines = lines.reduce(SUPERSAMPLE)
-    return np.array(color), np.array(lines)
+    if not labels:
+        return np.array(color), np.array(lines)
+    return LabeledDrawing(
+        color=np.array(color),
+        lines=np.array(lines),
+        regions=_pure_labels(regions, REGION_OUTLINE),
+        roles=_pure_labels(roles, MIXED),
+        palette=palette,
+    )
+
+
+def render_drawing(seed: int, index: int, size: int = BASE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Draw picture ``index`` of stream ``seed``: (color uint8 (size, size, 3), line art uint8 (size, size)).
+
+    Deterministic: the same (seed, index, size) always gives the same pixels. The line art is white
+    (255) paper with the drawing's black outlines.
+    """
+    return _render(seed, index, size, labels=False)
+
+
+def render_labeled_drawing(seed: int, index: int, size: int = BASE_SIZE) -> LabeledDrawing:
+    """``render_drawing`` plus per-pixel region and color-role labels and the palette (LabeledDrawing).
+
+    The picture and line art are the same pixels as ``render_drawing(seed, index, size)``; the labels
+    cost about a third more time. Used by ``colorizer.evaluation`` to score a model per region.
+    """
+    return _render(seed, index, size, labels=True)
 
 
 def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 16, reference_index: int = 27):
