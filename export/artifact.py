@@ -27,6 +27,20 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check_output_path(path: str, what: str = "output") -> str:
     """Absolute ``path`` after checking that its folder exists and is writable (ConfigError if not).
 
@@ -73,6 +87,7 @@ def atomic_output(path: str, what: str = "output") -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a server may run as another user
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

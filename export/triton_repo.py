@@ -12,15 +12,22 @@ from the export's batch range); height and width are variable (-1). Triton's dim
 out, so the per-image ``seed`` (N,) is declared ``dims: [1]`` with ``reshape: { shape: [] }``. Each
 ``config.pbtxt`` is checked against Triton's own ``ModelConfig`` protobuf message (shipped in
 ``tritonclient``) before the repository is written, when tritonclient is installed.
+
+A repository is often shared: only the two folders above are ever written, and only when the folder
+of that name is absent or holds exactly a model written here (a same-name folder with anything else
+is refused, nothing deleted). Our folder is replaced atomically: the new one is complete beside it
+(a hidden ``.colorizer_onnx.*.tmp``) before a rename puts it in place. Files get the usual
+umask-respecting modes (0644 / 0755 typically), so a server running as another user can read them.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 
 from colorizer.errors import ConfigError
-from colorizer.export.artifact import atomic_directory
+from colorizer.export.artifact import check_output_folder, current_umask
 from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
 
 ONNX_MODEL_NAME = "colorizer_onnx"
@@ -98,6 +105,40 @@ def parse_model_config(text: str):
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def _expected_files(name: str, filename: str) -> set[str]:
+    return {"config.pbtxt", os.path.join("1", filename)}
+
+
+def _files_under(folder: str) -> set[str] | None:
+    """Relative paths of every file under ``folder``; None if it holds anything but files and folders."""
+    found = set()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                return None
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            if os.path.islink(path) or not os.path.isfile(path):
+                return None
+            found.add(os.path.relpath(path, folder))
+    return found
+
+
+def is_own_model_folder(folder: str, name: str, filename: str) -> bool:
+    """True when ``folder`` holds exactly a model this module writes: config.pbtxt naming ``name``
+    with the colorizer parameters, and 1/<filename>. Anything else there is someone else's."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return False
+    if _files_under(folder) != _expected_files(name, filename):
+        return False
+    try:
+        with open(os.path.join(folder, "config.pbtxt")) as f:
+            text = f.read(1 << 20)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text.startswith(f'name: "{name}"\n') and 'key: "noise_mode"' in text
+
+
 def write_triton_repo(
     directory: str,
     onnx_path: str,
@@ -107,7 +148,13 @@ def write_triton_repo(
     preferred_batch_sizes: tuple[int, ...] = (),
     onnx_on_gpu: bool = False,
 ) -> list[str]:
-    """Write the model repository at ``directory`` (replacing it atomically); returns config paths.
+    """Write this project's model folders into the repository ``directory``; returns config paths.
+
+    Only ``DIR/colorizer_onnx`` (and ``DIR/colorizer_tensorrt`` with a plan) are written; anything
+    else in DIR (other models, files) is left alone. ``directory`` is created if missing (its
+    parent must exist). A model folder of ours from an earlier export is replaced atomically: the
+    new one is built beside it under a hidden name, then renamed over it. A folder of the same name
+    that holds anything else is refused with ConfigError before anything is written.
 
     onnx_path: an exported .onnx (its metadata gives the inputs and noise mode); plan_path: an
     optional TensorRT plan built from it. max_batch_size: the export's batch maximum (for a plan, at
@@ -115,6 +162,7 @@ def write_triton_repo(
     """
     if max_batch_size < 1:
         raise ConfigError(f"max batch size must be >= 1, got {max_batch_size}")
+    directory = check_output_folder(directory, "Triton model repository")
     metadata = read_metadata(onnx_path)
     inputs = metadata.get("inputs", "").split(",")
     if not inputs or inputs[:2] != ["sketch", "palette"]:
@@ -126,17 +174,57 @@ def write_triton_repo(
     if plan_path:
         models.append((TENSORRT_MODEL_NAME, "tensorrt", plan_path, "model.plan", True))
     texts = {}
-    for name, backend, _, _, gpu in models:
+    for name, backend, _, filename, gpu in models:
         text = model_config_text(name, backend, inputs, max_batch_size, preferred, gpu, parameters)
         parse_model_config(text)  # a schema error here is a bug in this module: let it raise
         texts[name] = text
-    written = []
-    with atomic_directory(directory, "Triton model repository") as tmp:
+        target = os.path.join(directory, name)
+        if os.path.lexists(target) and not is_own_model_folder(target, name, filename):
+            raise ConfigError(
+                f"{target} exists and is not a {name} model written by colorizer-export; "
+                "move it away or choose another --triton-repo folder (nothing was written)"
+            )
+    mask = current_umask()
+    try:
+        os.makedirs(directory, mode=0o777, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create Triton model repository {directory}: {exc.strerror or exc}") from exc
+    built: list[tuple[str, str]] = []  # (temporary folder, final folder)
+    try:
         for name, _, source, filename, _ in models:
-            version_dir = os.path.join(tmp, name, "1")
+            tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+            built.append((tmp, os.path.join(directory, name)))
+            version_dir = os.path.join(tmp, "1")
             os.makedirs(version_dir)
             shutil.copyfile(source, os.path.join(version_dir, filename))
-            with open(os.path.join(tmp, name, "config.pbtxt"), "w") as f:
+            with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
                 f.write(texts[name])
-            written.append(os.path.join(os.path.abspath(directory), name, "config.pbtxt"))
-    return written
+            for path in (tmp, version_dir):
+                os.chmod(path, 0o777 & ~mask)  # mkdtemp makes 0700; a server may run as another user
+            for path in (os.path.join(version_dir, filename), os.path.join(tmp, "config.pbtxt")):
+                os.chmod(path, 0o666 & ~mask)
+        for tmp, final in built:
+            _replace_folder(tmp, final)
+    except OSError as exc:
+        raise ConfigError(f"cannot write Triton model repository {directory}: {exc.strerror or exc}") from exc
+    finally:
+        for tmp, _ in built:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return [os.path.join(directory, name, "config.pbtxt") for name, *_ in models]
+
+
+def _replace_folder(tmp: str, final: str) -> None:
+    """Move the complete folder ``tmp`` onto ``final`` (one of ours, or absent)."""
+    if not os.path.lexists(final):
+        os.rename(tmp, final)
+        return
+    parent = os.path.dirname(final)
+    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".old", dir=parent)
+    os.rename(final, os.path.join(old, "previous"))
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        os.rename(os.path.join(old, "previous"), final)  # put ours back; nothing lost
+        os.rmdir(old)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,6 +1,7 @@
 """The Triton model repository, parsed with Triton's own ModelConfig message (from tritonclient)."""
 
 import os
+import shutil
 
 import pytest
 from google.protobuf import text_format
@@ -57,12 +58,77 @@ def test_schema_error_would_be_caught():
         text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
-def test_rewrite_replaces_repository_and_rejects_non_exports(exported, tmp_path):
+def test_rewrite_replaces_only_our_model_folder_and_rejects_non_exports(exported, tmp_path):
     repo = tmp_path / "repo"
     write_triton_repo(str(repo), exported("seeded").path, max_batch_size=2)
-    (repo / "stale").mkdir()
+    (repo / "other_model" / "1").mkdir(parents=True)  # someone else's model in a shared repository
+    (repo / "other_model" / "config.pbtxt").write_text('name: "other_model"\n')
+    (repo / "notes.txt").write_text("keep me")
     write_triton_repo(str(repo), exported("seeded").path, max_batch_size=4)
-    assert sorted(os.listdir(repo)) == [ONNX_MODEL_NAME]
+    assert sorted(os.listdir(repo)) == [ONNX_MODEL_NAME, "notes.txt", "other_model"]
+    assert (repo / "notes.txt").read_text() == "keep me"
+    assert (repo / "other_model" / "config.pbtxt").read_text() == 'name: "other_model"\n'
     assert parse(repo / ONNX_MODEL_NAME / "config.pbtxt").max_batch_size == 4
     with pytest.raises(ConfigError):
         write_triton_repo(str(tmp_path / "missing" / "repo"), exported("seeded").path)
+
+
+def test_repository_in_a_project_folder_deletes_nothing(exported, tmp_path, monkeypatch):
+    """`--triton-repo .` inside a project folder used to rmtree the whole folder."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text("print('mine')\n")
+    (tmp_path / "README").write_text("project")
+    monkeypatch.chdir(tmp_path)
+    write_triton_repo(".", exported("zero").path, max_batch_size=2)
+    assert sorted(os.listdir(tmp_path)) == ["README", ONNX_MODEL_NAME, "src"]
+    assert (tmp_path / "src" / "train.py").read_text() == "print('mine')\n"
+
+
+def test_same_name_folder_with_other_content_is_refused_untouched(exported, tmp_path):
+    repo = tmp_path / "repo"
+    mine = repo / ONNX_MODEL_NAME
+    (mine / "1").mkdir(parents=True)
+    (mine / "1" / "model.onnx").write_bytes(b"hand-made model")
+    (mine / "config.pbtxt").write_text('name: "colorizer_onnx"\nbackend: "onnxruntime"\n')
+    (mine / "labels.txt").write_text("cat\n")
+    with pytest.raises(ConfigError, match="not a colorizer_onnx model written by colorizer-export"):
+        write_triton_repo(str(repo), exported("seeded").path)
+    assert (mine / "1" / "model.onnx").read_bytes() == b"hand-made model"
+    assert sorted(os.listdir(repo)) == [ONNX_MODEL_NAME]  # no temporary folder left
+    (repo / TENSORRT_MODEL_NAME).write_text("a file, not a folder")
+    plan = tmp_path / "g.plan"
+    plan.write_bytes(b"engine")
+    shutil.rmtree(mine)
+    with pytest.raises(ConfigError, match=TENSORRT_MODEL_NAME):
+        write_triton_repo(str(repo), exported("seeded").path, str(plan))
+    assert (repo / TENSORRT_MODEL_NAME).read_text() == "a file, not a folder"
+    assert sorted(os.listdir(repo)) == [TENSORRT_MODEL_NAME]  # the ONNX model was not written either
+
+
+def test_failed_replace_keeps_the_previous_model(exported, tmp_path, monkeypatch):
+    from colorizer.export import triton_repo
+
+    repo = tmp_path / "repo"
+    write_triton_repo(str(repo), exported("seeded").path, max_batch_size=2)
+    before = (repo / ONNX_MODEL_NAME / "config.pbtxt").read_text()
+
+    def broken_copy(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(triton_repo.shutil, "copyfile", broken_copy)
+    with pytest.raises(ConfigError, match="No space left"):
+        write_triton_repo(str(repo), exported("seeded").path, max_batch_size=4)
+    assert (repo / ONNX_MODEL_NAME / "config.pbtxt").read_text() == before
+    assert sorted(os.listdir(repo)) == [ONNX_MODEL_NAME]
+
+
+def test_repository_files_are_readable_by_others(exported, tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_triton_repo(str(tmp_path / "repo"), exported("seeded").path)
+    finally:
+        os.umask(old)
+    model = tmp_path / "repo" / ONNX_MODEL_NAME
+    assert (model / "1" / "model.onnx").stat().st_mode & 0o777 == 0o644
+    assert (model / "config.pbtxt").stat().st_mode & 0o777 == 0o644
+    assert model.stat().st_mode & 0o777 == 0o755 and (model / "1").stat().st_mode & 0o777 == 0o755

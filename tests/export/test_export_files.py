@@ -1,0 +1,33 @@
+"""Exported files get the usual umask-respecting mode (issue 12, item 18: .onnx files were 0600)."""
+
+import os
+
+import pytest
+
+from colorizer.export.artifact import atomic_output, current_umask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
+def test_atomic_output_respects_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        assert current_umask() == mask
+        with atomic_output(str(tmp_path / "model.onnx"), "ONNX file") as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"graph")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert os.listdir(tmp_path) == ["model.onnx"]
+
+
+def test_exported_onnx_file_is_world_readable_under_umask_022(tmp_path, generator):
+    from colorizer.export import export_onnx
+    from tests.export.conftest import TEST_CASES
+
+    old = os.umask(0o022)
+    try:
+        result = export_onnx(generator, str(tmp_path / "g.onnx"), noise="zero", cases=TEST_CASES[:1])
+    finally:
+        os.umask(old)
+    assert os.stat(result.path).st_mode & 0o777 == 0o644
