@@ -6,6 +6,7 @@
     colorizer sketch IMAGE --out O     XDoG line art of a color picture
     colorizer info                     versions and which kernel backends work here
     colorizer demo                     train the demo model and colorize the bundled sketch
+    colorizer eval MODEL               score a model: L1, PSNR, SSIM, palette-swap following
 
 Errors in the user's input give one line on stderr and exit code 2.
 """
@@ -201,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the demo model on synthetic data and colorize the bundled sketch")
     p.add_argument("--out", default="demo_out")
     p.set_defaults(fn=cmd_demo)
+
+    from colorizer.evaluation import add_eval_arguments
+
+    p = sub.add_parser("eval", help="score a model on held-out drawings: L1, PSNR, SSIM, palette-swap following")
+    add_eval_arguments(p)
     return parser
 
 

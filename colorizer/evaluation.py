@@ -1,0 +1,852 @@
+"""Score a colorizer on held-out drawings: does it paint the sketch in the palette's colors?
+
+    colorizer eval runs/demo                     a training run folder (its newest good checkpoint)
+    colorizer eval model.onnx --count 128        an exported engine (.onnx, .plan)
+    colorizer eval netG.pth --data folder --data-root my_pictures/
+
+Library::
+
+    from colorizer.evaluation import evaluate
+    report = evaluate("runs/demo/checkpoints/latest.safetensors", count=64)
+    report.metrics["swap_following"], report.to_markdown()
+    report.write("eval_out")  # eval.json, eval.md, contact_sheet.png
+
+The data (``synthetic_set``): drawings ``render_labeled_drawing(EVAL_SEED, i, size)`` for i < count,
+rendered at ``size`` without augmentation. The trainer draws its synthetic drawings from its ``seed``
+(0 by default, every preset), so these are drawings it has never seen. Each drawing's palette is
+``extract_palette`` of its own color picture (as in training), and every output uses the noise seed
+``noise_seed + i`` (``colorizer.export.seeded_noise``, the noise a ``seeded`` ONNX export computes in its
+graph, so a checkpoint and its export are scored on the same noise, whatever the batch size).
+Drawing i is colorized twice: with its own palette, and with the palette of drawing j = (i + 1) mod N
+(a fixed derangement).
+
+Metrics (``METRICS`` has the one-line definitions; 0-255 units):
+
+- ``l1``: mean |output - truth| over every pixel and channel, own palette.
+- ``l1_background``: the same over background pixels only (synthetic labels).
+- ``psnr`` (dB), ``ssim``: scikit-image's ``peak_signal_noise_ratio`` (data range 255) and
+  ``structural_similarity`` (RGB, data range 255), per drawing, averaged.
+- ``swap_following``: the share of drawings whose swap is followed: on the drawing's colored pixels
+  (round shapes and polygons, not background, not outline, not antialiased edges), the output with
+  palette j is nearer, on average (RGB distance per pixel), to the truth repainted in j's colors than
+  to the truth in i's own colors, *and* the output with i's own palette is nearer to i's colors than
+  to j's. The second half is what makes a model that ignores the palette (for example a constant
+  grey output, the same under both palettes) score 0 rather than the coin flip the first half alone
+  gives. ``swap_toward_other`` reports the first half alone.
+- ``swap_l1``: mean |output with palette j - truth repainted in j's colors| over labelled pixels.
+- ``shape_kinds``: the share of drawings (among those showing both kinds of shape) where most
+  polygon pixels are nearer the accent colors (accent, its shade) than the main colors (main, its
+  shade, the highlight) and most round-shape pixels nearer the main colors than the accent colors:
+  round shapes and polygons are painted with their different colors. ``shape_kinds_swap``: the same
+  for the outputs with palette j, judged against j's colors.
+
+On a folder of the user's color pictures (``folder_set``: the largest centered square resized to
+``size``, XDoG sketches, each picture's own palette) there are no labels: ``l1``, ``psnr``, ``ssim``
+apply, and ``swap_following`` is measured on the pixels that are neither near-white nor near-black
+in the truth, against the nearest color of each 9-color palette instead of the repainted truth.
+``Report.applicable`` lists the metrics that apply; the others are None (``n/a`` in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from colorizer.errors import ConfigError, DataError, ImageError, MissingDependencyError
+
+__all__ = [
+    "DEFAULT_COUNT",
+    "DEFAULT_SIZE",
+    "EVAL_SEED",
+    "METRICS",
+    "EvalModel",
+    "EvalSet",
+    "Report",
+    "add_eval_arguments",
+    "colorize_set",
+    "contact_sheet",
+    "evaluate",
+    "folder_set",
+    "load_model",
+    "run_eval",
+    "score_outputs",
+    "swap_partner",
+    "swap_targets",
+    "synthetic_set",
+]
+
+# The synthetic stream the evaluation draws from. The trainer's synthetic data uses its --seed (0 by
+# default and in every preset); do not train with this seed.
+EVAL_SEED = 907_717
+DEFAULT_COUNT = 64
+DEFAULT_SIZE = 256
+DEFAULT_NOISE_SEED = 0
+DEFAULT_BATCH_SIZE = 8
+PALETTE_SEED = 0  # k-means seed of the palettes extracted from the truth
+CONTACT_ROWS = 4
+# User data: a truth pixel is "colored" unless every channel is >= NEAR_WHITE or every one <= NEAR_BLACK.
+NEAR_WHITE = 230
+NEAR_BLACK = 40
+# A drawing takes part in the shape-kind measure when it shows at least this many pixels of each kind.
+MIN_KIND_PIXELS = 20
+MAIN_FAMILY = ("main", "main_shade", "highlight")
+ACCENT_FAMILY = ("accent", "accent_shade")
+
+METRICS = {
+    "l1": "mean absolute difference to the truth (0-255; /255 in brackets), own palette, every pixel",
+    "l1_background": "the same on background pixels only",
+    "psnr": "PSNR (dB) against the truth, per drawing, averaged",
+    "ssim": "SSIM (RGB) against the truth, per drawing, averaged",
+    "swap_following": "share of drawings whose palette swap is followed (each output nearer its own palette)",
+    "swap_toward_other": "share of swapped outputs nearer the other palette than the drawing's own",
+    "swap_l1": "mean absolute difference of the swapped output to the truth repainted in the other palette",
+    "shape_kinds": "share of drawings with polygons in the accent and round shapes in the main color",
+    "shape_kinds_swap": "the same with the other drawing's palette",
+}
+LABELLED_ONLY = ("l1_background", "swap_l1", "shape_kinds", "shape_kinds_swap")
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class EvalSet:
+    """The pictures a model is scored on (``synthetic_set`` or ``folder_set``).
+
+    colors: uint8 (N, S, S, 3) truth; sketches: float32 (N, 1, S, S) line art in [-1, 1];
+    palettes: uint8 (N, 9, 3), extracted from each truth. Synthetic sets also carry the labels of
+    ``colorizer.data.synthetic.render_labeled_drawing``: regions, roles uint8 (N, S, S) and
+    role_colors uint8 (N, len(ROLES), 3) (each drawing's palette by role); None for user pictures.
+    names: one label per picture (its index or file). source: "synthetic" or the folder.
+    """
+
+    colors: np.ndarray
+    sketches: torch.Tensor
+    palettes: torch.Tensor
+    names: list[str]
+    source: str
+    regions: np.ndarray | None = None
+    roles: np.ndarray | None = None
+    role_colors: np.ndarray | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.colors.shape[0])
+
+    @property
+    def labelled(self) -> bool:
+        return self.roles is not None
+
+    @property
+    def size(self) -> int:
+        return int(self.colors.shape[1])
+
+
+def _check_size(size: int) -> int:
+    from colorizer.models import SIZE_MULTIPLE
+
+    if int(size) != size or size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
+        raise ConfigError(f"--size must be a positive multiple of {SIZE_MULTIPLE}, got {size}")
+    return int(size)
+
+
+def _check_count(count: int) -> int:
+    if int(count) != count or count < 2:
+        raise ConfigError(f"--count must be at least 2 (a palette swap needs two drawings), got {count}")
+    return int(count)
+
+
+def _extract_palettes(colors: np.ndarray) -> torch.Tensor:
+    from colorizer.palette import extract_palette
+
+    return extract_palette(torch.from_numpy(colors), seed=PALETTE_SEED).cpu()
+
+
+def synthetic_set(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: int = EVAL_SEED) -> EvalSet:
+    """Drawings ``render_labeled_drawing(seed, i, size)``, i < count, with labels and palettes."""
+    from colorizer.data.synthetic import ROLES, render_labeled_drawing
+
+    count, size = _check_count(count), _check_size(size)
+    if int(seed) != seed or seed < 0:
+        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
+    drawings = [render_labeled_drawing(int(seed), i, size) for i in range(count)]
+    colors = np.stack([d.color for d in drawings])
+    lines = np.stack([d.lines for d in drawings])
+    sketches = torch.from_numpy(lines.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))[:, None]
+    return EvalSet(
+        colors=colors,
+        sketches=sketches,
+        palettes=_extract_palettes(colors),
+        names=[f"drawing {i}" for i in range(count)],
+        source="synthetic",
+        regions=np.stack([d.regions for d in drawings]),
+        roles=np.stack([d.roles for d in drawings]),
+        role_colors=np.array([[d.palette[name] for name in ROLES] for d in drawings], dtype=np.uint8),
+    )
+
+
+def folder_set(root: str | os.PathLike, count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE) -> EvalSet:
+    """The first ``count`` readable color pictures under ``root`` (sorted, recursive).
+
+    Each is cut to its largest centered square and resized to ``size``; its sketch is XDoG
+    (``colorizer.sketch.xdog``, the ``folder`` training default) and its palette its own. Unreadable
+    files are skipped and listed in ``skipped``. Raises DataError when fewer than 2 pictures are usable.
+    """
+    from colorizer.data import find_images, load_image
+    from colorizer.data.images import to_tensor
+    from colorizer.data.transforms import augment_pair
+    from colorizer.sketch import xdog
+
+    count, size = _check_count(count), _check_size(size)
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"--data-root {root}: no such folder")
+    colors, names, skipped = [], [], []
+    for path in find_images(root):
+        if len(colors) == count:
+            break
+        try:
+            image = load_image(path, min_size=None)
+        except ImageError as exc:
+            skipped.append(str(exc))
+            continue
+        colors.append(augment_pair(image, None, size, None)[0])
+        names.append(str(path.relative_to(root)))
+    if len(colors) < 2:
+        raise DataError(f"--data-root {root}: {len(colors)} readable color picture(s); the evaluation needs at least 2")
+    colors = np.stack(colors)
+    sketches = torch.cat([xdog(to_tensor(c)[None])[:, :1] for c in colors])
+    return EvalSet(
+        colors=colors,
+        sketches=sketches,
+        palettes=_extract_palettes(colors),
+        names=names,
+        source=str(root),
+        skipped=skipped,
+    )
+
+
+def swap_partner(count: int) -> np.ndarray:
+    """The fixed derangement: drawing i is also colorized with the palette of drawing (i + 1) mod N."""
+    return (np.arange(count) + 1) % count
+
+
+def swap_targets(data: EvalSet) -> np.ndarray:
+    """uint8 (N, S, S, 3): drawing i's truth repainted in the colors of its swap partner j.
+
+    Every pixel with a role (see ``render_labeled_drawing``) takes j's color of that role; antialiased
+    pixels (role MIXED) keep i's truth. Needs a labelled (synthetic) set.
+    """
+    from colorizer.data.synthetic import MIXED
+
+    if not data.labelled:
+        raise ConfigError("swap targets need the labels of the synthetic set")
+    partner = swap_partner(len(data))
+    out = data.colors.copy()
+    for i, j in enumerate(partner):
+        pure = data.roles[i] != MIXED
+        out[i][pure] = data.role_colors[j][data.roles[i][pure]]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class EvalModel:
+    """A generator or engine behind one call: ``model(x (N, 30, S, S), seeds (N,) int) -> (N, 3, S, S)``.
+
+    name: what the user gave; kind: "module", "checkpoint", "bundled" or "engine"; path: the file
+    actually read (a run folder resolves to its newest good checkpoint), None for a module.
+    module: the generator (None for an engine).
+    """
+
+    run: Callable
+    name: str
+    kind: str
+    path: str | None
+    device: torch.device
+    module: torch.nn.Module | None = None
+
+    @property
+    def kernels(self) -> str | None:
+        """The op backend of a module or checkpoint; None for an engine."""
+        return getattr(self.module, "kernels", None)
+
+    def colorize(self, sketches: torch.Tensor, palettes: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """sketches float (N, 1 or 3, S, S) in [-1, 1], palettes uint8 (N, 9, 3), seeds int (N,) ->
+        float (N, 3, S, S) in [-1, 1] on the CPU."""
+        from colorizer.palette import palette_planes
+
+        x = sketches.to(self.device, torch.float32).expand(-1, 3, -1, -1)
+        planes = palette_planes(palettes.to(self.device), x.shape[-2], x.shape[-1]).to(x.dtype)
+        with torch.inference_mode():
+            out = self.run(torch.cat([x, planes], dim=1), seeds.to(torch.int32))
+        return out.float().cpu()
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MissingDependencyError(f"--device {device}: no CUDA device here; use --device cpu")
+    return dev
+
+
+def _resolve_kernels(kernels: str, device: torch.device) -> str:
+    """ "auto": the native extension on the CPU when it loads (about 2x eager there), else eager."""
+    if kernels != "auto":
+        return kernels
+    if device.type == "cpu":
+        from colorizer.ops import KernelsUnavailable, get_ops
+
+        try:
+            get_ops("native")
+            return "native"
+        except KernelsUnavailable:
+            pass
+    return "eager"
+
+
+def _module_runner(generator: torch.nn.Module, device: torch.device) -> Callable:
+    from colorizer.export.seeded_noise import seeded_noise
+    from colorizer.models import fold_weight_standardization
+
+    in_channels = getattr(generator, "in_channels", None)
+    if in_channels != 30:
+        raise ConfigError(
+            f"the model takes {in_channels} input channels; a colorizer (Sketch2Color, 30) is needed, "
+            "not a line extractor"
+        )
+    model = fold_weight_standardization(generator.to(device)).eval()
+    # As colorizer.inference.Colorizer: the native CPU kernels run fastest in channels_last.
+    layout = torch.channels_last if getattr(model, "kernels", "eager") == "native" else torch.contiguous_format
+    model = model.to(memory_format=layout)
+
+    def run(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        noise = [m.to(x.device) for m in seeded_noise(seeds.cpu(), x.shape[-2], x.shape[-1])]
+        return model(x.contiguous(memory_format=layout), noise=noise)
+
+    return run
+
+
+def _engine_format(path: str):
+    from colorizer.export.formats import format_for_path
+
+    if os.path.isdir(path):
+        return None
+    try:
+        return format_for_path(path)
+    except ConfigError:
+        return None
+
+
+def load_model(model, device: str | torch.device | None = "auto", kernels: str = "auto") -> EvalModel:
+    """Resolve what ``evaluate`` is given into an EvalModel.
+
+    model: a Sketch2Color module; an exported engine file (any suffix ``load_engine`` runs: .onnx,
+    .plan, ...); a training run folder (its newest good checkpoint, as ``colorizer colorize``); a
+    checkpoint file; or a bundled model name, which ``colorizer.checkpoint.load_generator`` resolves.
+    kernels: the op backend of a checkpoint or module ("eager", "triton", "native", or "auto": native
+    on the CPU when available, else eager); a module given with "auto" keeps its own backend.
+    """
+    dev = _device(device)
+    if isinstance(model, torch.nn.Module):
+        if kernels != "auto" and hasattr(model, "set_kernels"):
+            model = copy.deepcopy(model).set_kernels(kernels)
+        return EvalModel(_module_runner(model, dev), type(model).__name__, "module", None, dev, model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise ConfigError(
+            f"model must be a module, a checkpoint, a run folder, a bundled name or an engine, got {model!r}"
+        )
+    name = os.fspath(model)
+    if _engine_format(name) is not None:
+        from colorizer.export.runtime import load_engine
+
+        runner = load_engine(name, device=dev)
+
+        def run(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+            return runner(x, seed=seeds.cpu())
+
+        return EvalModel(run, name, "engine", name, dev)
+
+    from colorizer.checkpoint import load_generator
+    from colorizer.cli import _resolve_checkpoint
+    from colorizer.ops import KernelsUnavailable
+
+    path = _resolve_checkpoint(name) if os.path.isdir(name) else name
+    try:
+        generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
+    except KernelsUnavailable as exc:
+        raise MissingDependencyError(str(exc)) from None
+    kind = "checkpoint" if os.path.exists(path) else "bundled"
+    return EvalModel(_module_runner(generator, dev), name, kind, path, dev, generator)
+
+
+def colorize_set(
+    model: EvalModel, data: EvalSet, noise_seed: int = DEFAULT_NOISE_SEED, batch_size: int = DEFAULT_BATCH_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """(own, swapped): uint8 (N, S, S, 3) outputs with each drawing's own palette and with its partner's.
+
+    Drawing i uses noise seed ``noise_seed + i`` in both; forwards run ``batch_size`` pictures at a time.
+    """
+    from colorizer.data.images import to_uint8
+
+    n = len(data)
+    partner = torch.from_numpy(swap_partner(n))
+    index = torch.cat([torch.arange(n), torch.arange(n)])
+    palettes = torch.cat([data.palettes, data.palettes[partner]])
+    out = np.empty((2 * n, data.size, data.size, 3), dtype=np.uint8)
+    for start in range(0, 2 * n, batch_size):
+        rows = index[start : start + batch_size]
+        result = model.colorize(data.sketches[rows], palettes[start : start + batch_size], rows + int(noise_seed))
+        out[start : start + len(rows)] = to_uint8(result)
+    return out[:n], out[n:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _distance(image: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-pixel RGB Euclidean distance (float32) between (..., 3) arrays (broadcasting)."""
+    diff = image.astype(np.float32) - target.astype(np.float32)
+    return np.sqrt(np.square(diff).sum(axis=-1))
+
+
+def _nearest(pixels: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(P, 3) pixels, (K, 3) colors -> (P,) distance to the nearest color."""
+    return _distance(pixels[:, None, :], colors[None, :, :]).min(axis=1)
+
+
+def _psnr_ssim(truth: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    if np.array_equal(truth, output):
+        psnr = math.inf  # skimage divides by a zero MSE (and warns)
+    else:
+        psnr = float(peak_signal_noise_ratio(truth, output, data_range=255))
+    ssim = float(structural_similarity(truth, output, channel_axis=2, data_range=255))
+    return psnr, ssim
+
+
+def _kind_fractions(output, roles, role_colors) -> tuple[float, float] | None:
+    """(share of polygon pixels nearer the accent colors, share of round pixels nearer the main colors)."""
+    from colorizer.data.synthetic import ROLES
+
+    index = {name: k for k, name in enumerate(ROLES)}
+    main = [index[n] for n in MAIN_FAMILY]
+    accent = [index[n] for n in ACCENT_FAMILY]
+    polygon, round_ = np.isin(roles, accent), np.isin(roles, main)
+    if polygon.sum() < MIN_KIND_PIXELS or round_.sum() < MIN_KIND_PIXELS:
+        return None
+    main_colors, accent_colors = role_colors[main], role_colors[accent]
+    fractions = []
+    for mask, own, other in ((polygon, accent_colors, main_colors), (round_, main_colors, accent_colors)):
+        px = output[mask]
+        fractions.append(float(np.mean(_nearest(px, own) < _nearest(px, other))))
+    return fractions[0], fractions[1]
+
+
+def _colored_mask(data: EvalSet, i: int) -> np.ndarray:
+    if data.labelled:
+        from colorizer.data.synthetic import MIXED, ROLES
+
+        colored = [k for k, name in enumerate(ROLES) if name in MAIN_FAMILY + ACCENT_FAMILY]
+        return np.isin(data.roles[i], colored) & (data.roles[i] != MIXED)
+    truth = data.colors[i]
+    return ~((truth >= NEAR_WHITE).all(axis=-1) | (truth <= NEAR_BLACK).all(axis=-1))
+
+
+def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[dict, dict, list[dict]]:
+    """Score outputs of ``data``: own and swapped uint8 (N, S, S, 3) (``colorize_set``).
+
+    Returns (metrics, counts, per_drawing): metrics by the names of METRICS (None where one does not
+    apply to ``data``); counts of what was measured; one dict per drawing.
+    """
+    from colorizer.data.synthetic import MIXED, REGION_BACKGROUND
+
+    n = len(data)
+    if own.shape != data.colors.shape or swapped.shape != data.colors.shape:
+        raise ValueError(f"outputs {own.shape} / {swapped.shape} do not match the set's {data.colors.shape}")
+    partner = swap_partner(n)
+    targets = swap_targets(data) if data.labelled else None
+    rows = []
+    bg_sum = bg_count = swap_sum = swap_count = 0.0
+    kinds, kinds_swap = [], []
+    for i in range(n):
+        j = int(partner[i])
+        truth, out_i, out_j = data.colors[i], own[i], swapped[i]
+        abs_diff = np.abs(out_i.astype(np.int16) - truth.astype(np.int16))
+        psnr, ssim = _psnr_ssim(truth, out_i)
+        row = {"index": i, "name": data.names[i], "swap_with": j, "l1": float(abs_diff.mean())}
+        row.update(psnr=psnr, ssim=ssim)
+        colored = _colored_mask(data, i)
+        row["colored_pixels"] = int(colored.sum())
+        if data.labelled:
+            background = data.regions[i] == REGION_BACKGROUND
+            bg_sum += float(abs_diff[background].sum())
+            bg_count += 3 * int(background.sum())
+            labelled = data.roles[i] != MIXED
+            swap_sum += float(np.abs(out_j.astype(np.int16) - targets[i].astype(np.int16))[labelled].sum())
+            swap_count += 3 * int(labelled.sum())
+            # Per colored pixel: the truth in i's colors and in j's.
+            own_target, other_target = truth[colored], targets[i][colored]
+            d = {
+                "own_to_own": _distance(out_i[colored], own_target),
+                "own_to_other": _distance(out_i[colored], other_target),
+                "swap_to_own": _distance(out_j[colored], own_target),
+                "swap_to_other": _distance(out_j[colored], other_target),
+            }
+            fr = _kind_fractions(out_i, data.roles[i], data.role_colors[i])
+            fr_swap = _kind_fractions(out_j, data.roles[i], data.role_colors[j])
+            if fr is not None:
+                kinds.append(fr[0] > 0.5 and fr[1] > 0.5)
+                kinds_swap.append(fr_swap[0] > 0.5 and fr_swap[1] > 0.5)
+                row.update(polygon_accent=fr[0], round_main=fr[1])
+                row.update(polygon_accent_swap=fr_swap[0], round_main_swap=fr_swap[1])
+        else:
+            own_palette = data.palettes[i].numpy()
+            other_palette = data.palettes[j].numpy()
+            d = {
+                "own_to_own": _nearest(out_i[colored], own_palette),
+                "own_to_other": _nearest(out_i[colored], other_palette),
+                "swap_to_own": _nearest(out_j[colored], own_palette),
+                "swap_to_other": _nearest(out_j[colored], other_palette),
+            }
+        if colored.any():
+            means = {k: float(v.mean()) for k, v in d.items()}
+            row.update(means)
+            row["toward_other"] = means["swap_to_other"] < means["swap_to_own"]
+            row["following"] = row["toward_other"] and means["own_to_own"] < means["own_to_other"]
+        rows.append(row)
+
+    judged = [r for r in rows if "following" in r]
+    metrics = {
+        "l1": float(np.mean([r["l1"] for r in rows])),
+        "l1_background": bg_sum / bg_count if bg_count else None,
+        "psnr": float(np.mean([r["psnr"] for r in rows])),
+        "ssim": float(np.mean([r["ssim"] for r in rows])),
+        "swap_following": float(np.mean([r["following"] for r in judged])) if judged else None,
+        "swap_toward_other": float(np.mean([r["toward_other"] for r in judged])) if judged else None,
+        "swap_l1": swap_sum / swap_count if swap_count else None,
+        "shape_kinds": float(np.mean(kinds)) if kinds else None,
+        "shape_kinds_swap": float(np.mean(kinds_swap)) if kinds_swap else None,
+    }
+    counts = {
+        "drawings": n,
+        "swaps_judged": len(judged),
+        "swaps_followed": int(sum(r["following"] for r in judged)),
+        "shape_kind_drawings": len(kinds),
+        "shape_kinds_held": int(sum(kinds)),
+        "shape_kinds_swap_held": int(sum(kinds_swap)),
+        "colored_pixel_share": float(np.mean([r["colored_pixels"] for r in rows]) / data.size**2),
+    }
+    return metrics, counts, rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Report
+
+
+def _json_value(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return _json_value(value.item())
+    return value
+
+
+def _format(name: str, value, counts: dict) -> str:
+    if value is None:
+        return "n/a"
+    if name in ("l1", "l1_background", "swap_l1"):
+        return f"{value:.2f} ({value / 255:.4f})"
+    if name == "psnr":
+        return "inf" if math.isinf(value) else f"{value:.2f}"
+    if name == "ssim":
+        return f"{value:.4f}"
+    share = f"{100 * value:.1f}%"
+    if name == "swap_following":
+        return f"{share} ({counts['swaps_followed']}/{counts['swaps_judged']})"
+    if name == "shape_kinds":
+        return f"{share} ({counts['shape_kinds_held']}/{counts['shape_kind_drawings']})"
+    if name == "shape_kinds_swap":
+        return f"{share} ({counts['shape_kinds_swap_held']}/{counts['shape_kind_drawings']})"
+    return share
+
+
+@dataclass
+class Report:
+    """What ``evaluate`` measured: metrics (METRICS names -> float or None), counts, settings, per drawing.
+
+    ``to_dict`` / ``to_json`` / ``to_markdown``; ``write(folder)`` writes eval.json, eval.md and
+    contact_sheet.png atomically and returns their paths.
+    """
+
+    metrics: dict
+    counts: dict
+    settings: dict
+    per_drawing: list[dict]
+    sheet: np.ndarray | None = None
+
+    @property
+    def applicable(self) -> list[str]:
+        return [name for name, value in self.metrics.items() if value is not None]
+
+    def to_dict(self) -> dict:
+        return _json_value(
+            {
+                "metrics": self.metrics,
+                "applicable": self.applicable,
+                "definitions": {k: METRICS[k] for k in self.metrics},
+                "counts": self.counts,
+                "settings": self.settings,
+                "per_drawing": self.per_drawing,
+            }
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    def to_markdown(self) -> str:
+        s = self.settings
+        lines = [
+            f"Evaluation of `{s['model']}` ({s['model_kind']}) on {self.counts['drawings']} {s['data']} pictures "
+            f"at {s['size']} px (seed {s['seed']}, noise seed {s['noise_seed']}, {s['device']}):",
+            "",
+            "| metric | value | meaning |",
+            "|---|---|---|",
+        ]
+        for name, value in self.metrics.items():
+            lines.append(f"| {name} | {_format(name, value, self.counts)} | {METRICS[name]} |")
+        if self.counts.get("skipped_files"):
+            lines += ["", f"{self.counts['skipped_files']} unreadable file(s) skipped."]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | os.PathLike) -> dict[str, Path]:
+        from colorizer.checkpoint import atomic_write_bytes
+        from colorizer.data.images import save_image
+
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out {folder}: cannot create the folder ({exc.strerror or exc})") from None
+        paths = {"json": folder / "eval.json", "markdown": folder / "eval.md"}
+        try:
+            atomic_write_bytes(str(paths["json"]), self.to_json().encode())
+            atomic_write_bytes(str(paths["markdown"]), self.to_markdown().encode())
+        except OSError as exc:
+            raise ConfigError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+        if self.sheet is not None:
+            paths["contact_sheet"] = save_image(folder / "contact_sheet.png", self.sheet)
+        return paths
+
+
+CONTACT_COLUMNS = ("sketch", "truth", "own palette", "other drawing", "its palette")
+
+
+def contact_sheet(data: EvalSet, own: np.ndarray, swapped: np.ndarray, rows: int = CONTACT_ROWS) -> np.ndarray:
+    """uint8 picture, one row per drawing (the first ``rows``), captioned columns:
+    sketch | truth | output with its own palette | the swap partner's truth | output with that palette."""
+    from PIL import Image, ImageDraw
+
+    from colorizer.data.images import to_uint8
+
+    size, gap, caption = data.size, 4, 16
+    partner = swap_partner(len(data))
+    rows = max(1, min(int(rows), len(data)))
+    width = len(CONTACT_COLUMNS) * (size + gap) + gap
+    height = caption + rows * (size + gap) + gap
+    sheet = np.full((height, width, 3), 255, dtype=np.uint8)
+    for r in range(rows):
+        j = int(partner[r])
+        sketch = to_uint8(data.sketches[r].expand(3, -1, -1))
+        tiles = (sketch, data.colors[r], own[r], data.colors[j], swapped[r])
+        y = caption + gap + r * (size + gap)
+        for c, tile in enumerate(tiles):
+            x = gap + c * (size + gap)
+            sheet[y : y + size, x : x + size] = tile
+    picture = Image.fromarray(sheet)
+    draw = ImageDraw.Draw(picture)
+    for c, text in enumerate(CONTACT_COLUMNS):
+        draw.text((gap + c * (size + gap) + 2, 2), text, fill=(0, 0, 0))
+    return np.asarray(picture).copy()
+
+
+def _versions(model: EvalModel) -> dict:
+    import skimage
+
+    from colorizer import __version__
+
+    versions = {
+        "colorizer": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-image": skimage.__version__,
+        "python": platform.python_version(),
+    }
+    if model.kind == "engine" and model.name.lower().endswith(".onnx"):
+        import onnxruntime
+
+        versions["onnxruntime"] = onnxruntime.__version__
+    return versions
+
+
+def evaluate(
+    model,
+    *,
+    count: int = DEFAULT_COUNT,
+    size: int = DEFAULT_SIZE,
+    seed: int = EVAL_SEED,
+    noise_seed: int = DEFAULT_NOISE_SEED,
+    data: str = "synthetic",
+    data_root: str | os.PathLike | None = None,
+    device: str | torch.device | None = "auto",
+    kernels: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    rows: int = CONTACT_ROWS,
+) -> Report:
+    """Score ``model`` (see ``load_model``) and return a Report (metrics in the module docstring).
+
+    data: "synthetic" (``count`` drawings of stream ``seed``) or "folder" (``data_root``'s pictures;
+    ``seed`` is then unused). Raises ColorizerError subclasses for bad input.
+    """
+    if data not in ("synthetic", "folder"):
+        raise ConfigError(f"--data must be synthetic or folder, got {data!r}")
+    if data == "folder" and not data_root:
+        raise ConfigError("--data folder needs --data-root FOLDER")
+    if data == "synthetic" and data_root:
+        raise ConfigError("--data-root is only used with --data folder")
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
+    count, size = _check_count(count), _check_size(size)
+    if int(noise_seed) != noise_seed or not 0 <= noise_seed <= 2**31 - 1 - count:
+        raise ConfigError(f"--noise-seed must be in [0, {2**31 - 1 - count}], got {noise_seed}")
+    start = time.perf_counter()
+    runner = load_model(model, device=device, kernels=kernels)
+    evalset = synthetic_set(count, size, seed) if data == "synthetic" else folder_set(data_root, count, size)
+    t0 = time.perf_counter()
+    own, swapped = colorize_set(runner, evalset, noise_seed, batch_size)
+    forward_s = time.perf_counter() - t0
+    metrics, counts, rows_ = score_outputs(evalset, own, swapped)
+    counts["skipped_files"] = len(evalset.skipped)
+    settings = {
+        "model": runner.name,
+        "model_kind": runner.kind,
+        "model_path": runner.path,
+        "data": data,
+        "data_root": None if data_root is None else os.fspath(data_root),
+        "seed": int(seed) if data == "synthetic" else None,
+        "noise_seed": int(noise_seed),
+        "size": size,
+        "count": len(evalset),
+        "swap": "drawing i with the palette of drawing (i + 1) mod count",
+        "palette": f"extract_palette of each truth picture, seed {PALETTE_SEED}",
+        "device": str(runner.device),
+        "kernels": runner.kernels,
+        "batch_size": int(batch_size),
+        "forward_images_per_s": round(2 * len(evalset) / forward_s, 2) if forward_s > 0 else None,
+        "elapsed_s": None,
+        "versions": _versions(runner),
+        "skipped": evalset.skipped,
+    }
+    report = Report(metrics, counts, settings, rows_, contact_sheet(evalset, own, swapped, rows))
+    settings["elapsed_s"] = round(time.perf_counter() - start, 2)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``colorizer eval`` (hooked into colorizer.cli's parser); sets ``fn=run_eval``."""
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a checkpoint, a training run folder (newest good checkpoint), a bundled model name (demo), "
+        "or an exported engine (.onnx, .plan)",
+    )
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"pictures to score (default {DEFAULT_COUNT})")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="picture size, a multiple of 128 (default 256)")
+    parser.add_argument(
+        "--seed", type=int, default=EVAL_SEED, help=f"synthetic drawing stream (default {EVAL_SEED}, never trained on)"
+    )
+    parser.add_argument("--noise-seed", type=int, default=DEFAULT_NOISE_SEED, help="picture i uses noise seed N + i")
+    parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md, contact_sheet.png")
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "folder"], help="what to score on")
+    parser.add_argument("--data-root", help="with --data folder: a folder of color pictures (searched recursively)")
+    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1")
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        choices=["auto", "eager", "triton", "native"],
+        help="op backend of a checkpoint (auto: native on the CPU when built, else eager)",
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
+    parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
+    parser.set_defaults(fn=run_eval)
+    return parser
+
+
+def run_eval(args) -> int:
+    """``colorizer eval``: evaluate, print the Markdown table, write the three files into --out."""
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    report = evaluate(
+        args.model,
+        count=args.count,
+        size=args.size,
+        seed=args.seed,
+        noise_seed=args.noise_seed,
+        data=args.data,
+        data_root=args.data_root,
+        device=args.device,
+        kernels=args.kernels,
+        batch_size=args.batch_size,
+        rows=args.rows,
+    )
+    paths = report.write(args.out)
+    print(report.to_markdown(), end="")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out} ({report.settings['elapsed_s']} s)")
+    return 0
+
+
+def main(argv=None) -> int:
+    """``python -m colorizer.evaluation MODEL ...``, the same as ``colorizer eval MODEL ...``."""
+    from colorizer.errors import run_cli
+
+    def _main(argv):
+        parser = add_eval_arguments(argparse.ArgumentParser(prog="colorizer eval", description=__doc__.split("\n")[0]))
+        args = parser.parse_args(argv)
+        return args.fn(args)
+
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
