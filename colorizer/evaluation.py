@@ -27,7 +27,8 @@ Metrics (``METRICS`` has the one-line definitions; 0-255 units):
 - ``psnr`` (dB), ``ssim``: scikit-image's ``peak_signal_noise_ratio`` (data range 255) and
   ``structural_similarity`` (RGB, data range 255), per drawing, averaged.
 - ``swap_following``: the share of drawings whose swap is followed: on the drawing's colored pixels
-  (round shapes and polygons, not background, not outline, not antialiased edges), the output with
+  (round shapes and polygons, not background, not outline, not antialiased edges; only colors that
+  drawing j shows too, since a color j lacks is not in j's palette either), the output with
   palette j is nearer, on average (RGB distance per pixel), to the truth repainted in j's colors than
   to the truth in i's own colors, *and* the output with i's own palette is nearer to i's colors than
   to j's. The second half is what makes a model that ignores the palette (for example a constant
@@ -38,7 +39,7 @@ Metrics (``METRICS`` has the one-line definitions; 0-255 units):
   polygon pixels are nearer the accent colors (accent, its shade) than the main colors (main, its
   shade, the highlight) and most round-shape pixels nearer the main colors than the accent colors:
   round shapes and polygons are painted with their different colors. ``shape_kinds_swap``: the same
-  for the outputs with palette j, judged against j's colors.
+  for the outputs with palette j, judged against j's colors (drawings whose partner shows both kinds).
 
 On a folder of the user's color pictures (``folder_set``: the largest centered square resized to
 ``size``, XDoG sketches, each picture's own palette) there are no labels: ``l1``, ``psnr``, ``ssim``
@@ -490,19 +491,38 @@ def _colored_mask(data: EvalSet, i: int) -> np.ndarray:
     return ~((truth >= NEAR_WHITE).all(axis=-1) | (truth <= NEAR_BLACK).all(axis=-1))
 
 
+def _role_presence(data: EvalSet) -> np.ndarray:
+    """bool (N, len(ROLES)): which colors each drawing shows (at least MIN_KIND_PIXELS pixels of it).
+
+    A color a drawing does not show is not in its K-means palette either, so no model can know it:
+    the swap measures skip the pixels of drawing i whose color its partner does not show.
+    """
+    from colorizer.data.synthetic import ROLES
+
+    counts = np.stack([np.bincount(r.ravel(), minlength=256)[: len(ROLES)] for r in data.roles])
+    return counts >= MIN_KIND_PIXELS
+
+
+def _families_present(present: np.ndarray) -> bool:
+    from colorizer.data.synthetic import ROLES
+
+    return all(any(present[ROLES.index(name)] for name in family) for family in (MAIN_FAMILY, ACCENT_FAMILY))
+
+
 def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[dict, dict, list[dict]]:
     """Score outputs of ``data``: own and swapped uint8 (N, S, S, 3) (``colorize_set``).
 
     Returns (metrics, counts, per_drawing): metrics by the names of METRICS (None where one does not
     apply to ``data``); counts of what was measured; one dict per drawing.
     """
-    from colorizer.data.synthetic import MIXED, REGION_BACKGROUND
+    from colorizer.data.synthetic import MIXED, REGION_BACKGROUND, ROLES
 
     n = len(data)
     if own.shape != data.colors.shape or swapped.shape != data.colors.shape:
         raise ValueError(f"outputs {own.shape} / {swapped.shape} do not match the set's {data.colors.shape}")
     partner = swap_partner(n)
     targets = swap_targets(data) if data.labelled else None
+    present = _role_presence(data) if data.labelled else None
     rows = []
     bg_sum = bg_count = swap_sum = swap_count = 0.0
     kinds, kinds_swap = [], []
@@ -514,14 +534,16 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
         row = {"index": i, "name": data.names[i], "swap_with": j, "l1": float(abs_diff.mean())}
         row.update(psnr=psnr, ssim=ssim)
         colored = _colored_mask(data, i)
-        row["colored_pixels"] = int(colored.sum())
         if data.labelled:
             background = data.regions[i] == REGION_BACKGROUND
             bg_sum += float(abs_diff[background].sum())
             bg_count += 3 * int(background.sum())
-            labelled = data.roles[i] != MIXED
-            swap_sum += float(np.abs(out_j.astype(np.int16) - targets[i].astype(np.int16))[labelled].sum())
-            swap_count += 3 * int(labelled.sum())
+            # Pixels whose color the partner shows (MIXED pixels have none).
+            roles = data.roles[i]
+            known = (roles != MIXED) & present[j][np.minimum(roles, len(ROLES) - 1)]
+            colored &= known
+            swap_sum += float(np.abs(out_j.astype(np.int16) - targets[i].astype(np.int16))[known].sum())
+            swap_count += 3 * int(known.sum())
             # Per colored pixel: the truth in i's colors and in j's.
             own_target, other_target = truth[colored], targets[i][colored]
             d = {
@@ -534,9 +556,10 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
             fr_swap = _kind_fractions(out_j, data.roles[i], data.role_colors[j])
             if fr is not None:
                 kinds.append(fr[0] > 0.5 and fr[1] > 0.5)
-                kinds_swap.append(fr_swap[0] > 0.5 and fr_swap[1] > 0.5)
                 row.update(polygon_accent=fr[0], round_main=fr[1])
-                row.update(polygon_accent_swap=fr_swap[0], round_main_swap=fr_swap[1])
+                if _families_present(present[j]):
+                    kinds_swap.append(fr_swap[0] > 0.5 and fr_swap[1] > 0.5)
+                    row.update(polygon_accent_swap=fr_swap[0], round_main_swap=fr_swap[1])
         else:
             own_palette = data.palettes[i].numpy()
             other_palette = data.palettes[j].numpy()
@@ -546,6 +569,7 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
                 "swap_to_own": _nearest(out_j[colored], own_palette),
                 "swap_to_other": _nearest(out_j[colored], other_palette),
             }
+        row["colored_pixels"] = int(colored.sum())
         if colored.any():
             means = {k: float(v.mean()) for k, v in d.items()}
             row.update(means)
@@ -571,6 +595,7 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
         "swaps_followed": int(sum(r["following"] for r in judged)),
         "shape_kind_drawings": len(kinds),
         "shape_kinds_held": int(sum(kinds)),
+        "shape_kind_swap_drawings": len(kinds_swap),
         "shape_kinds_swap_held": int(sum(kinds_swap)),
         "colored_pixel_share": float(np.mean([r["colored_pixels"] for r in rows]) / data.size**2),
     }
@@ -608,7 +633,7 @@ def _format(name: str, value, counts: dict) -> str:
     if name == "shape_kinds":
         return f"{share} ({counts['shape_kinds_held']}/{counts['shape_kind_drawings']})"
     if name == "shape_kinds_swap":
-        return f"{share} ({counts['shape_kinds_swap_held']}/{counts['shape_kind_drawings']})"
+        return f"{share} ({counts['shape_kinds_swap_held']}/{counts['shape_kind_swap_drawings']})"
     return share
 
 

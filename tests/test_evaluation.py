@@ -95,6 +95,22 @@ def test_perfect_outputs_score_perfectly(data):
     assert len(rows) == COUNT and all(r["following"] for r in rows)
 
 
+def test_swap_skips_colors_the_partner_does_not_show(data):
+    accent = [ROLES.index("accent"), ROLES.index("accent_shade")]
+    partner = swap_partner(len(data))
+    has_polygons = [np.isin(r, accent).sum() >= 100 for r in data.roles]
+    cases = [i for i in range(len(data)) if has_polygons[i] and not has_polygons[partner[i]]]
+    assert cases, "the test set should hold a drawing whose partner has no polygon"
+    i = cases[0]
+    swapped = swap_targets(data)
+    swapped[i][np.isin(data.roles[i], accent)] = (0, 255, 0)  # unknowable: j's palette has no accent
+    metrics, counts, rows = score_outputs(data, data.colors, swapped)
+    assert rows[i]["following"] and rows[i]["swap_to_other"] == 0.0
+    assert metrics["swap_following"] == 1.0
+    assert "round_main_swap" not in rows[i]
+    assert 1 <= counts["shape_kind_swap_drawings"] < counts["shape_kind_drawings"]
+
+
 def test_constant_grey_and_palette_blind_outputs_follow_nothing(data):
     grey = np.full_like(data.colors, 128)
     metrics, counts, _ = score_outputs(data, grey, grey)
