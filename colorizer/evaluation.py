@@ -423,6 +423,8 @@ def colorize_set(
 
     Drawing i uses noise seed ``noise_seed + i`` in both; forwards run ``batch_size`` pictures at a time.
     """
+    from tqdm import tqdm
+
     from colorizer.data.images import to_uint8
 
     n = len(data)
@@ -430,10 +432,12 @@ def colorize_set(
     index = torch.cat([torch.arange(n), torch.arange(n)])
     palettes = torch.cat([data.palettes, data.palettes[partner]])
     out = np.empty((2 * n, data.size, data.size, 3), dtype=np.uint8)
-    for start in range(0, 2 * n, batch_size):
-        rows = index[start : start + batch_size]
-        result = model.colorize(data.sketches[rows], palettes[start : start + batch_size], rows + int(noise_seed))
-        out[start : start + len(rows)] = to_uint8(result)
+    with tqdm(total=2 * n, desc="eval", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for start in range(0, 2 * n, batch_size):
+            rows = index[start : start + batch_size]
+            result = model.colorize(data.sketches[rows], palettes[start : start + batch_size], rows + int(noise_seed))
+            out[start : start + len(rows)] = to_uint8(result)
+            bar.update(len(rows))
     return out[:n], out[n:]
 
 

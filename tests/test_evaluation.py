@@ -258,6 +258,22 @@ def test_cli_on_a_run_folder(generator, tmp_path, capsys):
     assert saved["settings"]["model_path"].endswith("3.safetensors")
 
 
+def test_cli_on_a_folder_of_pictures(checkpoint, data, tmp_path, capsys):
+    pictures = tmp_path / "pictures" / "sub"
+    pictures.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(data.colors[i]).resize((200, 150)).save(pictures / f"p{i}.jpg")
+    out_dir = tmp_path / "o"
+    args = [checkpoint, "--data", "folder", "--data-root", tmp_path / "pictures", "--size", SIZE, "--out", out_dir]
+    code, out, err = _eval([*args, "--device", "cpu"], capsys)
+    assert code == 0, err
+    saved = json.loads((out_dir / "eval.json").read_text())
+    assert saved["settings"]["count"] == 3 and saved["settings"]["seed"] is None
+    assert set(saved["applicable"]) == {"l1", "psnr", "ssim", "swap_following", "swap_toward_other"}
+    assert "| l1_background | n/a |" in out
+    assert [r["name"] for r in saved["per_drawing"]] == [f"sub/p{i}.jpg" for i in range(3)]
+
+
 @pytest.mark.parametrize(
     "case",
     [
