@@ -274,7 +274,8 @@ class EvalModel:
 
     name: what the user gave; kind: "module", "checkpoint", "bundled" or "engine"; path: the file
     actually read (a run folder resolves to its newest good checkpoint), None for a module.
-    module: the generator (None for an engine).
+    module: the generator (None for an engine). noise: how the noise is made ("seeded": per picture
+    from its seed, ``colorizer.export.seeded_noise``; an engine's own mode otherwise).
     """
 
     run: Callable
@@ -283,6 +284,7 @@ class EvalModel:
     path: str | None
     device: torch.device
     module: torch.nn.Module | None = None
+    noise: str = "seeded"
 
     @property
     def kernels(self) -> str | None:
@@ -401,7 +403,7 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
         def run(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
             return runner(x, seed=seeds.cpu())
 
-        return EvalModel(run, name, "engine", name, dev)
+        return EvalModel(run, name, "engine", name, dev, noise=getattr(runner, "noise", "seeded"))
 
     from colorizer.checkpoint import load_generator
     from colorizer.cli import _resolve_checkpoint
@@ -811,6 +813,7 @@ def evaluate(
         "palette": f"extract_palette of each truth picture, seed {PALETTE_SEED}",
         "device": str(runner.device),
         "kernels": runner.kernels,
+        "noise": runner.noise,
         "batch_size": int(batch_size),
         "forward_images_per_s": round(2 * len(evalset) / forward_s, 2) if forward_s > 0 else None,
         "elapsed_s": None,
