@@ -58,16 +58,17 @@ def _blend(a, b, t):
 
 
 def test_the_eval_stream_is_not_the_trainers():
+    from importlib import resources
+
+    import yaml
+
     from colorizer.train.config import TrainConfig
 
     assert EVAL_SEED != TrainConfig().seed
-    for name in ("demo", "tiny", "reference"):
-        from importlib import resources
-
-        import yaml
-
-        text = resources.files("colorizer.configs").joinpath(f"{name}.yaml").read_text()
-        assert (yaml.safe_load(text) or {}).get("seed", TrainConfig().seed) != EVAL_SEED
+    presets = [f for f in resources.files("colorizer.configs").iterdir() if f.name.endswith(".yaml")]
+    assert len(presets) >= 3
+    for preset in presets:
+        assert (yaml.safe_load(preset.read_text()) or {}).get("seed", TrainConfig().seed) != EVAL_SEED, preset.name
 
 
 def test_derangement_has_no_fixed_point():
