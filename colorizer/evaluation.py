@@ -856,7 +856,12 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
     parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
     parser.set_defaults(fn=run_eval)
+    parser.error = _usage_error  # one line and exit 2 through run_cli, not argparse's usage block
     return parser
+
+
+def _usage_error(message: str):
+    raise ConfigError(f"colorizer eval: {message} (see colorizer eval --help)")
 
 
 def run_eval(args) -> int:

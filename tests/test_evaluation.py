@@ -292,6 +292,7 @@ def test_cli_on_a_folder_of_pictures(checkpoint, data, tmp_path, capsys):
         "batch_size_0",
         "out_is_a_file",
         "missing_engine",
+        "count_not_a_number",
     ],
 )
 def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
@@ -328,6 +329,8 @@ def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
         out.write_text("a file")
     elif case == "missing_engine":
         model = tmp_path / "gone.onnx"
+    elif case == "count_not_a_number":
+        extra = ["--count", "abc"]
     code, _, err = _eval([model, "--count", 2, "--size", SIZE, "--out", out, *extra], capsys)
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
