@@ -557,6 +557,8 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
                 "own_to_other": _distance(out_i[colored], other_target),
                 "swap_to_own": _distance(out_j[colored], own_target),
                 "swap_to_other": _distance(out_j[colored], other_target),
+                # How far apart the two colorings are: small values make a swap hard to judge.
+                "swap_contrast": _distance(own_target, other_target),
             }
             fr = _kind_fractions(out_i, data.roles[i], data.role_colors[i])
             fr_swap = _kind_fractions(out_j, data.roles[i], data.role_colors[j])
@@ -604,6 +606,7 @@ def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[
         "shape_kind_swap_drawings": len(kinds_swap),
         "shape_kinds_swap_held": int(sum(kinds_swap)),
         "colored_pixel_share": float(np.mean([r["colored_pixels"] for r in rows]) / data.size**2),
+        "swap_contrast_min": min((r["swap_contrast"] for r in judged if "swap_contrast" in r), default=None),
     }
     return metrics, counts, rows
 

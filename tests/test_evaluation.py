@@ -94,6 +94,9 @@ def test_perfect_outputs_score_perfectly(data):
     assert counts["shape_kind_drawings"] >= 2  # the set shows both kinds of shape in some drawings
     assert metrics["shape_kinds"] == 1.0 and metrics["shape_kinds_swap"] == 1.0
     assert len(rows) == COUNT and all(r["following"] for r in rows)
+    # A perfect own output is as far from the repainted truth as the two colorings are apart.
+    assert counts["swap_contrast_min"] == pytest.approx(min(r["own_to_other"] for r in rows))
+    assert counts["swap_contrast_min"] > 20
 
 
 def test_swap_skips_colors_the_partner_does_not_show(data):
