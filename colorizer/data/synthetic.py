@@ -30,6 +30,10 @@ in units of the canvas, drawn with PIL ImageDraw at SUPERSAMPLE times the size a
 averaging, so edges are antialiased identically in the picture and its line art. About 4 ms per
 drawing at 256 px on one lightly loaded CPU core (PIL 13); about 10 ms per drawing, and 11 ms per
 128 px training sample with its crop and tensors, on a 2-core machine under a load of 10.
+
+``render_labeled_drawing`` returns the same pixels with per-pixel labels: the region (background,
+round shape, polygon, outline or antialiased edge) and the palette color each pixel is painted with.
+``colorizer.evaluation`` scores models per region with them.
 """
 
 from __future__ import annotations
