@@ -37,8 +37,21 @@ import torch
 import triton
 import triton.language as tl
 
-from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
-from colorizer.kernels.group_norm_act import _combine_group_stats, _tile_stats
+from colorizer.kernels.backend import (
+    OP_LIBRARY,
+    flat_spatial,
+    new_empty,
+    new_empty_like,
+    on_device_of_first_tensor,
+    use_triton,
+)
+from colorizer.kernels.group_norm_act import (
+    _combine_group_stats,
+    _flat_channels,
+    _load_tile,
+    _store_tile,
+    _tile_stats,
+)
 from colorizer.kernels.tuning import all_groups_tiling, pixel_rows_tiling
 from colorizer.ops import reference
 
@@ -65,7 +78,7 @@ def _normalize(v, mean, rstd, W, B, c, cmask, mask):
     return vhat, vhat * w[:, :, None] + b[:, :, None]
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "SPLITS"])
 def _attention_gate_fwd_kernel(
     GP,  # g_proj (N, F, HW) by strides sg*
     XP,  # x_proj (N, F, HW) by strides sx*
@@ -92,6 +105,7 @@ def _attention_gate_fwd_kernel(
     sxhw,
     eps,
     PHASE: tl.constexpr,  # 0: one program per sample; 1: GN chunk partials; 2: q from partials
+    FLAT: tl.constexpr,  # CG == BLOCK_CG: activations through one flat channel axis
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
     BLOCK_HW: tl.constexpr,
@@ -100,14 +114,15 @@ def _attention_gate_fwd_kernel(
     n = tl.program_id(0)
     s = tl.program_id(1)
     g, c, hw, cmask, hmask, mask = _gate_tile(s, G, CG, HW, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    cf, mask2 = _flat_channels(0, G * CG, hmask, BLOCK_G * BLOCK_CG)
     n64 = n.to(tl.int64)
     c3 = c[:, :, None]
     hw3 = hw[None, None, :]
     row = n * G + g
     gmask = g < G
     rows = N * G
-    gp = tl.load(GP + n64 * sgn + c3 * sgc + hw3 * sghw, mask=mask, other=0.0).to(tl.float32)
-    xp = tl.load(XP + n64 * sxn + c3 * sxc + hw3 * sxhw, mask=mask, other=0.0).to(tl.float32)
+    gp = _load_tile(GP, n64 * sgn, sgc, sghw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    xp = _load_tile(XP, n64 * sxn, sxc, sxhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
     if PHASE == 1:
         _, gmean, gm2 = _tile_stats(gp, mask)
         _, xmean, xm2 = _tile_stats(xp, mask)
@@ -158,7 +173,7 @@ def _q_stats(PQ, n, N, HW, Q_SPLITS, Q_BLOCK_HW: tl.constexpr, Q_SPLITS_PAD: tl.
     return mean, 1.0 / tl.sqrt(var + eps)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "Q_SPLITS"])
 def _attention_gate_out_kernel(
     X,  # (N, L, HW) features to gate, by strides sx*
     Q,  # fp32 (N, HW)
@@ -199,7 +214,7 @@ def _attention_gate_out_kernel(
     tl.store(OUT + n64 * son + c[:, None] * soc + hw[None, :] * sohw, out.to(OUT.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N"])
 def _attention_gate_bwd_gate_kernel(
     DOUT,  # (N, L, HW) by strides sd*
     X,  # (N, L, HW) by strides sx*
@@ -246,7 +261,7 @@ def _attention_gate_bwd_gate_kernel(
     tl.store(PDQN + N * splits + n * splits + s, tl.sum(dqn * tl.where(hmask, qn, 0.0), axis=0))
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["N", "SPLITS", "X_SPLITS"])
 def _attention_gate_bwd_kernel(
     GP,  # g_proj (N, F, HW) by strides sg*
     XP,  # x_proj (N, F, HW) by strides sx*
@@ -261,8 +276,7 @@ def _attention_gate_bwd_kernel(
     PDQN,  # fp32 (2, N, X_SPLITS)
     STATS,  # fp32 (4, N*G)
     DQ,  # fp32 (N, HW) gradient of q (PHASE 1 -> 2)
-    PPARAM,  # fp32 (5, N, SPLITS, F): d psi_w, d gw, d gb, d xw, d xb partials
-    PPSI_B,  # fp32 (N, SPLITS): d psi_b partials
+    PPARAM,  # fp32 (6, N, SPLITS, F): d psi_w, d gw, d gb, d xw, d xb partials; d psi_b in plane 5, column 0
     PC,  # fp32 (4, N*G, SPLITS): group sums c1, c2 of g, then of x (PHASE 1 -> 2)
     DGP,  # (N, F, HW) by strides sdg*, dtype of GP
     DXP,  # (N, F, HW) by strides sdx*, dtype of XP
@@ -285,6 +299,7 @@ def _attention_gate_bwd_kernel(
     sdxc,
     sdxhw,
     PHASE: tl.constexpr,  # 0: one program per sample; 1: partial sums; 2: input gradients from partials
+    FLAT: tl.constexpr,  # CG == BLOCK_CG: activations through one flat channel axis
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
     BLOCK_HW: tl.constexpr,
@@ -294,6 +309,7 @@ def _attention_gate_bwd_kernel(
     n = tl.program_id(0)
     s = tl.program_id(1)
     g, c, hw, cmask, hmask, mask = _gate_tile(s, G, CG, HW, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    cf, mask2 = _flat_channels(0, G * CG, hmask, BLOCK_G * BLOCK_CG)
     n64 = n.to(tl.int64)
     c3 = c[:, :, None]
     hw3 = hw[None, None, :]
@@ -301,8 +317,8 @@ def _attention_gate_bwd_kernel(
     gmask = g < G
     rows = N * G
     F = G * CG
-    gp = tl.load(GP + n64 * sgn + c3 * sgc + hw3 * sghw, mask=mask, other=0.0).to(tl.float32)
-    xp = tl.load(XP + n64 * sxn + c3 * sxc + hw3 * sxhw, mask=mask, other=0.0).to(tl.float32)
+    gp = _load_tile(GP, n64 * sgn, sgc, sghw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    xp = _load_tile(XP, n64 * sxn, sxc, sxhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
     gmean = tl.load(STATS + row, mask=gmask, other=0.0)
     grstd = tl.load(STATS + rows + row, mask=gmask, other=0.0)
     xmean = tl.load(STATS + 2 * rows + row, mask=gmask, other=0.0)
@@ -339,7 +355,7 @@ def _attention_gate_bwd_kernel(
         tl.store(PPARAM + 2 * plane + pofs, tl.sum(dp, axis=2), mask=cmask)
         tl.store(PPARAM + 3 * plane + pofs, tl.sum(dp * xhat, axis=2), mask=cmask)
         tl.store(PPARAM + 4 * plane + pofs, tl.sum(dp, axis=2), mask=cmask)
-        tl.store(PPSI_B + n * SPLITS + s, tl.sum(dq, axis=0))
+        tl.store(PPARAM + 5 * plane + pofs, tl.where(c == 0, tl.sum(dq, axis=0), 0.0), mask=cmask)
     if PHASE == 1:
         tl.store(DQ + n64 * HW + hw, dq, mask=hmask)
         part = row * SPLITS + s
@@ -364,8 +380,8 @@ def _attention_gate_bwd_kernel(
         inv_count = 1.0 / (CG * HW * 1.0)
         dg = (dghat - (c2g[:, None, None] + ghat * c1g[:, None, None]) * inv_count) * grstd[:, None, None]
         dx = (dxhat - (c2x[:, None, None] + xhat * c1x[:, None, None]) * inv_count) * xrstd[:, None, None]
-        tl.store(DGP + n64 * sdgn + c3 * sdgc + hw3 * sdghw, dg.to(DGP.dtype.element_ty), mask=mask)
-        tl.store(DXP + n64 * sdxn + c3 * sdxc + hw3 * sdxhw, dx.to(DXP.dtype.element_ty), mask=mask)
+        _store_tile(DGP, n64 * sdgn, sdgc, sdghw, c3, hw3, mask, cf, hw, mask2, dg, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
+        _store_tile(DXP, n64 * sdxn, sdxc, sdxhw, c3, hw3, mask, cf, hw, mask2, dx, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,6 +397,7 @@ def _tilings(g_proj: torch.Tensor, x: torch.Tensor, groups: int, block_size: int
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::attention_gate_forward", mutates_args=())
+@on_device_of_first_tensor
 def attention_gate_forward(
     g_proj: torch.Tensor,
     x_proj: torch.Tensor,
@@ -413,6 +430,7 @@ def attention_gate_forward(
     tensors = (gs, xps, g_norm_weight, g_norm_bias, x_norm_weight, x_norm_bias, psi_weight, psi_bias, q)
     scalars = (n, groups, f // groups, hw, gate.splits, sgn, sgc, sghw, sxn, sxc, sxhw, eps)
     meta = dict(
+        FLAT=f // groups == gate.block_cg,
         BLOCK_G=gate.block_g,
         BLOCK_CG=gate.block_cg,
         BLOCK_HW=gate.block_hw,
@@ -466,6 +484,7 @@ def _(g_proj, x_proj, x, gw, gb, xw, xb, psi_w, psi_b, groups, eps, block_size):
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::attention_gate_backward", mutates_args=())
+@on_device_of_first_tensor
 def attention_gate_backward(
     dout: torch.Tensor,
     g_proj: torch.Tensor,
@@ -481,19 +500,9 @@ def attention_gate_backward(
     qstats: torch.Tensor,
     groups: int,
     block_size: int,
-) -> tuple[
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-    torch.Tensor,
-]:
-    """Returns the gradients of (g_proj, x_proj, x, g_norm_weight, g_norm_bias, x_norm_weight,
-    x_norm_bias, psi_weight, psi_bias (shape (1,)))."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns the gradients of g_proj, x_proj and x, and dparams fp32 (6, F_int): the gradients of
+    psi_weight, g_norm_weight, g_norm_bias, x_norm_weight, x_norm_bias, and psi_bias in [5, 0]."""
     n, f, h, w = g_proj.shape
     hw = h * w
     dev = x.device
@@ -502,11 +511,9 @@ def attention_gate_backward(
     dxp = new_empty_like(x_proj)
     dx = new_empty_like(x)
     f32 = torch.float32
-    pparam = new_empty((5, n, gate.splits, f), dtype=f32, device=dev)
-    ppsi_b = new_empty((n, gate.splits), dtype=f32, device=dev)
+    pparam = new_empty((6, n, gate.splits, f), dtype=f32, device=dev)
     if n * hw == 0:
         pparam.zero_()
-        ppsi_b.zero_()
     else:
         ds, sdn, sdc, sdhw = flat_spatial(dout)
         xs, sxn, sxc, sxhw = flat_spatial(x)
@@ -544,10 +551,11 @@ def attention_gate_backward(
         dq = new_empty((n, hw), dtype=f32, device=dev)
         pc = new_empty((4, n * groups, gate.splits), dtype=f32, device=dev)
         tensors = (gs, xps, g_norm_weight, g_norm_bias, x_norm_weight, x_norm_bias, psi_weight, q, qstats, dqn, pdqn)
-        tensors += (stats, dq, pparam, ppsi_b, pc, dgp, dxp)
+        tensors += (stats, dq, pparam, pc, dgp, dxp)
         scalars = (n, groups, f // groups, hw, gate.splits, feat.splits, sgn, sgc, sghw, sxpn, sxpc, sxphw)
         scalars += (sdgn, sdgc, sdghw, sdxpn, sdxpc, sdxphw)
         meta = dict(
+            FLAT=f // groups == gate.block_cg,
             BLOCK_G=gate.block_g,
             BLOCK_CG=gate.block_cg,
             BLOCK_HW=gate.block_hw,
@@ -557,18 +565,9 @@ def attention_gate_backward(
         )
         for phase in (0,) if gate.fused else (1, 2):
             _attention_gate_bwd_kernel[(n, gate.splits)](*tensors, *scalars, PHASE=phase, **meta)
-    sums = pparam.sum(dim=(1, 2))  # (5, F), fixed shape: deterministic; copied apart (outputs may not alias)
-    return (
-        dgp,
-        dxp,
-        dx,
-        sums[1].to(g_norm_weight.dtype, copy=True),
-        sums[2].to(g_norm_bias.dtype, copy=True),
-        sums[3].to(x_norm_weight.dtype, copy=True),
-        sums[4].to(x_norm_bias.dtype, copy=True),
-        sums[0].to(psi_weight.dtype, copy=True),
-        ppsi_b.sum().reshape(1).to(psi_weight.dtype),
-    )
+    # One fixed-shape reduction for all parameter gradients (deterministic); the autograd Function
+    # splits and casts them (custom-op outputs may not alias each other).
+    return dgp, dxp, dx, pparam.sum(dim=(1, 2))
 
 
 @attention_gate_backward.register_fake
@@ -577,12 +576,7 @@ def _(dout, g_proj, x_proj, x, gw, gb, xw, xb, psi_w, stats, q, qstats, groups, 
         torch.empty_like(g_proj),
         torch.empty_like(x_proj),
         torch.empty_like(x),
-        torch.empty_like(gw),
-        torch.empty_like(gb),
-        torch.empty_like(xw),
-        torch.empty_like(xb),
-        torch.empty_like(psi_w),
-        psi_w.new_empty((1,)),
+        g_proj.new_empty((6, g_proj.shape[1]), dtype=torch.float32),
     )
 
 
@@ -605,11 +599,12 @@ class AttentionGateFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         g_proj, x_proj, x, gw, gb, xw, xb, psi_w, stats, q, qstats = ctx.saved_tensors
-        grads = attention_gate_backward(
+        dgp, dxp, dx, dp = attention_gate_backward(
             dout, g_proj, x_proj, x, gw, gb, xw, xb, psi_w, stats, q, qstats, ctx.groups, ctx.block_size
         )
-        *inputs_and_params, dpsi_b = grads
-        return (*inputs_and_params, dpsi_b.to(ctx.psi_bias_dtype), None, None, None)
+        params = (dp[1].to(gw.dtype), dp[2].to(gb.dtype), dp[3].to(xw.dtype), dp[4].to(xb.dtype))
+        dpsi_b = dp[5, :1].to(ctx.psi_bias_dtype)
+        return (dgp, dxp, dx, *params, dp[0].to(psi_w.dtype), dpsi_b, None, None, None)
 
 
 def attention_gate(

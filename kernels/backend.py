@@ -23,6 +23,7 @@ Everything here is import-light: importing this module does not import Triton.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 
 import torch
@@ -118,6 +119,50 @@ def flat_spatial(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
         t = t.contiguous()
         s_hw = 1
     return t, t.stride(0), t.stride(1), s_hw
+
+
+def device_guard(t: torch.Tensor):
+    """Make t's CUDA device the current one while a launcher runs (Triton launches on the current
+    device: without this, tensors on cuda:1 would be launched on device 0). A no-op on the CPU."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def on_device_of_first_tensor(fn):
+    """Decorator for the launchers: run fn under ``device_guard`` of its first tensor argument (the
+    signature, which torch.library reads, is kept through functools.wraps)."""
+
+    @functools.wraps(fn)
+    def launcher(*args, **kwargs):
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        if first is None:
+            return fn(*args, **kwargs)
+        with device_guard(first):
+            return fn(*args, **kwargs)
+
+    return launcher
+
+
+KERNEL_MODULES = ("group_norm_act", "attention_gate", "noise_inject", "weight_standardize", "kmeans")
+
+
+def compiled_variants() -> list[tuple[str, object]]:
+    """(kernel name, compiled kernel) for every variant Triton's launcher has compiled so far in
+    this process, read from ``JITFunction.device_caches`` (triton 3.x: each device's entry is a
+    tuple whose first item maps a specialisation key to its CompiledKernel). Count them before and
+    after a warm-up step to see how many variants a model compiles (``benchmarks.gpu_check``)."""
+    import importlib
+
+    out = []
+    for module in KERNEL_MODULES:
+        mod = importlib.import_module(f"colorizer.kernels.{module}")
+        for name in sorted(vars(mod)):
+            caches = getattr(getattr(mod, name), "device_caches", None)
+            if not name.endswith("_kernel") or not caches:
+                continue
+            for entry in list(caches.values()):
+                cache = entry[0] if isinstance(entry, tuple) else entry
+                out.extend((name, compiled) for compiled in list(getattr(cache, "values", list)()))
+    return out
 
 
 def reference_op(name: str):

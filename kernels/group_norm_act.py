@@ -25,10 +25,17 @@ is stored for the backward, which draws it again.
 Backward, with xhat = (x - mean) * rstd, z = xhat * weight + bias + residual and dz = dy * act'(z):
     dweight[c] = sum dz * xhat,  dbias[c] = sum dz,  dnoise_weight[c] = sum dy * noise,
     dresidual = dz,  dx = rstd * (dxhat - mean_g(dxhat) - xhat * mean_g(dxhat * xhat)),  dxhat = dz * w.
-Per-channel sums are written as fp32 partials (N, splits, C) and reduced by one torch.sum in a fixed
-shape (deterministic, no atomics); the two group sums are partials (N*G, splits) combined by the
-second pass (or in the tile itself when fused). d(noise) = sum_c dy * noise_weight[c] is computed
-with torch, only when the noise map requires grad (the model's noise never does).
+Per-channel sums are written as fp32 partials (2 or 3 planes, N, splits, C) and reduced by one
+torch.sum in a fixed shape for all parameters together (deterministic, no atomics); the two group
+sums are partials (N*G, splits) combined by the second pass (or in the tile itself when fused). On
+the split path with a residual, the first pass writes dresidual = dz and the second reads it back
+instead of dy and the residual (7 tensor passes instead of 8). d(noise) = sum_c dy * noise_weight[c]
+is computed with torch, only when the noise map requires grad (the model's noise never does).
+
+Passes over memory (activation-sized tensors; forward / backward): fused 3 / 5 with a residual
+(x, r -> y; x, dy, r -> dx, dr), split 4 / 7: x is read once more in each direction, since a group
+spread over several programs needs its statistics before anything can be normalised (a single pass
+would need a grid-wide barrier, which Triton does not have).
 
 Dtypes: x, residual, noise and dy in fp32, bf16 or fp16 (each may differ); all arithmetic in fp32; y,
 dx, dresidual in the dtype of x resp. residual; parameter gradients in the parameter's dtype.
@@ -41,7 +48,14 @@ import torch
 import triton
 import triton.language as tl
 
-from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
+from colorizer.kernels.backend import (
+    OP_LIBRARY,
+    flat_spatial,
+    new_empty,
+    new_empty_like,
+    on_device_of_first_tensor,
+    use_triton,
+)
 from colorizer.kernels.noise_inject import _check_philox_range, _noise_values
 from colorizer.kernels.tuning import group_tiling, interpreting
 from colorizer.ops import KernelsUnavailable, reference
@@ -69,6 +83,71 @@ def _group_tile(pid, s, G, CG, HW, BLOCK_G: tl.constexpr, BLOCK_CG: tl.constexpr
     cmask = (g[:, None] < G) & (j[None, :] < CG)
     mask = cmask[:, :, None] & (hw < HW)[None, None, :]
     return n, g, c, hw, cmask, mask
+
+
+@triton.jit
+def _flat_channels(first, C, hmask, BLOCK_C: tl.constexpr):
+    """One flat axis of BLOCK_C channels from ``first`` and its [BLOCK_C, BLOCK_HW] element mask.
+
+    Tiles of whole groups whose channel count is a power of two (FLAT) are read and written through
+    this axis and reshaped to [groups, channels per group, pixels] in registers: the compiler then
+    sees BLOCK_C neighbouring channels (contiguous on channels_last), not runs of CG channels whose
+    start it cannot prove aligned, which compiled to scalar 2-byte loads for CG = 2, 4, 8."""
+    cf = first + tl.arange(0, BLOCK_C)
+    return cf, (cf < C)[:, None] & hmask[None, :]
+
+
+@triton.jit
+def _load_tile(
+    PTR,
+    base,
+    sc,
+    shw,
+    c3,
+    hw3,
+    mask,
+    cf,
+    hw,
+    mask2,
+    FLAT: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_CG: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
+    """The [BLOCK_G, BLOCK_CG, BLOCK_HW] tile at PTR + base (fp32), through the flat channel axis
+    when FLAT, else by its 3-D indices c3 [G, CG, 1] and hw3 [1, 1, HW]."""
+    if FLAT:
+        v = tl.load(PTR + base + cf[:, None] * sc + hw[None, :] * shw, mask=mask2, other=0.0).to(tl.float32)
+        out = tl.reshape(v, [BLOCK_G, BLOCK_CG, BLOCK_HW])
+    else:
+        out = tl.load(PTR + base + c3 * sc + hw3 * shw, mask=mask, other=0.0).to(tl.float32)
+    return out
+
+
+@triton.jit
+def _store_tile(
+    PTR,
+    base,
+    sc,
+    shw,
+    c3,
+    hw3,
+    mask,
+    cf,
+    hw,
+    mask2,
+    value,
+    FLAT: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    BLOCK_CG: tl.constexpr,
+    BLOCK_HW: tl.constexpr,
+):
+    """Store a [BLOCK_G, BLOCK_CG, BLOCK_HW] tile in PTR's dtype (the counterpart of _load_tile)."""
+    if FLAT:
+        flat = tl.reshape(value, [BLOCK_G * BLOCK_CG, BLOCK_HW]).to(PTR.dtype.element_ty)
+        tl.store(PTR + base + cf[:, None] * sc + hw[None, :] * shw, flat, mask=mask2)
+    else:
+        tl.store(PTR + base + c3 * sc + hw3 * shw, value.to(PTR.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -100,7 +179,7 @@ def _tile_stats(x, mask):
     return count, mean, m2
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SPLITS", "seed", "offset"])
 def _gn_fwd_kernel(
     X,  # (N, C, HW) by strides sx*, any float dtype
     R,  # residual, same shape, strides sr*; unused unless HAS_RES
@@ -137,6 +216,7 @@ def _gn_fwd_kernel(
     HAS_NOISE: tl.constexpr,
     NOISE_FROM_SEED: tl.constexpr,  # noise[n, hw] = randn(seed, offset + n * HW + hw) instead of NOISE
     ACT: tl.constexpr,  # 0 none, 1 relu, 2 leaky_relu(slope)
+    FLAT: tl.constexpr,  # CG == BLOCK_CG: activations through one flat channel axis (_flat_channels)
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
     BLOCK_HW: tl.constexpr,
@@ -145,12 +225,13 @@ def _gn_fwd_kernel(
     pid = tl.program_id(0)
     s = tl.program_id(1)
     n, g, c, hw, cmask, mask = _group_tile(pid, s, G, CG, HW, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    cf, mask2 = _flat_channels((pid % tl.cdiv(G, BLOCK_G)) * (BLOCK_G * BLOCK_CG), G * CG, hw < HW, BLOCK_G * BLOCK_CG)
     n64 = n.to(tl.int64)
     c3 = c[:, :, None]
     hw3 = hw[None, None, :]
     row = n * G + g
     gmask = g < G
-    x = tl.load(X + n64 * sxn + c3 * sxc + hw3 * sxhw, mask=mask, other=0.0).to(tl.float32)
+    x = _load_tile(X, n64 * sxn, sxc, sxhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
     if PHASE == 1:
         _, tmean, tm2 = _tile_stats(x, mask)
         tl.store(PMEAN + row * SPLITS + s, tmean, mask=gmask)
@@ -171,7 +252,7 @@ def _gn_fwd_kernel(
         shift = b - mean[:, None] * scale
         y = x * scale[:, :, None] + shift[:, :, None]
         if HAS_RES:
-            y += tl.load(R + n64 * srn + c3 * src + hw3 * srhw, mask=mask, other=0.0).to(tl.float32)
+            y += _load_tile(R, n64 * srn, src, srhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
         if ACT == 1:
             y = tl.maximum(y, 0.0)
         elif ACT == 2:
@@ -181,10 +262,10 @@ def _gn_fwd_kernel(
             nz = _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, NOISE_FROM_SEED)
             nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
             y += nw[:, :, None] * nz[None, None, :]
-        tl.store(Y + n64 * syn + c3 * syc + hw3 * syhw, y.to(Y.dtype.element_ty), mask=mask)
+        _store_tile(Y, n64 * syn, syc, syhw, c3, hw3, mask, cf, hw, mask2, y, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["SPLITS", "seed", "offset"])
 def _gn_bwd_kernel(
     DY,  # (N, C, HW) upstream gradient by strides sd*
     X,
@@ -197,9 +278,7 @@ def _gn_bwd_kernel(
     RSTD,  # fp32 (N*G,)
     DX,  # (N, C, HW) by strides sdx*, dtype of X
     DR,  # (N, C, HW) by strides sdr*, dtype of R; written when HAS_RES
-    PDW,  # fp32 (N, SPLITS, C) partial dweight
-    PDB,  # fp32 (N, SPLITS, C) partial dbias
-    PDNW,  # fp32 (N, SPLITS, C) partial dnoise_weight (HAS_NOISE)
+    PDW,  # fp32 (P, N, SPLITS, C) parameter partials: plane 0 dweight, 1 dbias, 2 dnoise_weight (HAS_NOISE)
     PC1,  # fp32 (N*G, SPLITS) partial sum of dxhat * xhat
     PC2,  # fp32 (N*G, SPLITS) partial sum of dxhat
     G,
@@ -232,6 +311,8 @@ def _gn_bwd_kernel(
     HAS_NOISE: tl.constexpr,
     NOISE_FROM_SEED: tl.constexpr,
     ACT: tl.constexpr,
+    FLAT: tl.constexpr,
+    DZ_FROM_DR: tl.constexpr,  # split path: phase 1 writes dresidual = dz, phase 2 reads it back
     BLOCK_G: tl.constexpr,
     BLOCK_CG: tl.constexpr,
     BLOCK_HW: tl.constexpr,
@@ -240,6 +321,7 @@ def _gn_bwd_kernel(
     pid = tl.program_id(0)
     s = tl.program_id(1)
     n, g, c, hw, cmask, mask = _group_tile(pid, s, G, CG, HW, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    cf, mask2 = _flat_channels((pid % tl.cdiv(G, BLOCK_G)) * (BLOCK_G * BLOCK_CG), C, hw < HW, BLOCK_G * BLOCK_CG)
     n64 = n.to(tl.int64)
     c3 = c[:, :, None]
     hw3 = hw[None, None, :]
@@ -247,17 +329,22 @@ def _gn_bwd_kernel(
     gmask = g < G
     mean = tl.load(MEAN + row, mask=gmask, other=0.0)
     rstd = tl.load(RSTD + row, mask=gmask, other=0.0)
-    x = tl.load(X + n64 * sxn + c3 * sxc + hw3 * sxhw, mask=mask, other=0.0).to(tl.float32)
+    x = _load_tile(X, n64 * sxn, sxc, sxhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
     xhat = tl.where(mask, (x - mean[:, None, None]) * rstd[:, None, None], 0.0)
     w = tl.load(W + c, mask=cmask, other=0.0).to(tl.float32)
-    dy = tl.load(DY + n64 * sdn + c3 * sdc + hw3 * sdhw, mask=mask, other=0.0).to(tl.float32)
-    if ACT == 0:
+    if PHASE == 2 and DZ_FROM_DR:
+        # Split path with a residual: phase 1 already wrote dresidual = dz; reading it back replaces
+        # the reads of dy and of the residual (7 tensor passes instead of 8).
+        dz = _load_tile(DR, n64 * sdrn, sdrc, sdrhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
+    elif ACT == 0:
+        dy = _load_tile(DY, n64 * sdn, sdc, sdhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
         dz = dy
     else:
+        dy = _load_tile(DY, n64 * sdn, sdc, sdhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
         b = tl.load(B + c, mask=cmask, other=0.0).to(tl.float32)
         z = xhat * w[:, :, None] + b[:, :, None]
         if HAS_RES:
-            z += tl.load(R + n64 * srn + c3 * src + hw3 * srhw, mask=mask, other=0.0).to(tl.float32)
+            z += _load_tile(R, n64 * srn, src, srhw, c3, hw3, mask, cf, hw, mask2, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
         if ACT == 1:
             dz = tl.where(z > 0, dy, 0.0)
         else:
@@ -266,15 +353,20 @@ def _gn_bwd_kernel(
     if PHASE != 2:
         # Per-channel parameter partials of this chunk; summed over (N, SPLITS) on the host.
         pofs = (n64 * SPLITS + s) * C + c
+        plane = tl.num_programs(0) // tl.cdiv(G, BLOCK_G) * SPLITS * C  # N * SPLITS * C
         tl.store(PDW + pofs, tl.sum(dz * xhat, axis=2), mask=cmask)
-        tl.store(PDB + pofs, tl.sum(dz, axis=2), mask=cmask)
+        tl.store(PDW + plane + pofs, tl.sum(dz, axis=2), mask=cmask)
         if HAS_NOISE:
             hmask = hw < HW
             nz = _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, NOISE_FROM_SEED)
-            tl.store(PDNW + pofs, tl.sum(dy * nz[None, None, :], axis=2), mask=cmask)
+            tl.store(PDW + 2 * plane + pofs, tl.sum(dy * nz[None, None, :], axis=2), mask=cmask)
     if PHASE == 1:
         tl.store(PC1 + row * SPLITS + s, tl.sum(tl.sum(dxhat * xhat, axis=2), axis=1), mask=gmask)
         tl.store(PC2 + row * SPLITS + s, tl.sum(tl.sum(dxhat, axis=2), axis=1), mask=gmask)
+        if DZ_FROM_DR:
+            _store_tile(
+                DR, n64 * sdrn, sdrc, sdrhw, c3, hw3, mask, cf, hw, mask2, dz, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW
+            )
     else:
         if PHASE == 0:
             c1 = tl.sum(tl.sum(dxhat * xhat, axis=2), axis=1)
@@ -287,9 +379,11 @@ def _gn_bwd_kernel(
             c2 = tl.sum(tl.load(PC2 + offs, mask=kmask, other=0.0), axis=1)
         inv_count = 1.0 / (CG * HW * 1.0)
         dx = (dxhat - (c2[:, None, None] + xhat * c1[:, None, None]) * inv_count) * rstd[:, None, None]
-        tl.store(DX + n64 * sdxn + c3 * sdxc + hw3 * sdxhw, dx.to(DX.dtype.element_ty), mask=mask)
-        if HAS_RES:
-            tl.store(DR + n64 * sdrn + c3 * sdrc + hw3 * sdrhw, dz.to(DR.dtype.element_ty), mask=mask)
+        _store_tile(DX, n64 * sdxn, sdxc, sdxhw, c3, hw3, mask, cf, hw, mask2, dx, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW)
+        if HAS_RES and not (PHASE == 2 and DZ_FROM_DR):
+            _store_tile(
+                DR, n64 * sdrn, sdrc, sdrhw, c3, hw3, mask, cf, hw, mask2, dz, FLAT, BLOCK_G, BLOCK_CG, BLOCK_HW
+            )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,6 +417,7 @@ def _check_inputs(x, weight, bias, residual, noise_weight, noise, groups, act):
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::group_norm_act_forward", mutates_args=())
+@on_device_of_first_tensor
 def group_norm_act_forward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -363,6 +458,7 @@ def group_norm_act_forward(
         HAS_NOISE=has_noise,
         NOISE_FROM_SEED=from_seed,
         ACT=ACT_CODES[act],
+        FLAT=cg == tiling.block_cg,
         BLOCK_G=tiling.block_g,
         BLOCK_CG=tiling.block_cg,
         BLOCK_HW=tiling.block_hw,
@@ -378,7 +474,8 @@ def group_norm_act_forward(
         pmean = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
         pm2 = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
         for phase in (1, 2):
-            _gn_fwd_kernel[grid](*args, pmean, pm2, mean, rstd, *scalars, PHASE=phase, **common)
+            meta = common if phase == 2 else {**common, "SPLITS_PAD": 1}  # phase 1 combines nothing
+            _gn_fwd_kernel[grid](*args, pmean, pm2, mean, rstd, *scalars, PHASE=phase, **meta)
     return y, mean, rstd
 
 
@@ -393,6 +490,7 @@ def _(x, weight, bias, residual, noise_weight, noise, groups, eps, act, block_si
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::group_norm_act_backward", mutates_args=())
+@on_device_of_first_tensor
 def group_norm_act_backward(
     dy: torch.Tensor,
     x: torch.Tensor,
@@ -408,10 +506,10 @@ def group_norm_act_backward(
     block_size: int,
     noise_seed: int = -1,
     noise_offset: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Launch the backward. Returns (dx, dresidual, dweight, dbias, dnoise_weight); dresidual and
-    dnoise_weight are empty (0 elements) when there is no residual resp. noise. Philox noise
-    (noise None, noise_seed >= 0) is drawn again from (noise_seed, noise_offset)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Launch the backward. Returns (dx, dresidual, dparams): dresidual is empty (0 elements) without
+    a residual; dparams is fp32 (2, C) (dweight, dbias), or (3, C) with noise (+ dnoise_weight).
+    Philox noise (noise None, noise_seed >= 0) is drawn again from (noise_seed, noise_offset)."""
     n, c, h, w = x.shape
     hw = h * w
     cg = c // groups
@@ -422,12 +520,9 @@ def group_norm_act_backward(
     dr = new_empty_like(residual) if has_res else x.new_empty(0)
     dev = x.device
     splits = tiling.splits
-    pdw = new_empty((n, splits, c), dtype=torch.float32, device=dev)
-    pdb = new_empty((n, splits, c), dtype=torch.float32, device=dev)
-    pdnw = new_empty((n, splits, c), dtype=torch.float32, device=dev) if has_noise else pdw
+    partials = new_empty((3 if has_noise else 2, n, splits, c), dtype=torch.float32, device=dev)
     if x.numel() == 0:
-        zeros = torch.zeros(c, dtype=weight.dtype, device=dev)
-        return dx, dr, zeros, zeros.clone(), zeros.clone() if has_noise else x.new_empty(0)
+        return dx, dr, torch.zeros(partials.shape[0], c, dtype=torch.float32, device=dev)
     ds, sdn, sdc, sdhw = flat_spatial(dy)
     xs, sxn, sxc, sxhw = flat_spatial(x)
     _, sdxn, sdxc, sdxhw = flat_spatial(dx)
@@ -442,26 +537,29 @@ def group_norm_act_backward(
         HAS_NOISE=has_noise,
         NOISE_FROM_SEED=from_seed,
         ACT=ACT_CODES[act],
+        FLAT=cg == tiling.block_cg,
         BLOCK_G=tiling.block_g,
         BLOCK_CG=tiling.block_cg,
         BLOCK_HW=tiling.block_hw,
         SPLITS_PAD=tiling.splits_pad,
         num_warps=tiling.num_warps,
     )
-    tensors = (ds, xs, rs, ns, weight, bias, nw, mean, rstd, dx, drs, pdw, pdb, pdnw)
+    tensors = (ds, xs, rs, ns, weight, bias, nw, mean, rstd, dx, drs, partials)
     scalars = (groups, cg, hw, c, splits, sdn, sdc, sdhw, sxn, sxc, sxhw, srn, src, srhw, snn, snhw)
     scalars += (sdxn, sdxc, sdxhw, sdrn, sdrc, sdrhw, reference.LEAKY_SLOPE, max(noise_seed, 0), noise_offset)
     if tiling.fused:
-        _gn_bwd_kernel[grid](*tensors, mean, mean, *scalars, PHASE=0, **common)
+        _gn_bwd_kernel[grid](*tensors, mean, mean, *scalars, PHASE=0, DZ_FROM_DR=False, **common)
     else:
         pc1 = new_empty((n * groups, splits), dtype=torch.float32, device=dev)
         pc2 = new_empty((n * groups, splits), dtype=torch.float32, device=dev)
+        # dz round-trips through dresidual only where that loses nothing against x's precision.
+        dz_from_dr = has_res and residual.dtype in (torch.float32, x.dtype)
         for phase in (1, 2):
-            _gn_bwd_kernel[grid](*tensors, pc1, pc2, *scalars, PHASE=phase, **common)
-    dweight = pdw.sum(dim=(0, 1)).to(weight.dtype)
-    dbias = pdb.sum(dim=(0, 1)).to(bias.dtype)
-    dnw = pdnw.sum(dim=(0, 1)).to(noise_weight.dtype) if has_noise else x.new_empty(0)
-    return dx, dr, dweight, dbias, dnw
+            meta = common if phase == 2 else {**common, "SPLITS_PAD": 1}  # phase 1 combines nothing
+            _gn_bwd_kernel[grid](*tensors, pc1, pc2, *scalars, PHASE=phase, DZ_FROM_DR=dz_from_dr, **meta)
+    # One fixed-shape reduction for all parameter gradients (deterministic); split and cast by the
+    # autograd Function (custom-op outputs may not alias each other).
+    return dx, dr, partials.sum(dim=(1, 2))
 
 
 @group_norm_act_backward.register_fake
@@ -485,9 +583,7 @@ def _(
     return (
         torch.empty_like(x),
         torch.empty_like(residual) if residual is not None else x.new_empty(0),
-        torch.empty_like(weight),
-        torch.empty_like(bias),
-        torch.empty_like(noise_weight) if has_noise else x.new_empty(0),
+        x.new_empty((3 if has_noise else 2, x.shape[1]), dtype=torch.float32),
     )
 
 
@@ -509,7 +605,7 @@ class GroupNormActFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, weight, bias, residual, noise_weight, noise, mean, rstd = ctx.saved_tensors
-        dx, dr, dweight, dbias, dnw = group_norm_act_backward(
+        dx, dr, dparams = group_norm_act_backward(
             dy,
             x,
             weight,
@@ -525,6 +621,8 @@ class GroupNormActFunction(torch.autograd.Function):
             ctx.seed,
             ctx.offset,
         )
+        dweight, dbias = dparams[0].to(weight.dtype), dparams[1].to(bias.dtype)
+        dnw = dparams[2].to(noise_weight.dtype) if noise_weight is not None else None
         dnoise = None
         if noise is not None and ctx.needs_input_grad[5]:
             # A noise map that needs a gradient is rare (the model's never does): plain torch.

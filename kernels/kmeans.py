@@ -17,13 +17,14 @@ b // (B // Bp), so the restarts of one image read the same pixels), return
     counts (B, K) fp32    number of points labeled k
     sse    (B,) fp32      sum over points of the squared distance to the nearest center
 
-Layout: program (b, s) takes center row b (all K centers in registers, K padded to a power of 2) and
-the s-th chunk of BLOCK_P points of its image, computes the [BLOCK_P, BLOCK_K] distance tile, the
-argmin and the per-cluster partial sums of the chunk, and writes them to a partials buffer
-(B, S, 5, BLOCK_K): sum x0, x1, x2, count, and the chunk's SSE in slot 4 (column 0). The launcher
-adds the S partials with one torch ``sum`` over a fixed shape, so the result is deterministic (no
-float atomics) and independent of scheduling. Distances are computed as differences (not the
-|x|^2 - 2 x.c + |c|^2 expansion), so labels match the oracle bit for bit in practice.
+Layout: program (b, s) takes center row b and the s-th chunk of BLOCK_P points of its image, finds
+each point's nearest center by looping over the K centers (K padded to a power of 2, unrolled), and
+forms the per-cluster partial sums of the chunk from a one-hot [BLOCK_P, BLOCK_K] tile, and writes
+them to a partials buffer (B, S, 5, BLOCK_K): sum x0, x1, x2, count, and the chunk's SSE in slot 4
+(column 0). The launcher adds the S partials with one torch ``sum`` over a fixed shape, so the
+result is deterministic (no float atomics) and independent of scheduling. Distances are computed as
+differences (not the |x|^2 - 2 x.c + |c|^2 expansion), so labels match the oracle bit for bit in
+practice.
 
 Points may be uint8 (the downscaled pixels: 3 bytes per pixel read) or fp32. Optional per-point
 weights (multiplicities of de-duplicated colors) scale each point's contribution to sums, counts
@@ -39,16 +40,20 @@ import triton
 import triton.language as tl
 
 from colorizer.errors import MissingDependencyError
+from colorizer.kernels.backend import on_device_of_first_tensor
 from colorizer.kernels.tuning import cdiv, interpreting, next_power_of_2
 
-# Points per program. On CUDA 1024 points x 16 (padded) centers is 16K fp32 distances per program:
-# 64 per thread at 8 warps, the usual register budget. Untuned (no GPU when written). The interpreter
-# pays ~1 ms per program, so it gets big tiles.
-BLOCK_P_CUDA = 1024
+# Points per program. The assignment loops over the centers, so only the per-cluster accumulation
+# holds a [BLOCK_P, BLOCK_K] tile: 512 points x 16 (padded) centers at 8 warps is 32 fp32 values per
+# thread (``python -m tests.kernels.compile_check --usage`` shows the registers; the former 1024-point
+# tile with all distances in registers took 255 and spilled). Untuned on a GPU. The interpreter pays
+# ~1 ms per program, so it gets big tiles.
+BLOCK_P_CUDA = 512
+MAX_TILE_CUDA = 8192  # BLOCK_P * BLOCK_K
 BLOCK_P_INTERPRETER = 4096
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["S", "REPEAT"])
 def _kmeans_assign_accumulate_kernel(
     X,  # points (Bp, P, 3), uint8 or fp32, strides (sxb, sxp, sxc)
     C,  # centers fp32 (B, K, 3), contiguous
@@ -73,26 +78,27 @@ def _kmeans_assign_accumulate_kernel(
     offs_p = s * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_k = tl.arange(0, BLOCK_K)
     pmask = offs_p < P
-    kmask = offs_k < K
 
     xbase = X + pb.to(tl.int64) * sxb + offs_p.to(tl.int64) * sxp
     x0 = tl.load(xbase, mask=pmask, other=0).to(tl.float32)
     x1 = tl.load(xbase + sxc, mask=pmask, other=0).to(tl.float32)
     x2 = tl.load(xbase + 2 * sxc, mask=pmask, other=0).to(tl.float32)
-    cbase = C + b.to(tl.int64) * K * 3 + offs_k * 3
-    c0 = tl.load(cbase, mask=kmask, other=0.0)
-    c1 = tl.load(cbase + 1, mask=kmask, other=0.0)
-    c2 = tl.load(cbase + 2, mask=kmask, other=0.0)
+    cbase = C + b.to(tl.int64) * K * 3
 
-    d0 = x0[:, None] - c0[None, :]
-    d1 = x1[:, None] - c1[None, :]
-    d2 = x2[:, None] - c2[None, :]
-    d = d0 * d0 + d1 * d1 + d2 * d2  # [BLOCK_P, BLOCK_K]
-    d = tl.where(kmask[None, :], d, float("inf"))
-    best = tl.min(d, axis=1)
-    # Lowest index among the minima: the oracle's tie rule, independent of argmin's implementation.
-    cand = tl.where(d == best[:, None], offs_k[None, :], BLOCK_K)
-    label = tl.min(cand, axis=1)
+    # Nearest center, one center at a time (no [BLOCK_P, BLOCK_K] distance tile: that tile and its
+    # temporaries took 255 registers and spilled on sm_90). Strict "<" in ascending k keeps the
+    # lowest index among equal minima: the oracle's tie rule.
+    best = tl.full([BLOCK_P], float("inf"), tl.float32)
+    label = tl.zeros([BLOCK_P], dtype=tl.int32)
+    for j in tl.static_range(BLOCK_K):
+        valid = j < K
+        e0 = x0 - tl.load(cbase + j * 3, mask=valid, other=0.0)
+        e1 = x1 - tl.load(cbase + j * 3 + 1, mask=valid, other=0.0)
+        e2 = x2 - tl.load(cbase + j * 3 + 2, mask=valid, other=0.0)
+        dj = e0 * e0 + e1 * e1 + e2 * e2
+        closer = (dj < best) & valid
+        best = tl.where(closer, dj, best)
+        label = tl.where(closer, j, label)
     if WRITE_LABELS:
         tl.store(LABELS + b.to(tl.int64) * P + offs_p, label, mask=pmask)
 
@@ -110,6 +116,12 @@ def _kmeans_assign_accumulate_kernel(
     tl.store(pbase + 4 * BLOCK_K, tl.where(offs_k == 0, sse, 0.0))
 
 
+def _can_launch(t: torch.Tensor) -> bool:
+    """CUDA tensors, or CPU tensors under the interpreter (tests.kernels.compile_check replaces it)."""
+    return t.is_cuda or (interpreting() and t.device.type == "cpu")
+
+
+@on_device_of_first_tensor
 def kmeans_assign_accumulate(
     points: torch.Tensor,
     centers: torch.Tensor,
@@ -137,7 +149,7 @@ def kmeans_assign_accumulate(
         raise ValueError(f"centers rows {centers.shape[0]} must be a multiple of points rows {points.shape[0]}")
     if points.device != centers.device:
         raise ValueError(f"points on {points.device}, centers on {centers.device}")
-    if not (points.is_cuda or (interpreting() and points.device.type == "cpu")):
+    if not _can_launch(points):
         raise MissingDependencyError(
             "the Triton K-means kernel needs a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
         )
@@ -152,9 +164,9 @@ def kmeans_assign_accumulate(
     b, k, _ = centers.shape
     block_k = max(2, next_power_of_2(k))
     block_p = next_power_of_2(block_p or (BLOCK_P_INTERPRETER if interpreting() else BLOCK_P_CUDA))
-    # Keep the [BLOCK_P, BLOCK_K] tile at most 16K elements on CUDA as K grows.
+    # Keep the [BLOCK_P, BLOCK_K] accumulation tile at most MAX_TILE_CUDA elements as K grows.
     if not interpreting():
-        block_p = max(16, min(block_p, 16384 // block_k))
+        block_p = max(16, min(block_p, MAX_TILE_CUDA // block_k))
     s = max(1, cdiv(p, block_p))
     dev = points.device
     labels = torch.empty(b, p, dtype=torch.int32, device=dev) if with_labels else None
@@ -177,7 +189,7 @@ def kmeans_assign_accumulate(
             BLOCK_K=block_k,
             WRITE_LABELS=with_labels,
             HAS_WEIGHTS=weights is not None,
-            num_warps=8 if block_p >= 1024 else 4,
+            num_warps=8 if block_p >= 512 else 4,
         )
         total = part.sum(dim=1)  # (B, 5, BLOCK_K), a fixed-shape reduction: deterministic
     else:
@@ -270,7 +282,7 @@ def _seeding_args(points: torch.Tensor, dist: torch.Tensor, block_p: int | None)
         raise ValueError(f"points (Bp, P, 3) and dist (B, P) expected, got {points.shape} and {dist.shape}")
     if dist.shape[0] % points.shape[0] != 0 or dist.dtype != torch.float32 or not dist.is_contiguous():
         raise ValueError("dist must be contiguous float32 with a multiple of the points' rows")
-    if not (points.is_cuda or (interpreting() and points.device.type == "cpu")):
+    if not _can_launch(points):
         raise MissingDependencyError(
             "the Triton K-means kernels need a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
         )
@@ -280,6 +292,7 @@ def _seeding_args(points: torch.Tensor, dist: torch.Tensor, block_p: int | None)
     return points, block_p, max(1, cdiv(points.shape[1], block_p))
 
 
+@on_device_of_first_tensor
 def kmeanspp_potentials(
     points: torch.Tensor,
     dist: torch.Tensor,
@@ -328,6 +341,7 @@ def kmeanspp_potentials(
     return part.double().sum(dim=1)[:, :n_l]
 
 
+@on_device_of_first_tensor
 def kmeanspp_update(points: torch.Tensor, dist: torch.Tensor, chosen: torch.Tensor, block_p: int | None = None):
     """In place: dist[b, p] = min(dist[b, p], |x_p - chosen[b]|^2). points (Bp, P, 3), dist fp32 (B, P)
     contiguous, chosen (B, 3). Returns dist."""

@@ -7,17 +7,24 @@ noise)``); this op is the standalone injection (``noise7`` and ``noise0`` of the
 
 Philox path: ``noise_inject_philox(x, weight, seed, offset)`` draws noise[n, h, w] =
 ``tl.randn(seed, offset + (n * H + h) * W + w)``: one standard normal per pixel, the same value for
-every channel, reproducible from (seed, offset) on any device (Philox 4x32-10 is integer math; the
-CPU interpreter gives the same numbers as a GPU). It uses N * H * W counters starting at
-``offset``; draw the next map from ``offset + N * H * W`` to get independent noise. Nothing is
-stored for the backward: it draws the same numbers again from (seed, offset) to form d(weight).
-``philox_noise(...)`` materialises the same map as a tensor.
+every channel, reproducible from (seed, offset). What is identical on every device is the integer
+part: Philox 4x32-10 gives the same 32-bit words on any GPU and in the CPU interpreter. The floats
+are not bit-identical across devices: the uniform-to-normal transform (Box-Muller) is compiled on a
+GPU with ``div.full`` (approximate division), ``sqrt.approx``/``lg2.approx`` and FMA contraction,
+while the interpreter evaluates it in numpy, so the two may differ in the last bits
+(tests/kernels/test_gpu.py compares the GPU with recorded interpreter values at 1e-5). Two runs on
+one device, and the forward and backward of one op, do draw bit-identical values. It uses N * H * W
+counters starting at ``offset``; draw the next map from ``offset + N * H * W`` to get independent
+noise. Nothing is stored for the backward: it draws the same numbers again from (seed, offset) to
+form d(weight). ``philox_noise(...)`` materialises the same map as a tensor.
 
 Layout: x and dy are read through their strides as (N, C, H*W) (NCHW, channels_last and zero-stride
 views work without a copy); the output keeps x's memory format. Programs take [BLOCK_C, BLOCK_HW]
-tiles. Backward: dx = dy (no kernel); d(weight)[c] = sum dy * noise from fp32 partials
-(N, hw_blocks, C) summed in a fixed shape (deterministic); d(noise) = sum_c dy * weight[c] from fp32
-partials (N, channel_blocks, H*W), only when the noise tensor requires grad.
+tiles that follow the layout: long runs of pixels on NCHW, all (up to the tile) neighbouring
+channels of a few pixels on channels_last (``tuning.channel_tiling``). Backward: dx = dy (no
+kernel); d(weight)[c] = sum dy * noise from fp32 partials (N, hw_blocks, C) summed in a fixed shape
+(deterministic); d(noise) = sum_c dy * weight[c] from fp32 partials (N, channel_blocks, H*W), only
+when the noise tensor requires grad.
 """
 
 # ruff: noqa: N803 (Triton convention: pointer and constexpr arguments in capitals)
@@ -27,7 +34,14 @@ import torch
 import triton
 import triton.language as tl
 
-from colorizer.kernels.backend import OP_LIBRARY, flat_spatial, new_empty, new_empty_like, use_triton
+from colorizer.kernels.backend import (
+    OP_LIBRARY,
+    flat_spatial,
+    new_empty,
+    new_empty_like,
+    on_device_of_first_tensor,
+    use_triton,
+)
 from colorizer.kernels.tuning import channel_tiling, interpreting
 from colorizer.ops import KernelsUnavailable, reference
 
@@ -44,7 +58,7 @@ def _noise_values(NOISE, n64, n, hw, hmask, HW, snn, snhw, seed, offset, FROM_SE
     return nz
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "offset"])
 def _noise_inject_fwd_kernel(
     X,  # (N, C, HW) by strides sx*
     NOISE,  # (N, 1, HW) by strides sn*; unused when FROM_SEED
@@ -81,7 +95,7 @@ def _noise_inject_fwd_kernel(
     tl.store(Y + n64 * syn + c[:, None] * syc + hw[None, :] * syhw, y.to(Y.dtype.element_ty), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["seed", "offset"])
 def _noise_inject_bwd_kernel(
     DY,  # (N, C, HW) by strides sd*
     NOISE,  # (N, 1, HW) by strides sn*; unused when FROM_SEED
@@ -122,6 +136,11 @@ def _noise_inject_bwd_kernel(
         tl.store(PDN + (n64 * channel_blocks + cb) * HW + hw, dn, mask=hmask)
 
 
+def _channels_contiguous(x: torch.Tensor) -> bool:
+    """Neighbouring channels are neighbours in memory (channels_last)."""
+    return x.shape[1] > 1 and x.stride(1) == 1 and x.shape[2] * x.shape[3] > 1
+
+
 def _check_philox_range(x: torch.Tensor, seed: int, offset: int) -> None:
     n, _, h, w = x.shape
     if not 0 <= seed < 2**63:
@@ -131,6 +150,7 @@ def _check_philox_range(x: torch.Tensor, seed: int, offset: int) -> None:
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::noise_inject_forward", mutates_args=())
+@on_device_of_first_tensor
 def noise_inject_forward(
     x: torch.Tensor, weight: torch.Tensor, noise: torch.Tensor | None, seed: int, offset: int, block_size: int
 ) -> torch.Tensor:
@@ -141,7 +161,7 @@ def noise_inject_forward(
     y = new_empty_like(x)
     if y.numel() == 0:
         return y
-    tiling = channel_tiling(c, hw, block_size or None)
+    tiling = channel_tiling(c, hw, block_size or None, channels_contiguous=_channels_contiguous(x))
     xs, sxn, sxc, sxhw = flat_spatial(x)
     _, syn, syc, syhw = flat_spatial(y)
     from_seed = noise is None
@@ -177,6 +197,7 @@ def _(x, weight, noise, seed, offset, block_size):
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::noise_inject_backward", mutates_args=())
+@on_device_of_first_tensor
 def noise_inject_backward(
     dy: torch.Tensor,
     weight: torch.Tensor,
@@ -190,7 +211,7 @@ def noise_inject_backward(
     tensor unless need_dnoise)."""
     n, c, h, w = dy.shape
     hw = h * w
-    tiling = channel_tiling(c, hw, block_size or None)
+    tiling = channel_tiling(c, hw, block_size or None, channels_contiguous=_channels_contiguous(dy))
     need_dnoise = need_dnoise and noise is not None
     pdw = new_empty((n, tiling.hw_blocks, c), dtype=torch.float32, device=dy.device)
     pdn = new_empty((n, tiling.channel_blocks, hw), dtype=torch.float32, device=dy.device) if need_dnoise else pdw
@@ -216,7 +237,9 @@ def noise_inject_backward(
             NEED_DNOISE=need_dnoise,
             BLOCK_C=tiling.block_c,
             BLOCK_HW=tiling.block_hw,
-            num_warps=tiling.num_warps,
+            # Philox at 16 warps got an 8-byte stack frame from ptxas on sm_90 (compile_check); 8 warps
+            # hold the same tile in 50 registers without one.
+            num_warps=min(tiling.num_warps, 8) if noise is None else tiling.num_warps,
         )
     else:
         pdw.zero_()
@@ -278,7 +301,8 @@ def noise_inject_philox(
     x: torch.Tensor, weight: torch.Tensor, seed: int, offset: int = 0, *, block_size: int | None = None
 ) -> torch.Tensor:
     """x + weight[c] * noise with noise (N, 1, H, W) drawn in the kernel from Philox (seed, offset):
-    the same value for all channels of a pixel, identical on every device and in the interpreter.
+    the same value for all channels of a pixel; the same Philox integers on every device and in the
+    interpreter, the same floats up to the last bits (see the module docstring).
 
     Uses counters offset .. offset + N*H*W - 1 (must stay below 2**31). The backward draws the same
     noise again from (seed, offset); ``philox_noise`` returns the map itself. Needs CUDA or the

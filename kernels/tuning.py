@@ -67,11 +67,23 @@ def pack_tile() -> int:
     return TILE_INTERPRETER if interpreting() else PACK_TILE_CUDA
 
 
+MIN_SPLITS_PAD = 16  # partial-combine blocks are at least this wide: fewer compiled variants
+
+
+def splits_pad(splits: int) -> int:
+    """Block size of the loop-free combine over ``splits`` partials: 1 for one, else a power of two
+    of at least MIN_SPLITS_PAD (masked), so sites with 2 to 16 partials share one compiled variant."""
+    return 1 if splits <= 1 else max(MIN_SPLITS_PAD, next_power_of_2(splits))
+
+
 def num_warps_for(tile: int) -> int:
-    """About 8 values per thread (1 to 16 warps). Compiled for sm_90 (triton 3.9, cuobjdump), the
-    GroupNorm and gate kernels then hold 50 to 130 registers and never spill; at 16 values per thread
-    the fused backward kernels took 160 to 200 registers, which caps occupancy at 3 blocks per SM."""
-    return max(1, min(16, tile // 256))
+    """About 8 values per thread (1 to 32 warps). Compiled for sm_90 (triton 3.9, cuobjdump; see
+    ``python -m tests.kernels.compile_check``), the GroupNorm and gate kernels then hold 25 to 120
+    registers and never spill. The fused 8192-element groups (e.g. 256 channels at 32x32) get 32
+    warps: at 16 warps (16 values per thread) they took 52 to 116 registers, so one 16-warp block per
+    SM; at 32 warps they take 32 to 61 (<= 64), so a 32-warp block fits: twice the warps in flight.
+    Register counts, not timings: no GPU has timed this choice yet (benchmarks/gpu_check.py does)."""
+    return max(1, min(32, tile // 256))
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ class GroupTiling:
     block_hw: int
     group_blocks: int  # programs along the groups axis per sample: cdiv(G, block_g)
     splits: int  # programs along HW per group
-    splits_pad: int  # next power of 2 of splits (a block size for the partials)
+    splits_pad: int  # block size for combining the partials (``splits_pad``)
     num_warps: int
 
     @property
@@ -107,7 +119,8 @@ def group_tiling(
 
     channels_contiguous (channels_last tensors): a program takes at least MIN_CONTIGUOUS_CHANNELS
     neighbouring channels (several groups), so each pixel is read as one contiguous run of at least
-    32 bytes instead of a group's 2 to 16 channels.
+    32 bytes instead of a group's 2 to 16 channels, except where that would split a group that fits
+    one program on its own (one pass over x beats longer runs).
 
     block_size caps the elements of ONE group in one program (tests use a tiny one to force the
     split path); the packing of groups into programs keeps the default tile.
@@ -116,6 +129,10 @@ def group_tiling(
     min_g = 1
     if channels_contiguous and block_size is None:
         min_g = min(next_power_of_2(groups), max(1, MIN_CONTIGUOUS_CHANNELS // block_cg))
+        # Never turn a group that one program can normalise (one pass over x) into a split (two).
+        one_group = block_cg * next_power_of_2(hw)
+        if one_group <= fused_tile():
+            min_g = max(1, min(min_g, fused_tile() // one_group))
     block_hw = next_power_of_2(hw)
     if min_g * block_cg * block_hw > fused_tile(block_size):
         block_hw = max(1, min(block_hw, split_tile(block_size) // (min_g * block_cg)))
@@ -132,7 +149,7 @@ def group_tiling(
         block_hw=block_hw,
         group_blocks=cdiv(groups, block_g),
         splits=splits,
-        splits_pad=next_power_of_2(splits),
+        splits_pad=splits_pad(splits),
         num_warps=num_warps_for(block_g * block_cg * block_hw),
     )
 
@@ -154,7 +171,7 @@ def all_groups_tiling(groups: int, channels_per_group: int, hw: int, block_size:
         block_hw=block_hw,
         group_blocks=1,
         splits=splits,
-        splits_pad=next_power_of_2(splits),
+        splits_pad=splits_pad(splits),
         num_warps=num_warps_for(block_g * block_cg * block_hw),
     )
 
@@ -174,7 +191,7 @@ def pixel_rows_tiling(channels: int, hw: int, block_size: int | None = None) -> 
         block_hw=block_hw,
         group_blocks=1,
         splits=splits,
-        splits_pad=next_power_of_2(splits),
+        splits_pad=splits_pad(splits),
         num_warps=num_warps_for(block_c * block_hw),
     )
 
@@ -190,9 +207,24 @@ class ChannelTiling:
     num_warps: int
 
 
-def channel_tiling(channels: int, hw: int, block_size: int | None = None) -> ChannelTiling:
+def channel_tiling(
+    channels: int, hw: int, block_size: int | None = None, channels_contiguous: bool = False
+) -> ChannelTiling:
     """block_size caps the pixels per program (tests use a small one to get several partials along
-    H*W); the channels then fill the default tile."""
+    H*W). NCHW: the pixels fill the tile first (long contiguous runs along H*W), then the channels.
+    channels_contiguous (channels_last): the channels fill it first (each pixel's channels are one
+    contiguous run), then the pixels; otherwise a 32-channel map at 256x256 would get programs of one
+    channel x 4096 pixels, every element C apart in memory."""
+    if channels_contiguous:
+        block_c = min(next_power_of_2(channels), split_tile())
+        block_hw = max(1, min(next_power_of_2(hw), split_tile(block_size), split_tile() // block_c))
+        return ChannelTiling(
+            block_c=block_c,
+            block_hw=block_hw,
+            channel_blocks=cdiv(channels, block_c),
+            hw_blocks=cdiv(hw, block_hw),
+            num_warps=num_warps_for(block_c * block_hw),
+        )
     block_hw = min(next_power_of_2(hw), split_tile(block_size))
     block_c = max(1, min(next_power_of_2(channels), split_tile() // block_hw))
     return ChannelTiling(

@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from colorizer.kernels.backend import OP_LIBRARY, new_empty, new_empty_like, use_triton
+from colorizer.kernels.backend import OP_LIBRARY, new_empty, new_empty_like, on_device_of_first_tensor, use_triton
 from colorizer.kernels.tuning import row_tiling
 from colorizer.ops import reference
 
@@ -145,6 +145,7 @@ def _like(t: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::weight_standardize_forward", mutates_args=())
+@on_device_of_first_tensor
 def weight_standardize_forward(
     w: torch.Tensor, eps: float, block_size: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -186,6 +187,7 @@ def _(w, eps, block_size):
 
 
 @torch.library.custom_op(f"{OP_LIBRARY}::weight_standardize_backward", mutates_args=())
+@on_device_of_first_tensor
 def weight_standardize_backward(
     dy: torch.Tensor, w: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, eps: float, block_size: int
 ) -> torch.Tensor:

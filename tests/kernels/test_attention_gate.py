@@ -5,13 +5,13 @@ import pytest
 import torch
 
 from colorizer.ops import reference
-from tests.kernels.parity import channels_last, check_parity, needs_interpreter
+from tests.kernels.parity import channels_last, check_parity, needs_kernels, on_device
 
 pytest.importorskip("triton")
 from colorizer.kernels.attention_gate import attention_gate  # noqa: E402
 from colorizer.kernels.tuning import all_groups_tiling, pixel_rows_tiling  # noqa: E402
 
-pytestmark = [pytest.mark.triton, needs_interpreter]
+pytestmark = [pytest.mark.triton, needs_kernels]
 
 GRADS = (
     "g_proj",
@@ -91,7 +91,9 @@ def test_gradients_are_deterministic():
     args = make_args(1, 32, 64, 7, 7)
     results = []
     for _ in range(2):
-        inputs = {k: v.clone().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
+        inputs = {
+            k: on_device(v).clone().requires_grad_() if isinstance(v, torch.Tensor) else v for k, v in args.items()
+        }
         out = attention_gate(**inputs, block_size=16)
         results.append(torch.autograd.grad(out.square().sum(), [inputs[k] for k in GRADS]))
     for a, b in zip(*results):

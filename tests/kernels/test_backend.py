@@ -10,7 +10,7 @@ import torch
 
 from colorizer.ops import KernelsUnavailable, get_ops, reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import needs_interpreter
+from tests.kernels.parity import DEVICE, needs_kernels
 
 pytest.importorskip("triton")
 from colorizer.kernels import backend  # noqa: E402
@@ -76,12 +76,12 @@ def test_cpu_without_interpreter_falls_back_to_the_reference(monkeypatch):
     assert torch.equal(y, reference.group_norm_act(x, w, b, 32, 1e-5, "relu"))
 
 
-@needs_interpreter
+@needs_kernels
 def test_custom_op_schemas_and_fake_kernels():
     from torch.library import opcheck
 
-    x, r = torch.randn(1, 64, 2, 3), torch.randn(1, 64, 2, 3)
-    w, b = torch.randn(64), torch.randn(64)
+    x, r = torch.randn(1, 64, 2, 3, device=DEVICE), torch.randn(1, 64, 2, 3, device=DEVICE)
+    w, b = torch.randn(64, device=DEVICE), torch.randn(64, device=DEVICE)
     utils = ("test_schema", "test_faketensor")
     ops = torch.ops.colorizer_triton
     y, mean, rstd = ops.group_norm_act_forward(x, w, b, r, w, x[:, :1], 32, 1e-5, "relu", 0)
@@ -91,16 +91,16 @@ def test_custom_op_schemas_and_fake_kernels():
         (torch.randn_like(y), x, w, b, r, w, x[:, :1], mean, rstd, 32, "relu", 0),
         test_utils=utils,
     )
-    cw = torch.randn(8, 4, 3, 3)
+    cw = torch.randn(8, 4, 3, 3, device=DEVICE)
     opcheck(ops.weight_standardize_forward.default, (cw, 1e-5, 0), test_utils=utils)
     opcheck(ops.noise_inject_forward.default, (x, w, None, 3, 0, 0), test_utils=utils)
     opcheck(ops.noise_inject_backward.default, (x, w, x[:, :1], 0, 0, True, 0), test_utils=utils)
-    f = torch.randn(1, 32, 2, 3)
+    f = torch.randn(1, 32, 2, 3, device=DEVICE)
     gate_args = (f, f + 1, x, w[:32], b[:32], w[:32], b[:32], w[:32], b[:1], 32, 1e-5, 0)
     opcheck(ops.attention_gate_forward.default, gate_args, test_utils=utils)
 
 
-@needs_interpreter
+@needs_kernels
 def test_torch_compile_traces_through_the_ops():
     """fullgraph=True: dynamo must see the autograd Functions and the custom ops (aot_eager backend, so
     no C++ compiler is needed on the CPU; inductor on a GPU is in test_gpu.py)."""
@@ -121,6 +121,7 @@ def test_torch_compile_traces_through_the_ops():
         torch.randn(64, generator=gen),
         torch.randn(1, 1, 3, 5, generator=gen),
     ]
+    args = [a.to(DEVICE) for a in args]
     eager_args = [a.clone().requires_grad_() for a in args[:5]] + [args[5]]
     compiled_args = [a.clone().requires_grad_() for a in args[:5]] + [args[5]]
     torch._dynamo.reset()

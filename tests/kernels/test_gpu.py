@@ -1,14 +1,14 @@
 """GPU checks of the Triton ops (marker ``gpu``; skipped without CUDA): the generator's real shapes at
-256x256, fp32/bf16/fp16, NCHW and channels_last, against the float64 reference; Philox noise equal
-to the interpreter's; torch.compile (inductor) through the ops; the whole model in fp32 and bf16."""
-
-import copy
+256x256, batch 2 and 32, fp32/bf16/fp16, NCHW and channels_last, against the float64 reference;
+Philox noise against the interpreter's recorded values; bitwise determinism of forward and backward;
+CUDA-graph capture and replay; launches on the tensors' device; torch.compile (inductor) through the
+ops; the whole model in fp32 and bf16, judged parameter by parameter. (The interpreter-marked suites
+in this folder run compiled on the GPU too: tests/kernels/parity.py.)"""
 
 import pytest
 import torch
 
 from colorizer.ops import reference
-from colorizer.testing import WHOLE_MODEL_ERROR_FACTOR, relative_l2
 from tests.kernels.parity import channels_last, check_parity
 
 pytest.importorskip("triton")
@@ -142,27 +142,115 @@ def test_torch_compile_inductor_through_the_ops():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_whole_generator_triton_vs_eager_against_float64(dtype):
     """Reference widths at 256x256, batch 2: the triton model's error against float64 is at most
-    WHOLE_MODEL_ERROR_FACTOR times eager's, for the output and the parameter gradients overall."""
+    WHOLE_MODEL_ERROR_FACTOR times eager's, for the outputs and for each parameter's gradient."""
     from colorizer.models import Discriminator, Sketch2Color
+    from tests.kernels.test_whole_model import compare_with_float64
 
     torch.manual_seed(0)
-    generator = Sketch2Color().cuda()
-    discriminator = Discriminator().cuda()
+    generator = Sketch2Color()
+    discriminator = Discriminator()
     condition = cuda_randn(2, 30, 256, 256, seed=1)
     real = cuda_randn(2, 3, 256, 256, seed=2).tanh()
+    failures, checked = compare_with_float64(generator, discriminator, condition, real, dtype)
+    assert checked > 150, f"only {checked} gradients were compared"
+    assert not failures, "\n".join(failures)
 
-    def step(kernels, step_dtype):
-        g = copy.deepcopy(generator).to(step_dtype).set_kernels(kernels)
-        d = copy.deepcopy(discriminator).to(step_dtype).set_kernels(kernels)
-        fake = g(condition.to(step_dtype), noise=3)
-        loss = (fake - real.to(step_dtype)).abs().mean() + d(condition.to(step_dtype), fake).mean()
-        loss.backward()
-        grads = [p.grad.double().flatten() for p in (*g.parameters(), *d.parameters()) if p.grad is not None]
-        return fake.detach(), torch.cat(grads)
 
-    fake64, grads64 = step("eager", torch.float64)
-    fake_e, grads_e = step("eager", dtype)
-    fake_t, grads_t = step("triton", dtype)
-    for name, ours, eager, exact in (("output", fake_t, fake_e, fake64), ("gradients", grads_t, grads_e, grads64)):
-        err_t, err_e = relative_l2(ours, exact), relative_l2(eager, exact)
-        assert err_t <= WHOLE_MODEL_ERROR_FACTOR * err_e, f"{name}: triton {err_t:.3g} vs eager {err_e:.3g}"
+# Batch 32 at the generator's real shapes (the issue's "batch 32 at real shapes").
+GN_SHAPES_32 = [(32, 64, 256, 256), (32, 256, 32, 32), (32, 512, 16, 16), (32, 512, 2, 2), (32, 32, 128, 128)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("shape", GN_SHAPES_32, ids=lambda s: "x".join(map(str, s)))
+def test_group_norm_act_batch_32(shape, layout, dtype):
+    test_group_norm_act_real_shapes(shape, layout, dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("shape", [(32, 32, 64, 128, 128), (32, 256, 512, 4, 4)], ids=lambda s: "x".join(map(str, s)))
+def test_attention_gate_batch_32(shape, dtype):
+    test_attention_gate_real_shapes(shape, "channels_last", dtype)
+
+
+def _op_steps(layout: str, dtype: torch.dtype):
+    """Forward+backward of every op on fixed batch-32 inputs, each returning its output and grads."""
+    from colorizer.kernels.attention_gate import attention_gate
+    from colorizer.kernels.group_norm_act import group_norm_act
+    from colorizer.kernels.noise_inject import noise_inject_philox
+    from colorizer.kernels.weight_standardize import weight_standardize
+
+    def act(*shape, seed):
+        t = cuda_randn(*shape, dtype=dtype, seed=seed)
+        return (channels_last(t) if layout == "channels_last" else t).requires_grad_()
+
+    x, r = act(32, 64, 64, 64, seed=1), act(32, 64, 64, 64, seed=2)
+    gp, xp = act(32, 32, 64, 64, seed=3), act(32, 32, 64, 64, seed=4)
+    params = [(cuda_randn(64, seed=5 + i) * 0.1 + 1).requires_grad_() for i in range(3)]
+    gparams = [(cuda_randn(32, seed=9 + i) * 0.1 + 1).requires_grad_() for i in range(5)]
+    psi_b = torch.zeros(1, device="cuda", requires_grad=True)
+    wt = (cuda_randn(256, 128, 3, 3, dtype=dtype, seed=20) * 0.02).requires_grad_()
+    dy = cuda_randn(32, 64, 64, 64, dtype=dtype, seed=21)
+
+    def grads(out, inputs, upstream):
+        return [out.detach(), *torch.autograd.grad(out, inputs, upstream)]
+
+    def gn():
+        out = group_norm_act(x, params[0], params[1], 32, 1e-5, "relu", r, params[2], noise_seed=3)
+        return grads(out, [x, r, *params], dy)
+
+    def gate():
+        out = attention_gate(gp, xp, x, *gparams, psi_b, 32, 1e-5)
+        return grads(out, [gp, xp, x, *gparams, psi_b], dy)
+
+    def noise():
+        return grads(noise_inject_philox(x, params[2], 5, 0), [x, params[2]], dy)
+
+    def ws():
+        return grads(weight_standardize(wt), [wt], torch.ones_like(wt))
+
+    return {"group_norm_act": gn, "attention_gate": gate, "noise_inject_philox": noise, "weight_standardize": ws}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_forward_and_backward_are_bitwise_deterministic(layout, dtype):
+    for name, step in _op_steps(layout, dtype).items():
+        first, second = step(), step()
+        for i, (a, b) in enumerate(zip(first, second)):
+            assert torch.equal(a, b), f"{name}: output/gradient {i} differs between two runs"
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_cuda_graph_capture_and_replay_equal_eager(layout):
+    for name, step in _op_steps(layout, torch.bfloat16).items():
+        expected = step()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static = step()
+        for _ in range(2):
+            graph.replay()
+        torch.cuda.synchronize()
+        for i, (a, b) in enumerate(zip(expected, static)):
+            assert torch.equal(a, b), f"{name}: replayed output/gradient {i} differs from eager"
+
+
+def test_ops_launch_on_the_tensors_device():
+    """Tensors on cuda:1 launch on device 1 (every launcher sets the current device)."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    from colorizer.kernels.group_norm_act import group_norm_act
+
+    x = torch.randn(2, 64, 8, 8, device="cuda:1", requires_grad=True)
+    w, b = torch.ones(64, device="cuda:1"), torch.zeros(64, device="cuda:1")
+    with torch.cuda.device(0):
+        y = group_norm_act(x, w, b, 32, 1e-5, "relu")
+        (dx,) = torch.autograd.grad(y.sum(), x)
+    expected = torch.nn.functional.group_norm(x.detach().cpu(), 32).relu()
+    torch.testing.assert_close(y.cpu(), expected, atol=1e-4, rtol=1e-4)
+    assert dx.device == x.device and torch.isfinite(dx).all()

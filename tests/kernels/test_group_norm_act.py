@@ -7,12 +7,12 @@ import torch
 from colorizer.kernels.tuning import group_tiling, next_power_of_2
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity, needs_interpreter
+from tests.kernels.parity import DEVICE, channels_last, check_parity, needs_kernels, on_device
 
 pytest.importorskip("triton")
 from colorizer.kernels.group_norm_act import group_norm_act  # noqa: E402
 
-pytestmark = [pytest.mark.triton, needs_interpreter]
+pytestmark = [pytest.mark.triton, needs_kernels]
 
 # (N, C, H, W, groups): groups of 2 channels (64/32), 1 channel (32/32) and 32 channels (32/1);
 # 1x1, a prime-sided 3x5 and 7x7.
@@ -99,7 +99,7 @@ def test_activations_split_path(act):
 
 def test_mixed_layouts_and_broadcast_gradient():
     """x channels_last, residual NCHW, and the zero-stride upstream gradient of .sum()."""
-    args = make_args(1, 64, 3, 5, 32, act="relu", residual=True)
+    args = {k: on_device(v) for k, v in make_args(1, 64, 3, 5, 32, act="relu", residual=True).items()}
     x = channels_last(args["x"]).requires_grad_()
     r = args["residual"].clone().requires_grad_()
     y = group_norm_act(x, args["weight"], args["bias"], 32, 1e-5, "relu", r, block_size=8)
@@ -123,7 +123,7 @@ def test_half_precision_inputs(dtype):
 
 
 def test_gradients_are_deterministic():
-    args = make_args(1, 64, 3, 5, 32, act="relu", residual=True, noise=True)
+    args = {k: on_device(v) for k, v in make_args(1, 64, 3, 5, 32, act="relu", residual=True, noise=True).items()}
     results = []
     for _ in range(2):
         x = args["x"].clone().requires_grad_()
@@ -158,7 +158,7 @@ def test_philox_noise_epilogue_matches_reference_with_the_same_noise(shape, layo
 
     n, c, h, w, groups = shape
     args = make_args(*shape, act="relu", residual=True, noise=True, layout=layout)
-    args["noise"] = philox_noise(n, h, w, seed=99, offset=5, device="cpu")
+    args["noise"] = philox_noise(n, h, w, seed=99, offset=5, device=DEVICE)
     block_size = split_block(*shape) if split else None
 
     def fused(noise, **kwargs):
@@ -173,7 +173,20 @@ def test_cuda_tiling_of_channels_last_packs_groups_in_the_split_path(monkeypatch
     from colorizer.kernels import tuning
 
     monkeypatch.setattr(tuning, "interpreting", lambda: False)
-    tiling = tuning.group_tiling(32, 2, 24 * 24, channels_contiguous=True)
+    tiling = tuning.group_tiling(32, 4, 48 * 48, channels_contiguous=True)  # a group: 9216 > 8192 elements
     assert tiling.block_g > 1 and tiling.splits > 1
-    args = make_args(1, 64, 24, 24, 32, act="relu", residual=True, noise=True, layout="channels_last")
+    args = make_args(1, 128, 48, 48, 32, act="relu", residual=True, noise=True, layout="channels_last")
     check_parity(group_norm_act, reference.group_norm_act, args, grads_of(args))
+
+
+def test_cuda_tiling_keeps_a_channels_last_group_that_fits_in_one_pass(monkeypatch):
+    """channels_last packs neighbouring groups for longer contiguous runs, but never at the price of a
+    second pass over x: a group that one program can hold stays fused, as on NCHW."""
+    from colorizer.kernels import tuning
+
+    monkeypatch.setattr(tuning, "interpreting", lambda: False)
+    for groups, cg, hw in [(32, 8, 32 * 32), (32, 2, 64 * 64), (32, 16, 16 * 16), (32, 4, 24 * 24)]:
+        nchw = tuning.group_tiling(groups, cg, hw)
+        last = tuning.group_tiling(groups, cg, hw, channels_contiguous=True)
+        assert nchw.fused and last.fused, (groups, cg, hw, nchw, last)
+        assert last.block_g * last.block_cg * last.block_hw <= tuning.FUSED_TILE_CUDA

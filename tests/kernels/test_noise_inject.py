@@ -5,12 +5,12 @@ import torch
 
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity, needs_interpreter
+from tests.kernels.parity import DEVICE, channels_last, check_parity, needs_kernels, on_device
 
 pytest.importorskip("triton")
 from colorizer.kernels.noise_inject import noise_inject, noise_inject_philox, philox_noise  # noqa: E402
 
-pytestmark = [pytest.mark.triton, needs_interpreter]
+pytestmark = [pytest.mark.triton, needs_kernels]
 
 SHAPES = [(3, 64, 3, 5), (1, 32, 7, 7), (3, 32, 1, 1)]
 
@@ -57,7 +57,7 @@ def test_philox_matches_reference_with_the_same_noise(layout):
     x, w, _ = make(3, 32, 3, 5)
     if layout == "channels_last":
         x = channels_last(x)
-    noise = philox_noise(3, 3, 5, seed=1234, offset=17, device="cpu")
+    noise = philox_noise(3, 3, 5, seed=1234, offset=17, device=DEVICE)
     check_parity(
         lambda x, weight, noise: noise_inject_philox(x, weight, seed=1234, offset=17, block_size=8),
         reference.noise_inject,
@@ -67,8 +67,8 @@ def test_philox_matches_reference_with_the_same_noise(layout):
 
 
 def test_philox_noise_is_per_pixel_reproducible_and_standard_normal():
-    zeros = torch.zeros(2, 4, 32, 32)
-    ones = torch.ones(4)
+    zeros = torch.zeros(2, 4, 32, 32, device=DEVICE)
+    ones = torch.ones(4, device=DEVICE)
     a = noise_inject_philox(zeros, ones, seed=7, offset=0)
     b = noise_inject_philox(zeros, ones, seed=7, offset=0)
     assert torch.equal(a, b), "same (seed, offset) must give the same noise"
@@ -82,12 +82,12 @@ def test_philox_noise_is_per_pixel_reproducible_and_standard_normal():
 
 
 def test_philox_weight_gradient_uses_the_same_noise():
-    x, w, _ = make(1, 32, 7, 7)
+    x, w, _ = (on_device(t) for t in make(1, 32, 7, 7))
     w = w.requires_grad_()
     y = noise_inject_philox(x, w, seed=3, offset=5, block_size=8)
     dy = torch.randn_like(y)
     (dw,) = torch.autograd.grad(y, w, dy)
-    noise = philox_noise(1, 7, 7, seed=3, offset=5, device="cpu")
+    noise = philox_noise(1, 7, 7, seed=3, offset=5, device=DEVICE)
     assert_close(dw, (dy.double() * noise.double()).sum(dim=(0, 2, 3)), dtype=torch.float32, name="dweight")
 
 
@@ -125,6 +125,6 @@ RECORDED_PHILOX = {
 
 @pytest.mark.parametrize("seed,offset", list(RECORDED_PHILOX))
 def test_philox_noise_matches_recorded_values(seed, offset):
-    noise = philox_noise(1, 2, 4, seed=seed, offset=offset, device="cpu")
+    noise = philox_noise(1, 2, 4, seed=seed, offset=offset, device=DEVICE).cpu()
     expected = torch.tensor(RECORDED_PHILOX[(seed, offset)]).reshape(1, 1, 2, 4)
     assert_close(noise, expected, atol=1e-5, rtol=1e-5, name="philox noise")

@@ -5,13 +5,13 @@ import torch
 
 from colorizer.ops import reference
 from colorizer.testing import assert_close
-from tests.kernels.parity import channels_last, check_parity, needs_interpreter
+from tests.kernels.parity import channels_last, check_parity, needs_kernels, on_device
 
 pytest.importorskip("triton")
 from colorizer.kernels.tuning import row_tiling  # noqa: E402
 from colorizer.kernels.weight_standardize import weight_standardize  # noqa: E402
 
-pytestmark = [pytest.mark.triton, needs_interpreter]
+pytestmark = [pytest.mark.triton, needs_kernels]
 
 # (C_out, C_in, kh, kw): 3x3 and 1x1 convs, prime sizes, the psi projection (1 output channel).
 SHAPES = [(7, 5, 3, 3), (64, 32, 1, 1), (1, 32, 1, 1), (3, 33, 3, 3), (32, 3, 4, 4)]
@@ -64,13 +64,13 @@ def test_half_precision():
 @pytest.mark.filterwarnings("ignore:std.*degrees of freedom")
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_fan_in_of_one_is_nan_like_torch():
-    w = torch.randn(4, 1, 1, 1)
+    w = on_device(torch.randn(4, 1, 1, 1))
     assert_close(weight_standardize(w), reference.weight_standardize(w.double()), dtype=torch.float32)
     assert torch.isnan(weight_standardize(w)).all()
 
 
 def test_gradients_are_deterministic():
-    w = weight((16, 8, 3, 3), 9)
+    w = on_device(weight((16, 8, 3, 3), 9))
     grads = []
     for _ in range(2):
         wg = w.clone().requires_grad_()
