@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 NATIVE_SOURCES := $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test test-all bench bench-quick lint format install clean gpu-test
+.PHONY: demo test test-all bench bench-quick lint format install clean gpu-test gpu-check
 
 install: $(STAMP)
 
@@ -34,6 +34,13 @@ test-all: $(STAMP)
 
 gpu-test: $(STAMP)
 	$(PY) -m pytest -q -m gpu
+
+# The one-call device script (README "GPU check"; stops itself after 7 minutes). On a lent GPU
+# machine use its own interpreter, which holds torch and triton: make gpu-check GPU_PY=python3
+GPU_PY ?= $(PY)
+GPU_CHECK_OUT ?= benchmarks/results/gpu_check
+gpu-check:
+	$(GPU_PY) -m benchmarks.gpu_check --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
 
 # On a CPU the report runs the plan the committed CPU results used (about 8 minutes on 2 cores; the
 # full default plan takes about 45); on a GPU its full default plan. Override with BENCH_ARGS=...

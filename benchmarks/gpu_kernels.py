@@ -13,7 +13,10 @@ What it measures, in one run on one GPU:
   (torch.compile of that same eager function) and ``triton`` (colorizer.kernels).
 - Timing: CUDA-graph replay of K back-to-back calls on K different input copies (K chosen so the
   inputs exceed 3x the L2 cache: every call reads from HBM), median per call, p20/p80 spread
-  (benchmarks.timing.measure).
+  (benchmarks.timing.measure). A provider that cannot be captured is an error (never timed another
+  way); every error is recorded with its whole message and traceback, listed in the Markdown, and
+  makes the exit status 1. ``benchmarks.gpu_check`` is the one-call device script built on these
+  cases.
 - Bandwidth: the bytes each op must move at least (inputs read once, outputs written once) divided
   by the time, against (a) a plain copy of the same activation in the same layout, timed the same way
   (T_copy; the issue's targets are multiples of it) and (b) the copy bandwidth of a 1 GiB buffer
@@ -315,24 +318,24 @@ def make_runner(fn: Callable, case: Case, backward: bool) -> Callable[[], None]:
 def time_per_call(run: Callable[[], None], calls: int, quick: bool) -> dict:
     from benchmarks.timing import measure
 
-    try:
-        t = measure(run, device="cuda", warmup=3, min_rounds=5, max_rounds=10 if quick else 30, cuda_graph=True)
-    except Exception as exc:  # noqa: BLE001 (a provider that cannot be captured is timed without a graph)
-        torch.cuda.synchronize()
-        t = measure(run, device="cuda", warmup=3, min_rounds=5, max_rounds=10 if quick else 30)
-        fallback = f"no CUDA graph: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
-    else:
-        fallback = None
-    out = {
+    # Always a CUDA-graph replay: a provider that cannot be captured is an error of its row (the
+    # caller records it), not a silent switch to another timing method.
+    t = measure(run, device="cuda", warmup=3, min_rounds=5, max_rounds=10 if quick else 30, cuda_graph=True)
+    return {
         "median_s": t.median_s / calls,
         "p20_s": t.p20_s / calls,
         "p80_s": t.p80_s / calls,
         "rounds": t.rounds,
         "method": t.method,
     }
-    if fallback:
-        out["note"] = fallback
-    return out
+
+
+def error_entry(exc: BaseException) -> dict:
+    """The whole exception (type, message, traceback tail) for the results: never shortened to a line."""
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"error": f"{type(exc).__name__}: {exc}", "traceback": text[-4000:]}
 
 
 def compiled(fn: Callable) -> Callable:
@@ -366,8 +369,9 @@ def bench_site(site: Site, dtype_name: str, layout: str, quick: bool, copy_bw: f
         for name, fn in providers.items():
             try:
                 row[name] = time_per_call(make_runner(fn, case, backward), rotations, quick)
-            except Exception as exc:  # noqa: BLE001 (recorded in the results, the run goes on)
-                row[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
+            except Exception as exc:  # noqa: BLE001 (recorded in full, counted, and the exit status is 1)
+                torch.cuda.synchronize()
+                row[name] = error_entry(exc)
         tri = row["triton"].get("median_s")
         if tri:
             row["triton_gbps"] = nbytes / tri / 1e9
@@ -445,9 +449,9 @@ def _bench_model_provider(provider: str, batch: int, quick: bool) -> list[dict]:
             t = measure(fn, device="cuda", warmup=3, min_rounds=3, max_rounds=5 if quick else 15)
             row.update(median_s=t.median_s, p20_s=t.p20_s, p80_s=t.p80_s, images_per_s=batch / t.median_s)
             shown = f"{t.median_s * 1e3:9.2f} ms  {batch / t.median_s:8.1f} img/s"
-        except Exception as exc:  # noqa: BLE001 (out of memory or a compile failure is a result too)
-            row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-            shown = row["error"]
+        except Exception as exc:  # noqa: BLE001 (recorded in full, counted, and the exit status is 1)
+            row.update(error_entry(exc))
+            shown = row["error"].splitlines()[0] if row["error"] else ""
         print(f"{name:18s} {provider:15s} batch {batch:3d}: {shown}", flush=True)
         results.append(row)
     return results
@@ -513,6 +517,7 @@ def markdown(results: dict) -> str:
         for p in ("eager", "compile", "triton")
         if "error" in r[p]
     ]
+    errors += [(r["what"], r["provider"], r["error"]) for r in results["whole_model"] if "error" in r]
     if errors:
         lines += ["", "## Errors", ""] + [f"- {s} / {p}: {e}" for s, p, e in errors]
     return "\n".join(lines) + "\n"
@@ -596,7 +601,16 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "gpu_kernels.md"), "w") as f:
         f.write(markdown(results))
     print(f"wrote {args.out}/gpu_kernels.json and gpu_kernels.md", file=sys.stderr)
-    return 0
+    errors = count_errors(results)
+    if errors:
+        print(f"{errors} measurements failed (see the Errors section of gpu_kernels.md)", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def count_errors(results: dict) -> int:
+    """Failed measurements: op providers (including a failed CUDA-graph capture) and model rows."""
+    ops = sum("error" in r[p] for rows in results["ops"].values() for r in rows for p in ("eager", "compile", "triton"))
+    return ops + sum("error" in r for r in results["whole_model"])
 
 
 if __name__ == "__main__":
