@@ -75,6 +75,7 @@ setup(
         "palette": ["opencv-python-headless", "scikit-learn"],
         "export": ["onnx", "onnxruntime", "onnxscript"],
         "triton": ["triton"],
+        "openvino": ["openvino", "nncf"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

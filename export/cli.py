@@ -3,6 +3,7 @@
     colorizer-export --checkpoint G.pth --onnx model.onnx [--noise seeded|zero|input] [--opset 18]
     colorizer-export --checkpoint G.pth --trt model.plan --precision fp16 --batch 1:4:8 --size 256:512:1024
     colorizer-export --checkpoint G.pth --onnx model.onnx --triton-repo models/
+    colorizer-export --checkpoint G.pth --openvino ov_model/ --precision bf16|int8 [--calibration DIR]
     colorizer-export --formats
 
 Every artifact passes its parity gate before it is written (see colorizer.export.verify); on any
@@ -29,6 +30,8 @@ from colorizer.export.onnx_export import (
     export_onnx,
     load_checkpoint,
 )
+from colorizer.export.openvino import DEFAULT_KEEP_FP32, KEEP_FP32
+from colorizer.export.openvino import PRECISIONS as OPENVINO_PRECISIONS
 from colorizer.export.tensorrt import PRECISIONS, ShapeRange, check_size_range, tensorrt_missing
 
 
@@ -40,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="generator checkpoint: the reference's {'netG': ...} .pth or ours")
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX model here")
     p.add_argument("--trt", metavar="OUT.plan", help="build a TensorRT engine here (needs TensorRT and a GPU)")
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp16", help="TensorRT precision")
+    p.add_argument(
+        "--precision",
+        choices=sorted(set(PRECISIONS) | set(OPENVINO_PRECISIONS)),
+        help="TensorRT: fp32, fp16 (default), bf16; OpenVINO: fp32 (default), bf16, int8",
+    )
+    p.add_argument("--openvino", metavar="DIR", help="write an OpenVINO IR folder (DIR/model.xml) for CPU serving")
+    p.add_argument("--calibration", metavar="DIR", help="pictures to calibrate int8 on (default: synthetic drawings)")
+    p.add_argument(
+        "--keep-fp32",
+        default=",".join(DEFAULT_KEEP_FP32),
+        help=f"OpenVINO node groups kept in fp32 at bf16/int8: comma list of {','.join(KEEP_FP32)} or none",
+    )
     p.add_argument("--batch", default="1:1:8", help="batch MIN:OPT:MAX (TensorRT profile, Triton max batch)")
     p.add_argument("--size", default="256:512:1024", help="image side MIN:OPT:MAX, multiples of 128 (TensorRT)")
     p.add_argument("--noise", choices=NOISE_MODES, default="seeded", help="how the graph gets its noise")
@@ -52,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args) -> tuple[ShapeRange, ShapeRange]:
-    if not (args.onnx or args.trt or args.triton_repo):
-        raise ConfigError("nothing to do: give --onnx, --trt and/or --triton-repo")
+    if not (args.onnx or args.trt or args.triton_repo or args.openvino):
+        raise ConfigError("nothing to do: give --onnx, --trt, --openvino and/or --triton-repo")
     if not args.checkpoint:
         raise ConfigError("--checkpoint is required")
     check_noise_mode(args.noise)
@@ -72,7 +86,30 @@ def _validate(args) -> tuple[ShapeRange, ShapeRange]:
             raise _missing(missing)
     if args.triton_repo:
         check_output_folder(args.triton_repo, "Triton model repository")
+    if args.trt and args.precision not in (None, *PRECISIONS):
+        raise ConfigError(f"--trt: precision {args.precision} is not a TensorRT precision ({', '.join(PRECISIONS)})")
+    if args.calibration and not (args.openvino and args.precision == "int8"):
+        raise ConfigError("--calibration is only used with --openvino and --precision int8")
+    if args.openvino:
+        _validate_openvino(args)
     return batch, size
+
+
+def _validate_openvino(args) -> None:
+    """The --openvino options, checked before any work (so a bad option writes nothing)."""
+    from colorizer.errors import MissingDependencyError
+    from colorizer.export.openvino import check_keep, check_precision, openvino_missing, require_nncf
+
+    check_output_folder(args.openvino, "OpenVINO folder")
+    check_precision(args.precision or "fp32")
+    args.keep_fp32 = check_keep(() if args.keep_fp32 in ("", "none") else args.keep_fp32.split(","))
+    if args.calibration and not os.path.isdir(args.calibration):
+        raise ConfigError(f"--calibration {args.calibration}: not a folder")
+    missing = openvino_missing()
+    if missing:
+        raise MissingDependencyError(f"--openvino: {missing}")
+    if args.precision == "int8":
+        require_nncf()
 
 
 def _missing(message: str):
@@ -113,7 +150,7 @@ def run(argv=None) -> int:
                 built = build_engine(
                     onnx_path,
                     args.trt,
-                    precision=args.precision,
+                    precision=args.precision or "fp16",
                     batch=batch,
                     size=size,
                     timing_cache=args.timing_cache,
@@ -124,7 +161,30 @@ def run(argv=None) -> int:
                 raise
             _print_report(built.parity)
             plan_path = built.path
-            print(f"wrote {built.path} and {built.sidecar} ({args.precision}, batch {batch}, size {size})")
+            print(f"wrote {built.path} and {built.sidecar} ({args.precision or 'fp16'}, batch {batch}, size {size})")
+        if args.openvino:
+            from colorizer.export.openvino import export_openvino
+
+            try:
+                ov_export = export_openvino(
+                    model,
+                    args.openvino,
+                    precision=args.precision or "fp32",
+                    noise=args.noise,
+                    keep_fp32=args.keep_fp32,
+                    calibration=args.calibration,
+                    onnx_path=onnx_path,
+                    source_sha256=sha256,
+                )
+            except ParityError as exc:
+                _print_report(exc.report)
+                raise
+            _print_report(ov_export.parity)
+            _print_report(ov_export.functional)
+            print(
+                f"wrote {ov_export.xml} ({ov_export.precision}, noise {args.noise}, "
+                f"fp32 node groups: {','.join(ov_export.keep_fp32) or 'none'})"
+            )
         if args.triton_repo:
             from colorizer.export.triton_repo import write_triton_repo
 

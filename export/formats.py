@@ -46,6 +46,16 @@ FORMATS: tuple[ExportFormat, ...] = (
         description="serialized TensorRT engine + JSON sidecar, one optimization profile, parity-gated",
     ),
     ExportFormat(
+        name="openvino",
+        flag="--openvino",
+        suffixes=(".xml",),
+        builder="export_openvino",
+        runtime="OpenVINO (CPU plugin)",
+        requires=("openvino", "nncf (int8)"),
+        gpu=False,
+        description="OpenVINO IR folder (model.xml + .bin), fp32/bf16/int8, numerically and functionally gated",
+    ),
+    ExportFormat(
         name="triton",
         flag="--triton-repo",
         suffixes=("/",),

@@ -1,4 +1,5 @@
-"""Run an exported generator: ``load_engine(path)`` for a ``.onnx`` (onnxruntime) or ``.plan`` (TensorRT).
+"""Run an exported generator: ``load_engine(path)`` for a ``.onnx`` (onnxruntime), ``.plan`` (TensorRT) or
+``model.xml`` (OpenVINO, ``colorizer.export.openvino.OpenVinoRunner``).
 
 The returned runner is called like the eager model inside ``colorizer.inference.Colorizer``::
 
@@ -219,4 +220,8 @@ def load_engine(path: str, device: str | torch.device = "cpu", **kwargs) -> Engi
         return OnnxRunner(path, device=device, **kwargs)
     if fmt.name == "tensorrt":
         return TensorRTRunner(path, device=device if torch.device(device).type == "cuda" else "cuda", **kwargs)
+    if fmt.name == "openvino":
+        from colorizer.export.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(path, device=device, **kwargs)
     raise ConfigError(f"{path}: {fmt.name} files cannot be run directly")
