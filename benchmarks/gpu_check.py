@@ -242,6 +242,13 @@ class Config:
     palette_kwargs: dict = field(default_factory=dict)
 
 
+def xdist_args(workers: int) -> list[str]:
+    """``-n workers`` when pytest-xdist is installed (the device image has it), else nothing."""
+    import importlib.util
+
+    return ["-n", str(workers)] if importlib.util.find_spec("xdist") else []
+
+
 def make_config(dry_run: bool, budget_s: float | None) -> Config:
     tests = ["tests/kernels", "tests/test_kmeans_triton.py"]
     if dry_run:
@@ -299,7 +306,7 @@ def make_config(dry_run: bool, budget_s: float | None) -> Config:
         },
         # The whole matrix, compiled, on 4 workers (the device has 16 cores; pytest-xdist is in its
         # image); compile_check is CI's (it compiles for sm_90 without a GPU and takes minutes).
-        parity_args=[*tests, "-m", "triton or gpu", "-k", "not compile_for_a_gpu", "-n", "4"],
+        parity_args=[*tests, "-m", "triton or gpu", "-k", "not compile_for_a_gpu", *xdist_args(4)],
         det_shape=(32, 64, 256, 256),
         host_shape=(32, 512, 2, 2),
         host_calls=200,

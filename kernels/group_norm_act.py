@@ -473,8 +473,10 @@ def group_norm_act_forward(
     else:
         pmean = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
         pm2 = new_empty((n * groups, tiling.splits), dtype=torch.float32, device=x.device)
+        # Phase 1 only reduces x: one compiled variant for every epilogue (and no combine block).
+        stats_only = dict(SPLITS_PAD=1, HAS_RES=False, HAS_NOISE=False, NOISE_FROM_SEED=False, ACT=0)
         for phase in (1, 2):
-            meta = common if phase == 2 else {**common, "SPLITS_PAD": 1}  # phase 1 combines nothing
+            meta = common if phase == 2 else {**common, **stats_only}
             _gn_fwd_kernel[grid](*args, pmean, pm2, mean, rstd, *scalars, PHASE=phase, **meta)
     return y, mean, rstd
 

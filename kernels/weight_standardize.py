@@ -33,7 +33,7 @@ from colorizer.kernels.tuning import row_tiling
 from colorizer.ops import reference
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R"])
 def _ws_fwd_kernel(
     W,  # (R, K) weight rows, row stride K
     Y,  # (R, K) standardized weight, dtype of W
@@ -86,7 +86,7 @@ def _ws_fwd_kernel(
     tl.store(STD + rows, std, mask=rmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R"])
 def _ws_bwd_kernel(
     DY,  # (R, K) gradient of y, row stride K
     W,  # (R, K)
