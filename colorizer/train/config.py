@@ -22,6 +22,7 @@ DATA_KINDS = ("pair", "folder", "synthetic")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 KERNELS = ("eager", "triton", "native")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def _f(default, help: str, **kw):  # noqa: A002 (argparse's word)
@@ -53,6 +54,13 @@ class TrainConfig:
     lr_d: float = _f(2e-4, "discriminator Adam learning rate")
     betas_g: tuple[float, float] = _f((0.5, 0.999), "generator Adam betas")
     betas_d: tuple[float, float] = _f((0.5, 0.999), "discriminator Adam betas")
+    lr_g_norm: float | None = _f(
+        None,
+        "generator learning rate of its GroupNorm affines, conv biases and noise weights (none = lr_g); the "
+        "weight-standardized convs are scale-free, so these set the output scale",
+    )
+    lr_schedule: str = _f("constant", "learning rate after the warmup: constant | cosine (to 0 at the last step)")
+    warmup_steps: int = _f(0, "raise the learning rates linearly from 0 over the first N steps")
     # losses
     w_gan: float = _f(1.0, "weight of the LSGAN generator term MSE(D(fake), 0.9)")
     w_l1: float = _f(100.0, "weight of L1(fake, real)")
@@ -98,12 +106,24 @@ class TrainConfig:
         "kernels",
     )
 
+    # Fields added after runs were first written: hashed into the identity only when not at their
+    # default, so a run started before they existed resumes without a config-mismatch warning.
+    LATER_FIELDS: typing.ClassVar[dict[str, object]] = {
+        "lr_g_norm": None,
+        "lr_schedule": "constant",
+        "warmup_steps": 0,
+    }
+
     def to_dict(self) -> dict:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields()}
 
     def identity(self) -> dict:
         """The part of the config that defines the run (hashed into every checkpoint)."""
-        return {k: v for k, v in self.to_dict().items() if k not in self.RUNTIME_FIELDS}
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in self.RUNTIME_FIELDS and not (k in self.LATER_FIELDS and v == self.LATER_FIELDS[k])
+        }
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError (one line) for the first bad value; return self."""
@@ -119,7 +139,7 @@ class TrainConfig:
             bad("size", "must be a positive multiple of 128")
         if self.length is not None and self.length < 1:
             bad("length", "must be at least 1")
-        for name in ("workers", "max_steps", "ckpt_every", "sample_every", "seed"):
+        for name in ("workers", "max_steps", "ckpt_every", "sample_every", "seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
         for name in ("batch_size", "epochs", "keep_last", "log_every", "samples", "max_bad_steps"):
@@ -135,6 +155,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not v > 0 or v != v or v == float("inf"):
                 bad(name, "must be a positive finite number")
+        if self.lr_g_norm is not None and (not self.lr_g_norm > 0 or self.lr_g_norm == float("inf")):
+            bad("lr_g_norm", "must be a positive finite number (or none = lr_g)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            bad("lr_schedule", f"must be one of {', '.join(LR_SCHEDULES)}")
         for name in ("betas_g", "betas_d"):
             v = getattr(self, name)
             if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):

@@ -53,7 +53,7 @@ from colorizer.checkpoint import (
     remove_stale_temp_files,
 )
 from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError, MissingDependencyError
-from colorizer.losses import LossWeights, VGGFeatures, discriminator_loss, generator_loss
+from colorizer.losses import REAL_LABEL, LossWeights, VGGFeatures, discriminator_loss, generator_loss
 from colorizer.train.config import TrainConfig, dump_yaml
 from colorizer.train.distributed import (
     DistContext,
@@ -216,6 +216,7 @@ class Trainer:
         self.csv = CsvLog(os.path.join(self.out, "train_log.csv"))
         self.identity_hash = config_hash(config.identity())
         self.progress = Progress()
+        self._planned: int | None = None  # planned_steps(), computed when the lr schedule first needs it
         self.signals = _SignalFlag()
         self.last_checkpoint: str | None = None
         self._bar = None
@@ -282,8 +283,17 @@ class Trainer:
         self.D.train()
         self.d_trainable = [p for p in self.D.parameters() if p.requires_grad]
         self.g_trainable = [p for p in self.G.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.Adam(self.g_trainable, lr=cfg.lr_g, betas=tuple(cfg.betas_g))
+        g_params = self.g_trainable
+        if cfg.lr_g_norm is not None:  # two groups: conv weights at lr_g, the 1-D parameters at lr_g_norm
+            g_params = [
+                {"params": [p for p in self.g_trainable if p.dim() > 1]},
+                {"params": [p for p in self.g_trainable if p.dim() <= 1], "lr": cfg.lr_g_norm},
+            ]
+        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=tuple(cfg.betas_g))
         self.opt_d = torch.optim.Adam(self.d_trainable, lr=cfg.lr_d, betas=tuple(cfg.betas_d))
+        # The configured learning rates; each step sets base * lr_factor(step) (a resume restores the
+        # optimizers' state, the schedule is a function of the step alone).
+        self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
 
         self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
         if self.amp_dtype is not None and self.device.type != "cuda":
@@ -457,11 +467,39 @@ class Trainer:
         cond = torch.cat([sketch, planes], dim=1).contiguous(memory_format=memory_format)
         return color.contiguous(memory_format=memory_format), sketch, palette, cond
 
+    def planned_steps(self) -> int:
+        """Steps of the whole run: epochs x batches per epoch, capped by max_steps."""
+        sampler = ResumableDistributedSampler(self.dataset, self.ctx.world_size, self.ctx.rank, self.cfg.seed)
+        total = self.cfg.epochs * (len(sampler) // self.cfg.batch_size)
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the configured learning rates at ``step`` (0-based): warmup, then the schedule."""
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "cosine":
+            if self._planned is None:
+                self._planned = self.planned_steps()
+            span = max(1, self._planned - cfg.warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+        return 1.0
+
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One D update and one G update on ``batch``; returns the losses (floats) and 'bad' (0/1)."""
+        """One D update and one G update on ``batch``; returns the losses (floats) and 'bad' (0/1).
+
+        With ``w_gan`` = 0 the discriminator plays no part in the generator loss and is not trained:
+        no D pass at all, and the D loss (and the GAN term) is reported as nan.
+        """
+        factor = self.lr_factor(self.progress.step)
+        for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
+            for group, base in zip(opt.param_groups, bases):
+                group["lr"] = base * factor
         color, sketch, palette, cond = self._prepare(batch)
         with self._autocast():
             fake = self.g_forward(cond)
+        if self.weights.gan == 0:
+            return self._generator_only_step(color, sketch, palette, cond, fake)
 
         # D update on real and the detached fake.
         with self._autocast():
@@ -489,6 +527,19 @@ class Trainer:
         self._last = (color, sketch, palette, fake.detach())
         stats = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **{k: v.item() for k, v in parts.items()}}
         stats["bad"] = 0.0 if (d_ok and g_ok) else 1.0
+        return stats
+
+    def _generator_only_step(self, color, sketch, palette, cond, fake) -> dict[str, float]:
+        """The G update of a run without the GAN term (``w_gan`` = 0); D is neither run nor trained."""
+        no_gan = torch.full((fake.shape[0], 1), REAL_LABEL, device=fake.device)  # a zero GAN term
+        loss_g, parts = generator_loss(no_gan, fake, color, self.weights, self.vgg)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss_g).backward()
+        g_ok = self._apply(self.opt_g, self.scaler_g, loss_g, self.g_trainable)
+        self._last = (color, sketch, palette, fake.detach())
+        stats = {"loss_d": float("nan"), "loss_g": loss_g.item(), **{k: v.item() for k, v in parts.items()}}
+        stats["gan"] = float("nan")
+        stats["bad"] = 0.0 if g_ok else 1.0
         return stats
 
     def _apply(self, opt, scaler, loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
@@ -593,6 +644,7 @@ class Trainer:
         total = cfg.epochs * steps_per_epoch
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
+        self._planned = total
         p = self.progress
         if p.step >= total:
             self.log(f"nothing to do: already at step {p.step} of {total}")
