@@ -252,3 +252,190 @@ def test_a_data_error_in_a_worker_stays_one_line(tmp_path, workers):
     with pytest.raises(DataError) as info:
         trainer.fit()
     assert str(info.value) == "every file in /data failed to load (3 skipped)"
+
+
+# ---- issue 12: one trainer per run folder, failed starts leave nothing behind -----------------------
+
+
+def test_second_trainer_on_the_same_out_exits_2_naming_the_first(tmp_path):
+    out = tmp_path / "run"
+    args = tiny_args(out, "--max-steps", "400", "--epochs", "100", "--log-every", "1", "--workers", "0")
+    first = subprocess.Popen(
+        train_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=REPO
+    )
+    try:
+        _wait_for(lambda: _log_rows(out) >= 1, 120, first)
+        second = run_train([*tiny_args(out), "--max-steps", "2", "--resume", "auto"])
+        assert first.poll() is None, "the first trainer must still be running"
+        rows_before = _log_rows(out)
+        assert second.returncode == 2, second.stdout[-1000:] + second.stderr[-1000:]
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), second.stderr
+        assert f"in use by another trainer (pid {first.pid} on host" in lines[0]
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 128 + signal.SIGTERM
+    assert not (out / ".lock").exists(), "the lock is released on exit"
+    assert _log_rows(out) >= rows_before
+    steps = [int(line.split(",")[0]) for line in open(out / "train_log.csv").read().splitlines()[1:]]
+    assert steps == sorted(set(steps)), "every step logged once (no second writer)"
+
+
+def test_a_live_lock_refuses_in_process_and_touches_nothing(tmp_path):
+    from colorizer.train.runlock import RunLock, RunLockedError
+
+    tmp_path.joinpath("keep.txt").write_text("mine")
+    with RunLock(str(tmp_path)):
+        with pytest.raises(RunLockedError, match=f"pid {os.getpid()} on host"):
+            Trainer(tiny_config(tmp_path), log=lambda m: None)
+        assert sorted(os.listdir(tmp_path)) == [".lock", "keep.txt"]
+    assert sorted(os.listdir(tmp_path)) == ["keep.txt"]
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"pid={dead.pid} host={socket.gethostname()} started=2020-01-01T00:00:00Z\n")
+    messages = []
+    result = Trainer(tiny_config(tmp_path, max_steps=1), log=messages.append).fit()
+    assert result.exit_code == 0
+    assert any(f"took over the lock of a trainer that is no longer running (pid {dead.pid}" in m for m in messages)
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_lock_whose_live_owner_is_recorded_is_refused_even_if_flock_is_granted(tmp_path):
+    import socket
+
+    from colorizer.train.runlock import RunLock, RunLockedError
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / ".lock").write_text(f"pid={alive.pid} host={socket.gethostname()}\n")
+        with pytest.raises(RunLockedError, match=f"pid {alive.pid}.*delete"):
+            RunLock(str(tmp_path)).acquire()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_failed_starts_leave_nothing_behind(tmp_path):
+    from colorizer.errors import DataError
+
+    out = tmp_path / "new_run"
+    with pytest.raises(DataError):  # fails while building the data set
+        Trainer(tiny_config(out, data="folder", data_root=str(tmp_path / "no_such_data")), log=lambda m: None)
+    assert not out.exists()
+    color, sketch = synthetic_tensors(2)
+    trainer = Trainer(tiny_config(out, samples=1), dataset=_BrokenDataset(color, sketch), log=lambda m: None)
+    with pytest.raises(DataError):  # fails after config.yaml was written, before the first step
+        trainer.fit()
+    assert not out.exists()
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("mine")
+    with pytest.raises(DataError):
+        Trainer(tiny_config(existing, samples=1), dataset=_BrokenDataset(color, sketch), log=lambda m: None).fit()
+    assert sorted(os.listdir(existing)) == ["notes.txt"]
+
+
+def test_a_failed_write_probe_is_removed(tmp_path, monkeypatch):
+    real = os.fsync
+
+    def fsync(fd):
+        if ".write_probe." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ConfigError, match="No space left"):
+        Trainer(tiny_config(tmp_path / "run"), log=lambda m: None)
+    monkeypatch.undo()
+    assert os.listdir(tmp_path / "run") == []
+    (tmp_path / "run" / f".write_probe.{os.getpid() + 1}").write_bytes(b"")  # left by a killed start
+    messages = []
+    Trainer(tiny_config(tmp_path / "run", max_steps=1), log=messages.append).fit()
+    assert not [n for n in os.listdir(tmp_path / "run") if n.startswith(".write_probe")]
+
+
+def test_each_bad_data_file_is_counted_and_named_once(tmp_path):
+    import csv
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(data / f"good{i}.png")
+    for name in ("bad0.png", "bad1.png", "bad2.jpg", "bad3.png"):  # bad0/bad1 next to each other: retried
+        (data / name).write_bytes(b"not a picture")
+    messages = []
+    config = tiny_config(tmp_path / "run", data="folder", data_root=str(data), epochs=3, workers=1, augment=False)
+    result = Trainer(config, log=messages.append).fit()
+    assert result.exit_code == 0
+    assert result.progress.skipped_files == 4
+    named = sorted(m.split(": ")[1] for m in messages if m.startswith("skipped a bad data file"))
+    assert named == sorted(str(data / n) for n in ("bad0.png", "bad1.png", "bad2.jpg", "bad3.png"))
+    with open(tmp_path / "run" / "train_log.csv") as f:
+        counts = [int(row["skipped_files"]) for row in csv.DictReader(f)]
+    assert max(counts) == 4 and counts == sorted(counts)
+
+
+def test_resuming_with_other_channels_is_refused_before_loading(tmp_path):
+    Trainer(tiny_config(tmp_path, max_steps=1), log=lambda m: None).fit()
+    messages = []
+    with pytest.raises(CheckpointError, match="channels 64, this run has 128: a model of another shape cannot resume"):
+        Trainer(tiny_config(tmp_path, max_steps=2, resume="auto", channels=(128,)), log=messages.append).fit()
+    assert not any("resuming anyway" in m for m in messages)
+
+
+def test_train_seed_out_of_range_is_one_line(tmp_path):
+    for seed in ("2147483648", str(2**64 + 1)):
+        result = run_train([*tiny_args(tmp_path / "run"), "--seed", seed])
+        assert result.returncode == 2, result.stderr[-1500:]
+        assert result.stderr.strip().startswith("error: seed: must be in [0, 2147483647]"), result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_progress_is_plain_lines_without_a_terminal(tmp_path):
+    import io
+
+    from colorizer.progress import LineProgress, progress_bar
+
+    stream = io.StringIO()
+    bar = progress_bar(5, desc="train", unit="step", file=stream)
+    assert isinstance(bar, LineProgress)
+    bar.every_s = 0.0
+    for _ in range(5):
+        bar.update(1)
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and len(lines) == 6 and lines[-2].startswith("train: 5/5 step (100%)")
+    # The trainer with its progress display on, stderr a pipe (a log file): no carriage returns.
+    result = run_train([*tiny_args(tmp_path / "run"), "--progress", "--max-steps", "3"])
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert "\r" not in result.stderr and "\r" not in result.stdout
+
+
+def test_vgg_weights_errors_are_one_line_of_our_own(tmp_path):
+    import argparse
+
+    bad = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "args": argparse.Namespace(a=1)}, bad)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x80\x02 not a pickle at all")
+    for path in (bad, junk):
+        result = run_train([*tiny_args(tmp_path / "run"), "--vgg-weights", str(path), "--max-steps", "1"])
+        assert result.returncode == 2, result.stderr[-1500:]
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: cannot read VGG16 weights"), result.stderr
+        assert "weights_only" not in lines[0] and "file an issue" not in lines[0]
+    assert not (tmp_path / "run").exists()

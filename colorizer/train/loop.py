@@ -35,10 +35,12 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +86,7 @@ class Progress:
     batch_in_epoch: int = 0  # batches of the current epoch already consumed
     bad_in_row: int = 0  # consecutive bad steps so far
     bad_total: int = 0
-    skipped_files: int = 0  # data files the data set skipped (corrupt, ...)
+    skipped_files: int = 0  # distinct data files found bad (corrupt, ...), each counted once
 
 
 @dataclass
@@ -181,6 +183,9 @@ class _SignalFlag:
 
 
 def _worker_init(_worker_id: int) -> None:
+    # The trainer names each bad data file once (Trainer._note_skipped); a worker's own warning
+    # would repeat it per worker and per epoch.
+    _ignore_skipped_file_warnings()
     # Ctrl-C / SIGTERM go to the whole process group; the main process handles them and shuts the
     # workers down. Without this a worker dies on the signal and the step cannot finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -217,12 +222,17 @@ class Trainer:
         self.identity_hash = config_hash(config.identity())
         self.progress = Progress()
         self._planned: int | None = None  # planned_steps(), computed when the lr schedule first needs it
+        self.bad_positions: set[int] = set()  # data set positions found bad (each counted and named once)
         self.signals = _SignalFlag()
         self.last_checkpoint: str | None = None
         self._bar = None
         self._check_output_folder()
-        self.dataset = dataset if dataset is not None else self._build_dataset()
-        self._build_models()
+        try:
+            self.dataset = dataset if dataset is not None else self._build_dataset()
+            self._build_models()
+        except BaseException:
+            self._abandon()
+            raise
 
     # ---- setup -----------------------------------------------------------------------------
 
@@ -238,19 +248,82 @@ class Trainer:
             print(message, flush=True)
 
     def _check_output_folder(self) -> None:
+        """Create the run folder, take its lock (one trainer per folder), check it is writable.
+
+        What this start creates is remembered, and removed again by ``_abandon`` if the start
+        fails before training begins.
+        """
+        self._created: list[str] = []  # folders and files this start made, in creation order
+        self._lock = None
         if not self.ctx.is_main:
             return
+        from colorizer.train.runlock import RunLock
+
         try:
-            os.makedirs(self.ckpt_dir, exist_ok=True)
-            os.makedirs(self.samples_dir, exist_ok=True)
+            self._makedirs(self.out)
+            self._lock = RunLock(self.out).acquire()
+            self._finalizer = weakref.finalize(self, self._lock.release)
+            self._makedirs(self.ckpt_dir)
+            self._makedirs(self.samples_dir)
             probe = os.path.join(self.out, f".write_probe.{os.getpid()}")
-            with open(probe, "wb") as f:
-                f.write(b"ok")
-            os.unlink(probe)
+            try:
+                with open(probe, "wb") as f:
+                    f.write(b"ok")
+                    f.flush()
+                    os.fsync(f.fileno())
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(probe)
         except OSError as exc:
+            self._abandon()
             raise ConfigError(f"output folder {self.out} is not writable: {exc.strerror or exc}") from exc
-        for path in remove_stale_temp_files(self.ckpt_dir) + remove_stale_temp_files(self.out):
+        except BaseException:
+            self._abandon()
+            raise
+        if self._lock.took_over:
+            owner = self._lock.took_over
+            self.log(
+                f"took over the lock of a trainer that is no longer running (pid {owner.get('pid')} on "
+                f"host {owner.get('host')})"
+            )
+        stale = remove_stale_temp_files(self.ckpt_dir) + remove_stale_temp_files(self.out)
+        for name in os.listdir(self.out):  # probes of starts killed between create and unlink
+            if name.startswith(".write_probe."):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.out, name))
+                    stale.append(os.path.join(self.out, name))
+        for path in stale:
             self.log(f"removed an incomplete file left by an interrupted write: {path}")
+
+    def _makedirs(self, path: str) -> None:
+        missing = []
+        head = os.path.abspath(path)
+        while not os.path.isdir(head) and head != os.path.dirname(head):
+            missing.append(head)
+            head = os.path.dirname(head)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:  # another process made it meanwhile: it is not ours to remove
+                if not os.path.isdir(folder):
+                    raise
+                continue
+            self._created.append(folder)
+
+    def _abandon(self) -> None:
+        """A start that failed before training: remove what it created, release the lock."""
+        for path in reversed(getattr(self, "_created", [])):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self._created = []
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
 
     def _build_dataset(self):
         try:
@@ -354,6 +427,7 @@ class Trainer:
             "scalerG": self.scaler_g.state_dict(),
             "scalerD": self.scaler_d.state_dict(),
             "progress": dict(vars(self.progress)),
+            "skipped_positions": sorted(self.bad_positions),
             "rng": {f"rank{r}": s for r, s in enumerate(rng_states)},
         }
 
@@ -418,6 +492,14 @@ class Trainer:
             old = metadata.get("config", {})
             now = self.cfg.identity()
             changed = sorted(k for k in now if k in old and old[k] != now[k])
+            shape = [k for k in changed if k in ("channels", "d_channels")]  # these change the weights' shapes
+            if shape:
+                k = shape[0]
+                was, has, flag = ",".join(map(str, old[k])), ",".join(map(str, now[k])), k.replace("_", "-")
+                raise CheckpointError(
+                    f"{path} was written with {k} {was}, this run has {has}: a model of another shape cannot "
+                    f"resume it (give --{flag} {was}, or another --out)"
+                )
             detail = ", ".join(f"{k}: {old[k]!r} -> {now[k]!r}" for k in changed[:6]) or "unknown fields"
             self.log(f"warning: {path} was written with a different config ({detail}); resuming anyway")
         from colorizer.checkpoint import load_state_strict
@@ -433,6 +515,7 @@ class Trainer:
             self.scaler_g.load_state_dict(payload["scalerG"])
             self.scaler_d.load_state_dict(payload["scalerD"])
         self.progress = Progress(**{k: int(v) for k, v in payload["progress"].items()})
+        self.bad_positions = {int(i) for i in payload.get("skipped_positions", [])}
         rng = payload.get("rng", {})
         mine = rng.get(f"rank{self.ctx.rank}")
         if mine is None or len(rng) != self.ctx.world_size:
@@ -447,6 +530,40 @@ class Trainer:
         self.log(f"resumed from {path} at step {self.progress.step} (epoch {self.progress.epoch + 1})")
 
     # ---- one step --------------------------------------------------------------------------
+
+    def _note_skipped(self, batch: dict) -> None:
+        """Count and name each bad data file once.
+
+        A sample at ``index`` that reports ``skipped = s`` passed over positions index .. index+s-1
+        (mod the data set's length), all bad: the data set skips forward to the next good file. A
+        count of passes would count a file again at every retry, per worker and per epoch.
+        """
+        skipped = batch.get("skipped")
+        index = batch.get("index")
+        if skipped is None or index is None or not _batch_skipped(batch):
+            return
+        n = len(self.dataset)
+        for start, count in zip(torch.as_tensor(index).tolist(), torch.as_tensor(skipped).tolist()):
+            for j in range(int(count)):
+                position = (int(start) + j) % n
+                if position not in self.bad_positions:
+                    self.bad_positions.add(position)
+                    self.progress.skipped_files += 1
+                    self.log(f"skipped a bad data file: {self._bad_file_reason(position)}")
+
+    def _bad_file_reason(self, position: int) -> str:
+        files = getattr(self.dataset, "files", None)
+        if files is None:
+            return f"sample {position}"
+        path = os.fspath(files[position])
+        reason = getattr(self.dataset, "bad_files", {}).get(path)  # known when loaded in this process
+        if reason is None and hasattr(self.dataset, "_load"):
+            try:
+                self.dataset._load(files[position])
+                reason = path
+            except ColorizerError as exc:
+                reason = str(exc)
+        return reason or path
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -615,7 +732,26 @@ class Trainer:
         )
 
     def fit(self) -> TrainResult:
-        """Train until ``epochs`` (or ``max_steps``), a signal, or an error. Returns a TrainResult."""
+        """Train until ``epochs`` (or ``max_steps``), a signal, or an error. Returns a TrainResult.
+
+        The run folder stays locked until this returns. A start that fails before its first step
+        removes what it created (folders, config.yaml, the lock).
+        """
+        if self._lock is not None:
+            self._lock.acquire()
+        self._training_started = False
+        try:
+            with warnings.catch_warnings():
+                _ignore_skipped_file_warnings()  # each bad file is named once by _note_skipped
+                return self._fit()
+        except BaseException:
+            if not self._training_started:
+                self._abandon()
+            raise
+        finally:
+            self._release_lock()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         self._rng_to_restore = None
         self._resume()
@@ -628,7 +764,10 @@ class Trainer:
             header = f"# resolved training config; {self.feature_note}\n"
             from colorizer.checkpoint import atomic_write_bytes
 
-            atomic_write_bytes(os.path.join(self.out, "config.yaml"), dump_yaml(cfg, header).encode())
+            config_path = os.path.join(self.out, "config.yaml")
+            if not os.path.exists(config_path):
+                self._created.append(config_path)
+            atomic_write_bytes(config_path, dump_yaml(cfg, header).encode())
             if os.path.isfile(self.csv.path):  # drop rows a crashed run wrote after its last checkpoint
                 self.csv.truncate_after(self.progress.step)
         self.log(self.feature_note)
@@ -654,11 +793,12 @@ class Trainer:
             f"training {total - p.step} steps (step {p.step} -> {total}, {steps_per_epoch} per epoch) on "
             f"{self.ctx.world_size} x {self.device}, batch {cfg.batch_size}, {cfg.size}px, out {self.out}"
         )
+        self._training_started = True
         self.signals.install()
         if self.ctx.is_main and cfg.progress:
-            from tqdm import tqdm
+            from colorizer.progress import progress_bar  # a bar on a terminal, a line every 30 s in a log
 
-            self._bar = tqdm(total=total, initial=p.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self._bar = progress_bar(total, initial=p.step, unit="step", file=sys.stderr)
         window: dict[str, float] = {}
         window_steps, window_start, start_time = 0, time.perf_counter(), time.perf_counter()
         checkpoint_written_at = -1
@@ -674,7 +814,7 @@ class Trainer:
                     stats = self.train_step(batch)
                     p.step += 1
                     p.batch_in_epoch += 1
-                    p.skipped_files += int(_batch_skipped(batch))
+                    self._note_skipped(batch)
                     if stats["bad"]:
                         p.bad_in_row += 1
                         p.bad_total += 1
@@ -792,6 +932,14 @@ def _unwrap_worker_errors(loader):
             message = last.split(": ", 1)[1] if last.startswith(("colorizer.", type(exc).__name__)) else last
             raise type(exc)(message) from None
         yield batch
+
+
+def _ignore_skipped_file_warnings() -> None:
+    try:
+        from colorizer.data.datasets import SkippedFileWarning
+    except ImportError:
+        return
+    warnings.filterwarnings("ignore", category=SkippedFileWarning)
 
 
 def _batch_skipped(batch: dict) -> int:
