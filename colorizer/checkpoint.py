@@ -390,6 +390,20 @@ class CheckpointManager:
         return None
 
 
+def resolve_checkpoint(path: str) -> str:
+    """A checkpoint file as given, or for a training run folder (or its checkpoints/) the newest
+    checkpoint in it that reads and verifies; CheckpointError when the folder has none."""
+    folder = str(path)
+    if not os.path.isdir(folder):
+        return path
+    if os.path.isdir(os.path.join(folder, "checkpoints")):
+        folder = os.path.join(folder, "checkpoints")
+    found = CheckpointManager(folder).load_latest_good()
+    if found is None:
+        raise CheckpointError(f"{path}: no readable checkpoint in this folder")
+    return found[0]
+
+
 # --------------------------------------------------------------------------------------------
 # model loaders
 # --------------------------------------------------------------------------------------------
@@ -423,10 +437,7 @@ def _load_state(path: str, key: str) -> tuple[dict, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors, zip errors, EOF: all mean a bad file here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (truncated, damaged or not a checkpoint): {first}"
-        ) from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {torch_load_reason(exc)}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(obj).__name__})")
     if key in obj:
@@ -436,6 +447,22 @@ def _load_state(path: str, key: str) -> tuple[dict, dict]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: {key} is not a state dict of tensors")
     return dict(obj), {}
+
+
+def torch_load_reason(exc: Exception) -> str:
+    """Our own words for a torch.load failure; never torch's advice to retry with weights_only=False
+    (that would run code from an untrusted file)."""
+    text = str(exc)
+    if "Weights only load failed" in text or "weights_only" in text:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        what = f" (it contains {found.group(1)})" if found else ""
+        return (
+            f"it holds Python objects, not only tensors{what}; only plain state dicts are loaded, "
+            "because unpickling other objects could run code from the file"
+        )
+    if isinstance(exc, EOFError) or "unexpected EOF" in text or "end of file" in text.lower():
+        return "the file is truncated"
+    return "damaged, truncated or not a checkpoint"
 
 
 def _few(keys: Iterable[str], n: int = 4) -> str:
@@ -466,10 +493,27 @@ def load_state_strict(model: nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _shape(state: dict, key: str, source: str) -> torch.Size:
+_KIND_KEYS = {"generator": "encoder.layer1.conv1.weight", "discriminator": "conv1.weight_orig"}
+
+
+def _shape(state: dict, key: str, source: str, kind: str = "generator") -> torch.Size:
     if key not in state:
-        raise CheckpointError(f"{source} is not a generator/discriminator state dict: missing {key}")
+        other = next((k for k, v in _KIND_KEYS.items() if k != kind and v in state), None)
+        if other is not None:
+            raise CheckpointError(f"{source} holds a {other} state dict, not a {kind}")
+        raise CheckpointError(f"{source} is not a {kind} state dict: missing {key}")
     return state[key].shape
+
+
+def check_finite(state: dict, source: str) -> None:
+    """CheckpointError naming the first weight that holds NaN or Inf (such weights paint black)."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(
+                f"{source} has non-finite weights ({bad} NaN/Inf values in {name}); it cannot be used "
+                "(a diverged training run? take an earlier checkpoint)"
+            )
 
 
 def generator_architecture(state: dict, source: str = "checkpoint") -> dict:
@@ -481,8 +525,8 @@ def generator_architecture(state: dict, source: str = "checkpoint") -> dict:
 
 def discriminator_architecture(state: dict, source: str = "checkpoint") -> dict:
     """{'in_channels', 'channels'} of a discriminator state dict, from its tensor shapes."""
-    in_channels = int(_shape(state, "conv1.weight_orig", source)[1])
-    channels = tuple(int(_shape(state, f"conv{i}.weight_orig", source)[0]) for i in range(1, 5))
+    in_channels = int(_shape(state, "conv1.weight_orig", source, "discriminator")[1])
+    channels = tuple(int(_shape(state, f"conv{i}.weight_orig", source, "discriminator")[0]) for i in range(1, 5))
     return {"in_channels": in_channels, "channels": channels}
 
 
@@ -495,13 +539,16 @@ def _kernels_error(exc: Exception, kernels: str) -> Exception:
 def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Sketch2Color (30 input channels) or Color2Sketch (3) with the weights of ``path``.
 
-    ``path``: the reference's ``{'netG': ...}`` .pth, a plain state dict, or one of our checkpoints.
+    ``path``: the reference's ``{'netG': ...}`` .pth, a plain state dict, one of our checkpoints, or
+    the name of a bundled model (``colorizer.pretrained``, e.g. ``"demo"``).
     The architecture (in_channels, channels) is inferred from the shapes; loading is strict.
     Returns the model in eval mode on ``map_location``. Raises CheckpointError.
     """
     from colorizer.models import Color2Sketch, Sketch2Color
     from colorizer.ops import KernelsUnavailable
+    from colorizer.pretrained import resolve
 
+    path = resolve(path)  # a bundled model's name -> its weights file (sha256 checked)
     state, _ = _load_state(path, "netG")
     state = _strip_prefixes(state)
     arch = generator_architecture(state, path)
@@ -513,6 +560,7 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     except ValueError as exc:
         raise CheckpointError(f"{path} has an unsupported generator shape: {exc}") from exc
     load_state_strict(model, state, path)
+    check_finite(state, path)
     return model.to(map_location).eval()
 
 
@@ -529,6 +577,7 @@ def load_discriminator(path: str, map_location="cpu", kernels: str = "eager"):
     except KernelsUnavailable as exc:
         raise _kernels_error(exc, kernels) from exc
     load_state_strict(model, state, path)
+    check_finite(state, path)
     return model.to(map_location).eval()
 
 

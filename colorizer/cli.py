@@ -27,11 +27,31 @@ def _list_images(path: Path) -> list[Path]:
     if path.is_dir():
         files = find_images(path)
         if not files:
-            raise ImageError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+            others = _other_files(path)
+            also = f" ({len(others)} other file(s), e.g. {others[0].name})" if others else ""
+            raise ImageError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder{also}")
         return files
     if not path.exists():
         raise ImageError(f"{path}: no such file or folder")
     return [path]
+
+
+def _other_files(root: Path) -> list[Path]:
+    """Files under ``root`` that the folder search passes over (not a picture type we read)."""
+    others = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        others += [Path(dirpath) / n for n in sorted(filenames) if not n.startswith(".") and not _is_image_name(n)]
+    return others
+
+
+def _writable_extensions() -> tuple[str, ...]:
+    from PIL import Image
+
+    from colorizer.data import IMAGE_EXTENSIONS
+
+    registered = Image.registered_extensions()
+    return tuple(e for e in IMAGE_EXTENSIONS if registered.get(e) in Image.SAVE)
 
 
 def _is_image_name(path: Path) -> bool:
@@ -53,80 +73,254 @@ def _palette_from_args(args):
 
 def _resolve_checkpoint(path: str) -> str:
     """A checkpoint file, or a training run folder (or its checkpoints/) -> its newest good checkpoint."""
-    from colorizer.checkpoint import CheckpointManager
-    from colorizer.errors import CheckpointError
+    from colorizer.checkpoint import resolve_checkpoint
 
-    folder = Path(path)
-    if not folder.is_dir():
-        return path
-    if (folder / "checkpoints").is_dir():
-        folder = folder / "checkpoints"
-    found = CheckpointManager(str(folder)).load_latest_good()
-    if found is None:
-        raise CheckpointError(f"{path}: no readable checkpoint in this folder")
-    return found[0]
+    return resolve_checkpoint(path)
+
+
+def check_device(name: str):
+    """A torch.device that can hold tensors here, or one line saying why not (ConfigError /
+    MissingDependencyError): a bogus name, ``cuda`` on a CPU-only torch or without a GPU, ``meta``."""
+    import torch
+
+    from colorizer.errors import MissingDependencyError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {name!r}: not a torch device (use cpu, cuda or cuda:N)") from None
+    if device.type == "meta":
+        raise ConfigError("--device meta holds no data and cannot colorize; use cpu or cuda")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
+            raise MissingDependencyError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} GPU(s) (cuda:0 ..)")
+    elif device.type != "cpu":
+        try:
+            torch.empty(1, device=device)
+        except Exception as exc:  # each backend raises its own error type for a missing device
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise MissingDependencyError(f"--device {name}: not usable here ({first})") from None
+    return device
 
 
 def _load_runner(args):
     """A Colorizer over a checkpoint or an exported engine."""
     from colorizer.inference import Colorizer
 
+    if args.checkpoint is None and args.engine is None:
+        from colorizer.pretrained import DEFAULT, MODELS
+
+        print(f"colorizer: no --checkpoint given, using the bundled model {DEFAULT!r}: {MODELS[DEFAULT].description}",
+              file=sys.stderr)  # fmt: skip
+        args.checkpoint = DEFAULT
     if (args.checkpoint is None) == (args.engine is None):
         raise ConfigError("give exactly one of --checkpoint FILE or --engine model.onnx|model.plan")
+    device = check_device(args.device)
     if args.engine is not None:
         from colorizer.export.runtime import load_engine
 
-        return Colorizer(load_engine(args.engine, device=args.device), device=args.device)
+        return Colorizer(load_engine(args.engine, device=str(device)), device=device)
     from colorizer.checkpoint import load_generator
+    from colorizer.errors import CheckpointError
     from colorizer.ops import KernelsUnavailable
 
+    path = _resolve_checkpoint(args.checkpoint)
     try:
-        generator = load_generator(_resolve_checkpoint(args.checkpoint), map_location="cpu", kernels=args.kernels)
+        generator = load_generator(path, map_location="cpu", kernels=args.kernels)
     except KernelsUnavailable as exc:
         from colorizer.errors import MissingDependencyError
 
         raise MissingDependencyError(str(exc)) from None
-    return Colorizer(generator, device=args.device)
+    if getattr(generator, "in_channels", 30) != 30:
+        raise CheckpointError(
+            f"{path} is a Color2Sketch line extractor ({generator.in_channels} input channels), not a Sketch2Color "
+            "colorizer (30: sketch + 9 palette colors); give the colorizing generator's checkpoint"
+        )
+    return Colorizer(generator, device=device)
+
+
+def _check_out_name(out: Path) -> None:
+    """A name with a suffix is a file name: refuse one we cannot write (x.gif, x.txt) in one line."""
+    if out.suffix and not out.is_dir() and out.suffix.lower() not in _writable_extensions():
+        raise ConfigError(
+            f"--out {out}: cannot write {out.suffix} pictures (use {', '.join(_writable_extensions())}); "
+            "to write into a folder of that name, create the folder first"
+        )
+
+
+def _key(path: Path) -> str:
+    # Outputs that differ only in case collide on case-insensitive file systems (macOS, Windows).
+    return os.path.normcase(os.path.abspath(path)).lower()
+
+
+def plan_outputs(sketch_arg: Path, sketches: list[Path], out: Path, overwrite: bool, protected=()) -> list[Path]:
+    """The output path of every sketch; ConfigError (one line) before anything is written when
+    two outputs would collide, an output would replace an input, or (without ``overwrite``) an
+    output file exists already.
+
+    Names: OUT/<relative path>.png; where two sketches share that name (x.png, x.jpg, x.webp),
+    every one but the .png keeps its extension: x.jpg.png, x.webp.png.
+    """
+    single = len(sketches) == 1 and not sketch_arg.is_dir()
+    if single:
+        targets = [out if _is_image_name(out) else out / (sketches[0].stem + ".png")]
+    else:
+        rel = [p.relative_to(sketch_arg) for p in sketches]
+        first = [r.with_suffix(".png") for r in rel]
+        count: dict[str, int] = {}
+        for r in first:
+            count[_key(out / r)] = count.get(_key(out / r), 0) + 1
+        targets = [
+            out / (r.with_name(r.name + ".png") if count[_key(out / f)] > 1 and r.suffix.lower() != ".png" else f)
+            for r, f in zip(rel, first)
+        ]
+        seen: dict[str, Path] = {}
+        clashes = []
+        for src, t in zip(sketches, targets):
+            if _key(t) in seen:
+                clashes.append(f"{seen[_key(t)].name} and {src.name} -> {t}")
+            seen.setdefault(_key(t), src)
+        if clashes:
+            more = f" (+{len(clashes) - 2} more)" if len(clashes) > 2 else ""
+            raise ConfigError(f"outputs would collide: {'; '.join(clashes[:2])}{more}; rename the sketches")
+    inputs = {_key(p.resolve()): p for p in [*sketches, *protected]}
+    for t in targets:
+        hit = inputs.get(_key(t.resolve()))
+        if hit is not None:
+            raise ConfigError(f"--out {out}: would write over the input {hit}; choose another output folder or name")
+    for t in targets[:1] if single else targets:
+        blocker = next((a for a in t.parents if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise ConfigError(f"cannot write {t}: {blocker} is a file, not a folder")
+    folders = [t for t in targets if t.is_dir()]
+    if folders:
+        raise ConfigError(f"cannot write {folders[0]}: a folder of that name exists")
+    if not overwrite:
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+            raise ConfigError(
+                f"{existing[0]}{more} already exist(s); pass --overwrite to replace, or choose another --out"
+            )
+    return targets
+
+
+def _outside(paths: list[Path], folder: Path) -> list[Path]:
+    """``paths`` without those under ``folder`` (an output folder inside the sketch folder)."""
+    top = folder.resolve()
+    return [p for p in paths if top not in p.resolve().parents]
 
 
 def cmd_colorize(args) -> int:
-    from tqdm import tqdm
-
     from colorizer.data import load_image, save_image
+    from colorizer.progress import progress_bar
+    from colorizer.seeds import check_seed
 
-    sketches = _list_images(Path(args.sketch))
+    seed = check_seed(args.seed, "--seed")
+    if args.size is not None:
+        from colorizer.inference import check_size
+
+        check_size(args.size)
+    root = Path(args.sketch)
     out = Path(args.out)
-    single = len(sketches) == 1 and not Path(args.sketch).is_dir()
-    if not single and _is_image_name(out):
-        raise ConfigError(f"--out {out}: a folder of sketches needs an output folder, not a file name")
-    if single and not _is_image_name(out):
-        out = out / (sketches[0].stem + ".png")
+    _check_out_name(out)
+    sketches = _list_images(root)
+    single = len(sketches) == 1 and not root.is_dir()
+    if not single:
+        if _is_image_name(out):
+            raise ConfigError(f"--out {out}: a folder of sketches needs an output folder, not a file name")
+        if out.resolve() == root.resolve():
+            raise ConfigError(
+                f"--out {out} is the sketch folder: the pictures would mix with (and could replace) the sketches; "
+                "choose another output folder"
+            )
+        sketches = _outside(sketches, out)  # earlier results in OUT inside the sketch folder are not inputs
+        if not sketches:
+            raise ImageError(f"{root}: no sketches outside the output folder {out}")
+    protected = [Path(args.reference)] if args.reference else []
+    targets = plan_outputs(root, sketches, out, args.overwrite, protected)
+    if not single:
+        for other in _other_files(root):
+            print(f"skipped: {other}: not a picture type colorize reads", file=sys.stderr)
     palette = _palette_from_args(args)
     colorizer = _load_runner(args)
-    root = Path(args.sketch)
-    failed = 0
-    for path in tqdm(sketches, desc="colorize", unit="img", disable=single or not sys.stderr.isatty()):
-        try:
-            sketch = load_image(path)
-        except ImageError as exc:
-            if single:
-                raise
-            print(f"skipped: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        picture = colorizer.colorize(sketch, palette, seed=args.seed, size=args.size)
-        target = out if single else out / path.relative_to(root).with_suffix(".png")
-        save_image(target, picture)
-    written = len(sketches) - failed
-    print(f"wrote {written} image(s) to {out}" + (f"; {failed} unreadable sketch(es) skipped" if failed else ""))
-    return 1 if written == 0 else 0
+    skipped = []
+    bar = None if single else progress_bar(len(sketches), desc="colorize", unit="img")
+    try:
+        for path, target in zip(sketches, targets):
+            try:
+                sketch = load_image(path)
+            except ImageError as exc:
+                if single:
+                    raise
+                skipped.append(str(exc))
+                if bar is not None:
+                    bar.update(1)
+                continue
+            picture = _colorize_one(colorizer, sketch, palette, seed, args.size, path)
+            save_image(target, picture)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    written = len(sketches) - len(skipped)
+    if written == 0:
+        raise ImageError(f"{root}: none of the {len(sketches)} sketch(es) could be read (e.g. {skipped[0]})")
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    where = targets[0] if single else out
+    print(
+        f"wrote {written} image(s) to {where}" + (f"; {len(skipped)} unreadable sketch(es) skipped" if skipped else "")
+    )
+    return 0
+
+
+def _colorize_one(colorizer, sketch, palette, seed, size, path):
+    """One picture; an allocation failure becomes one line naming the size and what to do."""
+    from colorizer.inference import padded_size
+
+    try:
+        return colorizer.colorize(sketch, palette, seed=seed, size=size)
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        h, w = sketch.shape[:2]
+        ph, pw = (size, size) if size else padded_size(h, w)
+        from colorizer.errors import ResourceError
+
+        raise ResourceError(
+            f"{path}: not enough memory on {colorizer.device} to colorize a {w}x{h} sketch (run at {pw}x{ph}); "
+            "use --size 512 (or smaller) to work at a lower resolution, cut the sketch into tiles, or use a "
+            "machine (GPU) with more memory"
+        ) from None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return "out of memory" in text.lower() or "DefaultCPUAllocator: can't allocate memory" in text
 
 
 def cmd_palette(args) -> int:
     from colorizer.data import load_image
-    from colorizer.palette import extract_palette
+    from colorizer.palette import MAX_K, extract_palette
+    from colorizer.seeds import check_seed
 
-    palette = extract_palette(load_image(args.image, min_size=None), k=args.k, seed=args.seed)
+    if not 1 <= args.k <= MAX_K:
+        raise ConfigError(f"--k must be from 1 to {MAX_K} colors, got {args.k}")
+    seed = check_seed(args.seed, "--seed")
+    palette = extract_palette(load_image(args.image, min_size=None), k=args.k, seed=seed)
+    distinct = len({tuple(c) for c in palette.tolist()})
+    if distinct < args.k:
+        print(
+            f"warning: the picture has only {distinct} distinct color(s) for --k {args.k}; the palette repeats them",
+            file=sys.stderr,
+        )
     print(",".join(f"#{r:02x}{g:02x}{b:02x}" for r, g, b in palette.tolist()))
     return 0
 
@@ -171,8 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("colorize", help="colorize a sketch or a folder of sketches")
     p.add_argument(
         "--checkpoint",
-        help="generator checkpoint (ours, or the reference's {'netG': ...} .pth), or a training run folder "
-        "(its newest good checkpoint is used)",
+        help="generator checkpoint (ours, or the reference's {'netG': ...} .pth), a training run folder "
+        "(its newest good checkpoint is used), or a bundled model's name (default: the bundled 'demo' model, "
+        "trained on the built-in synthetic drawings)",
     )
     p.add_argument("--engine", help="an exported model.onnx (onnxruntime) or model.plan (TensorRT) instead")
     p.add_argument("--sketch", required=True, help="a line-art image or a folder of them (searched recursively)")
@@ -180,15 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--palette", help="colors as '#rrggbb,#rrggbb,...' (fewer than 9 are repeated cyclically)")
     p.add_argument("--out", required=True, help="output .png for one sketch, or an output folder")
     p.add_argument("--size", type=int, default=None, help="resize to SIZExSIZE (multiple of 128) instead of padding")
-    p.add_argument("--seed", type=int, default=0, help="noise seed: the same seed gives the same picture")
+    p.add_argument(
+        "--seed", type=int, default=0, help="noise seed, 0 to 2**31 - 1: the same seed gives the same picture"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace output files that exist already (default: refuse, nothing is written)",
+    )
     p.add_argument("--kernels", default="eager", choices=["eager", "triton", "native"], help="op backend")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)")
     p.set_defaults(fn=cmd_colorize)
 
     p = sub.add_parser("palette", help="print the palette K-means extracts from a picture")
     p.add_argument("image")
-    p.add_argument("--k", type=int, default=9)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int, default=9, help="number of colors, 1 to 256 (default 9, the model's)")
+    p.add_argument("--seed", type=int, default=0, help="k-means seed, 0 to 2**31 - 1")
     p.set_defaults(fn=cmd_palette)
 
     p = sub.add_parser("sketch", help="XDoG line art of a color picture")

@@ -28,15 +28,44 @@ class MissingDependencyError(ColorizerError):
     """An optional dependency (Triton, TensorRT, the native extension, a GPU) is not available."""
 
 
-def run_cli(main_fn, argv=None) -> int:
-    """Run ``main_fn(argv)``; turn a ColorizerError into one stderr line and its exit code."""
+class ResourceError(ColorizerError):
+    """Not enough memory (or another machine resource) for the work asked; says what to do."""
+
+
+def one_line(text: str) -> str:
+    """The first non-empty line of ``text`` (messages from libraries can run to many lines)."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the commands: ``warning: <first line>``, no source file and line."""
     import sys
 
+    text = one_line(message) or category.__name__
     try:
-        return int(main_fn(argv) or 0)
-    except ColorizerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print(f"warning: {text}", file=file if file is not None else sys.stderr)
+    except (OSError, ValueError):  # a closed or broken stderr must not turn a warning into an error
+        pass
+
+
+def run_cli(main_fn, argv=None) -> int:
+    """Run ``main_fn(argv)``; turn a ColorizerError into one stderr line and its exit code.
+
+    Warnings raised meanwhile (ours or a library's) are printed as one ``warning: ...`` line each.
+    """
+    import sys
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return int(main_fn(argv) or 0)
+        except ColorizerError as exc:
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return exc.exit_code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130

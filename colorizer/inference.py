@@ -36,14 +36,25 @@ def padded_size(height: int, width: int) -> tuple[int, int]:
     )
 
 
+MAX_SIDE = 16384  # the in-graph noise of an exported model needs H * W < 2**28 (colorizer.export.seeded_noise)
+
+
+def check_size(size: int) -> int:
+    """``size`` (for ``--size``) if it is a multiple of 128 in [128, MAX_SIDE], else ConfigError."""
+    if isinstance(size, bool) or not hasattr(size, "__index__") or size % SIZE_MULTIPLE or not 0 < size <= MAX_SIDE:
+        from colorizer.errors import ConfigError
+
+        raise ConfigError(
+            f"--size must be a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIDE}, got {size}"
+        )
+    return size
+
+
 def fit_to_model(sketch: torch.Tensor, size: int | None) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, H', W') with H', W' multiples of 128: pad with paper, or resize to size."""
     h, w = sketch.shape[-2:]
     if size is not None:
-        if size % SIZE_MULTIPLE or size <= 0:
-            from colorizer.errors import ConfigError
-
-            raise ConfigError(f"--size must be a positive multiple of {SIZE_MULTIPLE}, got {size}")
+        check_size(size)
         return F.interpolate(sketch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     ph, pw = padded_size(h, w)
     return F.pad(sketch, (0, pw - w, 0, ph - h), value=PAPER)
@@ -80,12 +91,17 @@ class Colorizer:
 
     @torch.inference_mode()
     def colorize_batch(self, sketches: torch.Tensor, palettes: torch.Tensor, seed: int = 0, size: int | None = None):
-        """sketches: float (N, 3, H, W) in [-1, 1]; palettes: uint8 (N, 9, 3) or (9, 3).
+        """sketches: float (N, 3, H, W) in [-1, 1]; palettes: uint8 (N, 9, 3) or (9, 3); seed: an int
+        in [0, 2**31) (ConfigError otherwise), distinct seeds giving distinct noise.
 
         Returns float (N, 3, H, W) in [-1, 1] at the sketches' own size.
         """
         from colorizer.palette import palette_planes
 
+        if not isinstance(seed, torch.Tensor):
+            from colorizer.seeds import check_seed
+
+            seed = check_seed(seed)  # 0 <= seed < 2**31 on every path (colorizer.seeds)
         h, w = sketches.shape[-2:]
         x = fit_to_model(sketches.to(self.device, torch.float32), size)
         if palettes.dim() == 2:

@@ -84,7 +84,9 @@ class VGGFeatures(nn.Module):
             else:
                 state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # any parse failure is a bad file, not a bug here
-            raise CheckpointError(f"cannot read VGG16 weights {path}: {exc}") from exc
+            from colorizer.checkpoint import torch_load_reason
+
+            raise CheckpointError(f"cannot read VGG16 weights {path}: {torch_load_reason(exc)}") from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):

@@ -527,6 +527,18 @@ def dedup_colors(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return colors, weights
 
 
+MAX_K = 256  # colors per palette: beyond this it is no longer a palette, and the cost grows with k**2
+
+
+def _check_k_and_seed(k, seed) -> None:
+    """ConfigError (one line) for k outside 1..MAX_K or a seed outside colorizer.seeds' range."""
+    from colorizer.seeds import check_seed
+
+    if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= int(k) <= MAX_K:
+        raise ConfigError(f"palette: k must be an integer from 1 to {MAX_K} colors, got {k!r}")
+    check_seed(seed, "palette seed")
+
+
 def kmeans(
     points: torch.Tensor,
     k: int = 9,
@@ -575,6 +587,7 @@ def kmeans(
     """
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"points must be (N, P, 3), got {tuple(points.shape)}")
+    _check_k_and_seed(k, seed)
     if k < 1 or restarts < 1 or iters < 1:
         raise ConfigError(f"palette: k, restarts and iters must be >= 1 (got {k}, {restarts}, {iters})")
     local_trials = local_trials or 2 + int(math.log(k))
@@ -881,6 +894,7 @@ def extract_palette(
     images run in ``torch.get_num_threads()`` Python threads with torch's intra-op thread count set
     to 1 for the duration of the call (process-wide; restored afterwards).
     """
+    _check_k_and_seed(k, seed)
     if k < 1 or restarts < 1 or iters < 1:
         raise ConfigError(f"palette: k, restarts and iters must be >= 1 (got {k}, {restarts}, {iters})")
     points, single = _pixels(images, downscale)

@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="colorizer-export",
         description="Export a Sketch2Color generator to ONNX, TensorRT and a Triton model repository.",
     )
-    p.add_argument("--checkpoint", help="generator checkpoint: the reference's {'netG': ...} .pth or ours")
+    p.add_argument(
+        "--checkpoint",
+        help="generator checkpoint: the reference's {'netG': ...} .pth or ours, or a training run folder "
+        "(its newest good checkpoint)",
+    )
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX model here")
     p.add_argument("--trt", metavar="OUT.plan", help="build a TensorRT engine here (needs TensorRT and a GPU)")
     p.add_argument(
@@ -123,13 +127,35 @@ def _print_report(report) -> None:
         print(report.format(), file=sys.stderr)
 
 
+_VALUE_OPTIONS = ("--batch", "--size")
+
+
+def _join_range_values(argv: list[str]) -> list[str]:
+    """``--batch -1:2:4`` -> ``--batch=-1:2:4``: argparse takes a value starting with '-' for an option
+    and says "expected one argument"; joined, the range parser names the bad value instead."""
+    out = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1][:2] not in ("--", "-h"):
+            if argv[i + 1].startswith("-"):
+                out.append(f"{a}={argv[i + 1]}")
+                i += 2
+                continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def run(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_range_values(list(sys.argv[1:] if argv is None else argv)))
     if args.formats:
         print(formats_table())
         return 0
     batch, size = _validate(args)
-    model, sha256 = load_checkpoint(args.checkpoint)
+    from colorizer.checkpoint import resolve_checkpoint
+
+    model, sha256 = load_checkpoint(resolve_checkpoint(args.checkpoint))
     from colorizer.export.verify import ParityError
 
     with tempfile.TemporaryDirectory(prefix="colorizer-export-") as scratch:

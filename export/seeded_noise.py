@@ -9,11 +9,13 @@ parser both support for INT32: Add, Sub, Mul, Div (on non-negative values, where
 floor agree), Range, Cast, then Log / Sqrt / Cos in float32. Every integer intermediate stays below
 2**31, so there is no reliance on overflow behaviour and every backend computes the same bits.
 
-Algorithm (version 1; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
+Algorithm (version 2; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
 
-1. The seed ``s`` (int32, 0 <= s < 2**31) is split into 15-bit halves and passed through a 6-round
-   Feistel network with fixed round keys; the 30-bit result gives the per-sample key pair (kL, kR),
-   from which the round keys of step 2 are derived.
+1. The seed ``s`` (int32, 0 <= s < 2**31, the project's seed range, ``colorizer.seeds``): its low
+   30 bits, split into 15-bit halves, pass twice through a 6-round Feistel network with fixed round
+   keys, giving (kL, kR). The six round keys of step 2 are kL, kR, then four mixes
+   (a kL + b kR + c) mod 2**15, the first of them plus 2**14 times bit 30 of s. The key tuple
+   determines s, so distinct seeds give distinct keys (version 1 let half the seeds share keys).
 2. The eight maps noise7 .. noise0 (sizes ``noise_shapes``) are laid out one after another in
    row-major order: element ``i`` of that flat sequence uses the two counters ``2i`` and ``2i + 1``.
    Each counter (< 2**30) is split into 15-bit halves (L, R) and permuted by a 6-round Feistel
@@ -38,7 +40,7 @@ import torch
 
 from colorizer.models.generator import noise_shapes
 
-NOISE_ALGORITHM = "colorizer-feistel-boxmuller-v1"
+NOISE_ALGORITHM = "colorizer-feistel-boxmuller-v2"
 HALF = 32768  # 2**15: the Feistel halves (every divisor below is a power of two)
 ROUNDS = 6
 _SEED_ROUND_KEYS = (12345, 29311, 7019, 31337, 2713, 19937)
@@ -82,17 +84,26 @@ def _feistel(left: torch.Tensor, right: torch.Tensor, keys) -> tuple[torch.Tenso
 
 
 def _sample_keys(seed: torch.Tensor) -> list[torch.Tensor]:
-    """seed (N,) int32 -> ROUNDS round keys, each (N, 1) int32 in [0, 2**15)."""
+    """seed (N,) int32 -> ROUNDS round keys, each (N, 1) int32 in [0, 2**15).
+
+    Injective: distinct seeds in [0, 2**31) give distinct key tuples. The low 30 bits go through
+    two Feistel networks (a bijection) to (kl, kr), which are the first two keys; the top bit t
+    moves the third key by 2**14, so (kl, kr, t) can be read back from the keys. (Version 1 mixed
+    (kl, kr) into every key linearly, a map that sends (kl, kr) and (kl + 2**14, kr + 2**14) to the
+    same keys, and folded t into kr: one seed in two shared its noise with another.)
+    """
     s_lo = _mod(seed, HALF)
     s_hi = _floordiv(seed, HALF)  # < 2**16
-    # Fold the top bit into the low half's partner so every 31-bit seed gives a distinct key.
+    top = _floordiv(s_hi, HALF)  # bit 30: 0 or 1
     kl, kr = _feistel(s_lo, _mod(s_hi, HALF), _SEED_ROUND_KEYS)
-    kr = _mod(kr + _floordiv(s_hi, HALF) * 7919, HALF)
     kl, kr = _feistel(kl, kr, _SEED_ROUND_KEYS)
-    keys = []
-    for a, b, c in zip(_KEY_MULT_L, _KEY_MULT_R, _KEY_ADD):
-        keys.append(_mod(kl * a + kr * b + c, HALF).unsqueeze(1))
-    return keys
+    keys = [kl, kr]
+    for j, (a, b, c) in enumerate(zip(_KEY_MULT_L[2:], _KEY_MULT_R[2:], _KEY_ADD[2:])):
+        mixed = kl * a + kr * b + c
+        if j == 0:
+            mixed = mixed + top * (HALF // 2)
+        keys.append(_mod(mixed, HALF))
+    return [k.unsqueeze(1) for k in keys]
 
 
 def _uniform(counter: torch.Tensor, keys) -> torch.Tensor:

@@ -216,12 +216,16 @@ def test_colorize_from_run_folder_uses_newest_good_checkpoint(tmp_path, capsys):
         f.seek(-64, 2)
         f.write(b"\0" * 64)
     sketch = _png(tmp_path / "s.png")
-    with pytest.warns(UserWarning, match="damaged"):
-        code, _, err = _run(
-            ["colorize", "--checkpoint", run, "--sketch", sketch, "--palette", "#aa5500", "--out", tmp_path / "o.png"],
-            capsys,
-        )
+    code, _, err = _run(
+        ["colorize", "--checkpoint", run, "--sketch", sketch, "--palette", "#aa5500", "--out", tmp_path / "o.png"],
+        capsys,
+    )
     assert code == 0, err
+    # the warning is one readable line (no source file and line, issue 12 item 20)
+    assert [line for line in err.splitlines() if "damaged" in line] == [
+        f"warning: skipping damaged checkpoint: {newest} is damaged or was modified: its sha256 does not match "
+        "its contents"
+    ] or all(line.startswith("warning: skipping damaged checkpoint") for line in err.splitlines() if line), err
     assert (tmp_path / "o.png").exists()
     empty = tmp_path / "empty_run"
     empty.mkdir()
@@ -230,3 +234,234 @@ def test_colorize_from_run_folder_uses_newest_good_checkpoint(tmp_path, capsys):
         capsys,
     )
     assert code == 2 and "no readable checkpoint" in _one_error_line(err)
+
+
+# ---- issue 12: no data loss, no traceback ---------------------------------------------------------
+
+
+def _colorize(capsys, checkpoint, sketch, out, *extra):
+    argv = ["colorize", "--checkpoint", checkpoint, "--sketch", sketch, "--palette", "#c04020", "--out", out]
+    return _run([*argv, *extra], capsys)
+
+
+def test_names_differing_only_by_extension_get_distinct_outputs(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    for i, ext in enumerate(("png", "jpg", "webp")):
+        _png(folder / f"x.{ext}", 130 + i, 140)  # three sizes: each output must come from its own input
+    code, stdout, err = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 0, err
+    assert "wrote 3 image(s)" in stdout
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["x.jpg.png", "x.png", "x.webp.png"]
+    heights = {p.name: np.asarray(Image.open(p)).shape[0] for p in out.iterdir()}
+    assert heights == {"x.png": 130, "x.jpg.png": 131, "x.webp.png": 132}
+
+
+def test_outputs_that_would_still_collide_are_refused_before_writing(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    _png(folder / "x.jpg")
+    _png(folder / "x.png")
+    _png(folder / "x.jpg.png")  # x.jpg -> x.jpg.png would meet this one's output
+    code, _, err = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 2 and "outputs would collide" in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_never_overwrites_an_input(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    sketch = _png(folder / "s.png")
+    before = sketch.read_bytes()
+    for out, extra in ((folder, []), (folder, ["--overwrite"]), (sketch, ["--overwrite"])):
+        target = sketch if out == sketch else out
+        code, _, err = _colorize(capsys, checkpoint, sketch if out == sketch else folder, target, *extra)
+        assert code == 2, err
+        _one_error_line(err)
+        assert sketch.read_bytes() == before
+    ref = _png(tmp_path / "ref.png", 200, 200)
+    ref_bytes = ref.read_bytes()
+    code, _, err = _run(
+        ["colorize", "--checkpoint", checkpoint, "--sketch", sketch, "--reference", ref, "--out", ref, "--overwrite"],
+        capsys,
+    )
+    assert code == 2 and "would write over the input" in _one_error_line(err)
+    assert ref.read_bytes() == ref_bytes
+
+
+def test_existing_outputs_are_refused_unless_overwrite(tmp_path, checkpoint, capsys):
+    sketch = _png(tmp_path / "s.png")
+    out = tmp_path / "o.png"
+    out.write_bytes(b"precious")
+    code, _, err = _colorize(capsys, checkpoint, sketch, out)
+    assert code == 2 and "--overwrite" in _one_error_line(err)
+    assert out.read_bytes() == b"precious"
+    code, _, err = _colorize(capsys, checkpoint, sketch, out, "--overwrite")
+    assert code == 0, err
+    assert np.asarray(Image.open(out)).shape == (150, 200, 3)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    _png(folder / "a.png")
+    _png(folder / "b.png")
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "b.png").write_bytes(b"keep")
+    code, _, err = _colorize(capsys, checkpoint, folder, tmp_path / "res")
+    assert code == 2 and "b.png" in _one_error_line(err)
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["b.png"]  # nothing written at all
+
+
+def test_results_folder_inside_the_sketch_folder_is_not_read_as_sketches(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    _png(folder / "a.png")
+    code, _, err = _colorize(capsys, checkpoint, folder, folder / "out")
+    assert code == 0, err
+    code, stdout, err = _colorize(capsys, checkpoint, folder, folder / "out", "--overwrite")
+    assert code == 0, err
+    assert "wrote 1 image(s)" in stdout and not (folder / "out" / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["x.gif", "x.txt"])
+def test_an_output_extension_we_cannot_write_is_an_error(tmp_path, checkpoint, capsys, name):
+    sketch = _png(tmp_path / "s.png")
+    code, _, err = _colorize(capsys, checkpoint, sketch, tmp_path / name)
+    assert code == 2 and "cannot write" in _one_error_line(err)
+    assert not (tmp_path / name).exists()
+
+
+def test_files_of_other_types_in_a_folder_are_listed_as_skipped(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    _png(folder / "a.png")
+    Image.open(folder / "a.png").save(folder / "anim.gif")
+    code, stdout, err = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 0, err
+    assert "skipped:" in err and "anim.gif" in err
+    assert "wrote 1 image(s)" in stdout
+
+
+def test_a_folder_of_unreadable_files_exits_2_with_one_line(tmp_path, checkpoint, capsys):
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    for name in ("a.png", "b.jpg"):
+        (folder / name).write_bytes(b"not a picture")
+    code, stdout, err = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 2
+    assert "none of the 2 sketch(es) could be read" in _one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path, checkpoint, capsys):
+    sd = torch.load(checkpoint, weights_only=True)["netG"]
+    for value, name in ((float("nan"), "nan"), (float("inf"), "inf")):
+        bad = {k: v.clone() for k, v in sd.items()}
+        bad["decoder.noise3.weight"][0] = value
+        path = tmp_path / f"{name}.pth"
+        torch.save({"netG": bad}, path)
+        code, _, err = _colorize(capsys, checkpoint, _png(tmp_path / "s.png"), tmp_path / f"{name}.png")
+        assert code == 0, err  # the good checkpoint still works
+        code, _, err = _colorize(capsys, path, tmp_path / "s.png", tmp_path / f"{name}_bad.png")
+        assert code == 2 and "non-finite weights" in _one_error_line(err)
+        assert not (tmp_path / f"{name}_bad.png").exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", "2147483648", "4294967296", str(2**64), str(10**30)])
+def test_seeds_outside_the_range_are_one_line_errors(tmp_path, checkpoint, capsys, seed):
+    sketch = _png(tmp_path / "s.png")
+    code, _, err = _colorize(capsys, checkpoint, sketch, tmp_path / "o.png", "--seed", seed)
+    assert code == 2 and "2147483647" in _one_error_line(err)
+    code, _, err = _run(["palette", sketch, "--seed", seed], capsys)
+    assert code == 2 and "2147483647" in _one_error_line(err)
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_largest_seed_works_and_differs_from_seed_zero(tmp_path, checkpoint, capsys):
+    sketch = _png(tmp_path / "s.png")
+    for seed in ("0", "2147483647"):
+        code, _, err = _colorize(capsys, checkpoint, sketch, tmp_path / f"{seed}.png", "--seed", seed)
+        assert code == 0, err
+    a, b = (np.asarray(Image.open(tmp_path / f"{s}.png")) for s in ("0", "2147483647"))
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("k", ["0", "257", "4097", "1000000"])
+def test_palette_k_is_bounded(tmp_path, capsys, k):
+    code, _, err = _run(["palette", _png(tmp_path / "r.png", 64, 64), "--k", k], capsys)
+    assert code == 2 and "from 1 to 256" in _one_error_line(err)
+
+
+def test_palette_with_fewer_colors_than_k_warns(tmp_path, capsys):
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:, 32:] = (10, 120, 250)
+    Image.fromarray(img).save(tmp_path / "two.png")
+    code, out, err = _run(["palette", tmp_path / "two.png", "--k", "5"], capsys)
+    assert code == 0 and len(out.strip().split(",")) == 5
+    assert err.strip() == "warning: the picture has only 2 distinct color(s) for --k 5; the palette repeats them"
+
+
+def test_a_color2sketch_checkpoint_is_refused_in_one_line(tmp_path, capsys):
+    from colorizer.models import Color2Sketch
+
+    path = tmp_path / "c2s.pth"
+    torch.save({"netG": Color2Sketch(channels=SMALL).state_dict()}, path)
+    code, _, err = _colorize(capsys, path, _png(tmp_path / "s.png"), tmp_path / "o.png")
+    assert code == 2 and "Color2Sketch" in _one_error_line(err)
+
+
+def test_a_discriminator_passed_as_generator_says_so(tmp_path, capsys):
+    from colorizer.models import Discriminator
+
+    path = tmp_path / "d.pth"
+    torch.save(Discriminator(channels=(32, 32, 32, 32)).state_dict(), path)
+    code, _, err = _colorize(capsys, path, _png(tmp_path / "s.png"), tmp_path / "o.png")
+    assert code == 2 and "holds a discriminator state dict, not a generator" in _one_error_line(err)
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda", "cuda:7", "meta", "mps"])
+def test_unusable_devices_are_one_line_errors(tmp_path, checkpoint, capsys, device):
+    if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has that GPU")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    code, _, err = _colorize(capsys, checkpoint, _png(tmp_path / "s.png"), tmp_path / "o.png", "--device", device)
+    assert code == 2 and device.split(":")[0] in _one_error_line(err)
+
+
+def test_out_of_memory_is_one_line_naming_the_size(tmp_path, checkpoint, capsys, monkeypatch):
+    from colorizer.inference import Colorizer
+
+    def no_memory(self, *args, **kwargs):
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+            "you tried to allocate 123456789012 bytes. Error code 12 (Cannot allocate memory)"
+        )
+
+    monkeypatch.setattr(Colorizer, "colorize", no_memory)
+    code, _, err = _colorize(capsys, checkpoint, _png(tmp_path / "s.png"), tmp_path / "o.png")
+    line = _one_error_line(err)
+    assert code == 2 and "not enough memory" in line and "200x150" in line and "--size" in line
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_checkpoint_errors_never_advise_weights_only_false(tmp_path, capsys):
+    import argparse
+
+    path = tmp_path / "objects.pth"
+    torch.save({"netG": {"w": torch.zeros(1)}, "args": argparse.Namespace(lr=1)}, path)  # a pickled object
+    code, _, err = _colorize(capsys, path, _png(tmp_path / "s.png"), tmp_path / "o.png")
+    line = _one_error_line(err)
+    assert code == 2 and "weights_only" not in line and "Python objects" in line
+
+
+def test_warnings_are_one_readable_line(tmp_path, capsys):
+    import warnings
+
+    from colorizer.errors import run_cli
+
+    def noisy(argv):
+        warnings.warn("first line\nsecond line", UserWarning, stacklevel=1)
+        return 0
+
+    assert run_cli(noisy) == 0
+    assert capsys.readouterr().err == "warning: first line\n"

@@ -22,6 +22,10 @@ DATA_KINDS = ("pair", "folder", "synthetic")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 KERNELS = ("eager", "triton", "native")
+# Upper bounds, so that a typo fails in one line instead of exhausting memory or processes.
+MAX_SIZE = 16384  # px: the largest side an exported model's in-graph noise allows
+MAX_WORKERS = 64  # DataLoader processes
+MAX_LENGTH = 10_000_000  # synthetic samples per epoch (the sampler holds a permutation of them)
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -137,11 +141,21 @@ class TrainConfig:
             raise ConfigError(f"data={self.data} needs --data-root FOLDER (or use --data synthetic)")
         if self.size < 128 or self.size % 128:
             bad("size", "must be a positive multiple of 128")
+        if self.size > MAX_SIZE:
+            bad("size", f"must be at most {MAX_SIZE} px")
+        if self.workers > MAX_WORKERS:
+            bad("workers", f"must be at most {MAX_WORKERS} processes")
+        if self.length is not None and self.length > MAX_LENGTH:
+            bad("length", f"must be at most {MAX_LENGTH:,} samples")
         if self.length is not None and self.length < 1:
             bad("length", "must be at least 1")
         for name in ("workers", "max_steps", "ckpt_every", "sample_every", "seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
+        from colorizer.seeds import MAX_SEED
+
+        if self.seed > MAX_SEED:
+            bad("seed", f"must be in [0, {MAX_SEED}] (2**31 - 1), the seed range of every colorizer command")
         for name in ("batch_size", "epochs", "keep_last", "log_every", "samples", "max_bad_steps"):
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
