@@ -76,6 +76,7 @@ __all__ = [
     "EvalSet",
     "Report",
     "add_eval_arguments",
+    "check_outputs",
     "colorize_set",
     "contact_sheet",
     "evaluate",
@@ -91,6 +92,7 @@ __all__ = [
 # The synthetic stream the evaluation draws from. The trainer's synthetic data uses its --seed (0 by
 # default and in every preset); do not train with this seed.
 EVAL_SEED = 907_717
+MAX_SEED = 2**31 - 1  # one seed range everywhere (an exported graph's int32 seed input)
 DEFAULT_COUNT = 64
 DEFAULT_SIZE = 256
 DEFAULT_NOISE_SEED = 0
@@ -182,8 +184,8 @@ def synthetic_set(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: in
     from colorizer.data.synthetic import ROLES, render_labeled_drawing
 
     count, size = _check_count(count), _check_size(size)
-    if int(seed) != seed or seed < 0:
-        raise ConfigError(f"--seed must be a non-negative integer, got {seed}")
+    if int(seed) != seed or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
     drawings = [render_labeled_drawing(int(seed), i, size) for i in range(count)]
     colors = np.stack([d.color for d in drawings])
     lines = np.stack([d.lines for d in drawings])
@@ -304,15 +306,12 @@ class EvalModel:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
+    """ "auto" (or None): cuda when available, else cpu; anything else checked as ``colorizer colorize`` does."""
+    from colorizer.cli import check_device
+
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MissingDependencyError(f"--device {device}: no CUDA device here; use --device cpu")
-    return dev
+    return check_device(str(device))
 
 
 def _resolve_kernels(kernels: str, device: torch.device) -> str:
@@ -405,11 +404,10 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
 
         return EvalModel(run, name, "engine", name, dev, noise=getattr(runner, "noise", "seeded"))
 
-    from colorizer.checkpoint import load_generator
-    from colorizer.cli import _resolve_checkpoint
+    from colorizer.checkpoint import load_generator, resolve_checkpoint
     from colorizer.ops import KernelsUnavailable
 
-    path = _resolve_checkpoint(name) if os.path.isdir(name) else name
+    path = resolve_checkpoint(name) if os.path.isdir(name) else name
     try:
         generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
     except KernelsUnavailable as exc:
@@ -694,11 +692,17 @@ class Report:
             lines += ["", f"{self.counts['skipped_files']} unreadable file(s) skipped."]
         return "\n".join(lines) + "\n"
 
-    def write(self, folder: str | os.PathLike) -> dict[str, Path]:
+    def write(self, folder: str | os.PathLike, overwrite: bool = True) -> dict[str, Path]:
+        """Write eval.json, eval.md and contact_sheet.png into ``folder`` (created if needed).
+
+        overwrite=False refuses (ConfigError) when any of them exists already.
+        """
         from colorizer.checkpoint import atomic_write_bytes
         from colorizer.data.images import save_image
 
         folder = Path(folder)
+        if not overwrite:
+            check_outputs(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -712,6 +716,19 @@ class Report:
         if self.sheet is not None:
             paths["contact_sheet"] = save_image(folder / "contact_sheet.png", self.sheet)
         return paths
+
+
+OUTPUT_FILES = ("eval.json", "eval.md", "contact_sheet.png")
+
+
+def check_outputs(folder: str | os.PathLike) -> None:
+    """ConfigError (one line) unless ``folder`` can take a new report without replacing one."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--out {folder}: exists and is not a folder")
+    existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
+    if existing:
+        raise ConfigError(f"--out {folder}: {', '.join(existing)} exist(s) already; pass --overwrite to replace")
 
 
 CONTACT_COLUMNS = ("sketch", "truth", "own palette", "other drawing", "its palette")
@@ -792,8 +809,10 @@ def evaluate(
     if int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
     count, size = _check_count(count), _check_size(size)
-    if int(noise_seed) != noise_seed or not 0 <= noise_seed <= 2**31 - 1 - count:
-        raise ConfigError(f"--noise-seed must be in [0, {2**31 - 1 - count}], got {noise_seed}")
+    if int(noise_seed) != noise_seed or not 0 <= noise_seed <= MAX_SEED - count + 1:
+        raise ConfigError(
+            f"--noise-seed must be in [0, {MAX_SEED - count + 1}] (picture i uses noise_seed + i), got {noise_seed}"
+        )
     start = time.perf_counter()
     runner = load_model(model, device=device, kernels=kernels)
     evalset = synthetic_set(count, size, seed) if data == "synthetic" else folder_set(data_root, count, size)
@@ -858,6 +877,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
     parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
+    parser.add_argument("--overwrite", action="store_true", help="replace the report files in --out if present")
     parser.set_defaults(fn=run_eval)
     parser.error = _usage_error  # one line and exit 2 through run_cli, not argparse's usage block
     return parser
@@ -869,8 +889,8 @@ def _usage_error(message: str):
 
 def run_eval(args) -> int:
     """``colorizer eval``: evaluate, print the Markdown table, write the three files into --out."""
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise ConfigError(f"--out {args.out}: exists and is not a folder")
+    if not args.overwrite:
+        check_outputs(args.out)  # before the work, not after it
     report = evaluate(
         args.model,
         count=args.count,
@@ -884,7 +904,7 @@ def run_eval(args) -> int:
         batch_size=args.batch_size,
         rows=args.rows,
     )
-    paths = report.write(args.out)
+    paths = report.write(args.out, overwrite=args.overwrite)
     print(report.to_markdown(), end="")
     print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out} ({report.settings['elapsed_s']} s)")
     return 0

@@ -260,6 +260,9 @@ def test_cli_on_a_run_folder(generator, tmp_path, capsys):
     assert code == 0, err
     saved = json.loads((tmp_path / "o" / "eval.json").read_text())
     assert saved["settings"]["model_path"].endswith("3.safetensors")
+    code, _, err = _eval([*args, "--noise-seed", 9, "--overwrite"], capsys)  # a second report replaces the first
+    assert code == 0, err
+    assert json.loads((tmp_path / "o" / "eval.json").read_text())["settings"]["noise_seed"] == 9
 
 
 def test_cli_on_a_folder_of_pictures(checkpoint, data, tmp_path, capsys):
@@ -296,6 +299,8 @@ def test_cli_on_a_folder_of_pictures(checkpoint, data, tmp_path, capsys):
         "out_is_a_file",
         "missing_engine",
         "count_not_a_number",
+        "seed_too_big",
+        "existing_report",
     ],
 )
 def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
@@ -334,11 +339,19 @@ def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
         model = tmp_path / "gone.onnx"
     elif case == "count_not_a_number":
         extra = ["--count", "abc"]
+    elif case == "seed_too_big":
+        extra = ["--seed", 2**31]
+    elif case == "existing_report":
+        out.mkdir()
+        (out / "eval.md").write_text("an earlier report")
     code, _, err = _eval([model, "--count", 2, "--size", SIZE, "--out", out, *extra], capsys)
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
-    if case != "out_is_a_file":
+    if case == "existing_report":
+        assert "--overwrite" in lines[0] and (out / "eval.md").read_text() == "an earlier report"
+        assert sorted(p.name for p in out.iterdir()) == ["eval.md"]
+    elif case != "out_is_a_file":
         assert not out.exists()
 
 
