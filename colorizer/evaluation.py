@@ -97,6 +97,7 @@ DEFAULT_COUNT = 64
 DEFAULT_SIZE = 256
 DEFAULT_NOISE_SEED = 0
 DEFAULT_BATCH_SIZE = 8
+KERNELS = ("auto", "eager", "triton", "native")
 PALETTE_SEED = 0  # k-means seed of the palettes extracted from the truth
 CONTACT_ROWS = 4
 NOISE_CACHE = 256  # pictures whose noise maps a module runner keeps (about 0.35 MB each at 256 px)
@@ -306,7 +307,8 @@ class EvalModel:
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    """ "auto" (or None): cuda when available, else cpu; anything else checked as ``colorizer colorize`` does."""
+    """The device for "auto" (or None): cuda when available, else cpu; any other name is checked as
+    ``colorizer colorize`` checks it (one-line errors)."""
     from colorizer.cli import check_device
 
     if device is None or str(device) == "auto":
@@ -315,7 +317,7 @@ def _device(device: str | torch.device | None) -> torch.device:
 
 
 def _resolve_kernels(kernels: str, device: torch.device) -> str:
-    """ "auto": the native extension on the CPU when it loads (about 2x eager there), else eager."""
+    """The backend for "auto": the native extension on the CPU when it loads (about 2x eager there), else eager."""
     if kernels != "auto":
         return kernels
     if device.type == "cpu":
@@ -384,6 +386,8 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
     kernels: the op backend of a checkpoint or module ("eager", "triton", "native", or "auto": native
     on the CPU when available, else eager); a module given with "auto" keeps its own backend.
     """
+    if kernels not in KERNELS:
+        raise ConfigError(f"--kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
     dev = _device(device)
     if isinstance(model, torch.nn.Module):
         if kernels != "auto" and hasattr(model, "set_kernels"):
@@ -872,7 +876,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--kernels",
         default="auto",
-        choices=["auto", "eager", "triton", "native"],
+        choices=KERNELS,
         help="op backend of a checkpoint (auto: native on the CPU when built, else eager)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
