@@ -410,13 +410,15 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
 
     from colorizer.checkpoint import load_generator, resolve_checkpoint
     from colorizer.ops import KernelsUnavailable
+    from colorizer.pretrained import resolve
 
-    path = resolve_checkpoint(name) if os.path.isdir(name) else name
+    kind = "checkpoint" if os.path.exists(name) else "bundled"
+    # A run folder -> its newest good checkpoint; a bundled name -> its weights file (sha256 checked).
+    path = resolve_checkpoint(name) if os.path.isdir(name) else resolve(name)
     try:
         generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
     except KernelsUnavailable as exc:
         raise MissingDependencyError(str(exc)) from None
-    kind = "checkpoint" if os.path.exists(path) else "bundled"
     return EvalModel(_module_runner(generator, dev), name, kind, path, dev, generator)
 
 
@@ -785,6 +787,15 @@ def _versions(model: EvalModel) -> dict:
     return versions
 
 
+def _sha256(path: str | None) -> str | None:
+    """The sha256 of a model file (None for a module or a folder): which weights these numbers are for."""
+    if path is None or not os.path.isfile(path):
+        return None
+    from colorizer.pretrained import sha256_of
+
+    return sha256_of(path)
+
+
 def evaluate(
     model,
     *,
@@ -829,6 +840,7 @@ def evaluate(
         "model": runner.name,
         "model_kind": runner.kind,
         "model_path": runner.path,
+        "model_sha256": _sha256(runner.path),
         "data": data,
         "data_root": None if data_root is None else os.fspath(data_root),
         "seed": int(seed) if data == "synthetic" else None,

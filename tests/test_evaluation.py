@@ -1,6 +1,7 @@
 """colorizer.evaluation and `colorizer eval`: the metrics on hand-made outputs, the end-to-end command
 on a checkpoint and on an exported ONNX file, and the bad inputs it refuses."""
 
+import hashlib
 import json
 import math
 
@@ -260,6 +261,8 @@ def test_cli_on_a_run_folder(generator, tmp_path, capsys):
     assert code == 0, err
     saved = json.loads((tmp_path / "o" / "eval.json").read_text())
     assert saved["settings"]["model_path"].endswith("3.safetensors")
+    with open(saved["settings"]["model_path"], "rb") as f:
+        assert saved["settings"]["model_sha256"] == hashlib.sha256(f.read()).hexdigest()
     code, _, err = _eval([*args, "--noise-seed", 9, "--overwrite"], capsys)  # a second report replaces the first
     assert code == 0, err
     assert json.loads((tmp_path / "o" / "eval.json").read_text())["settings"]["noise_seed"] == 9
@@ -300,6 +303,7 @@ def test_cli_on_a_folder_of_pictures(checkpoint, data, tmp_path, capsys):
         "missing_engine",
         "count_not_a_number",
         "seed_too_big",
+        "unknown_bundled_name",
         "existing_report",
     ],
 )
@@ -341,6 +345,8 @@ def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
         extra = ["--count", "abc"]
     elif case == "seed_too_big":
         extra = ["--seed", 2**31]
+    elif case == "unknown_bundled_name":
+        model = "no_such_model"
     elif case == "existing_report":
         out.mkdir()
         (out / "eval.md").write_text("an earlier report")
@@ -348,6 +354,8 @@ def test_cli_bad_input_one_line_exit_2(case, checkpoint, tmp_path, capsys):
     assert code == 2, err
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    if case == "unknown_bundled_name":
+        assert "demo" in lines[0]  # the message lists the bundled models
     if case == "existing_report":
         assert "--overwrite" in lines[0] and (out / "eval.md").read_text() == "an earlier report"
         assert sorted(p.name for p in out.iterdir()) == ["eval.md"]
