@@ -2,9 +2,11 @@
 
 Ceilings (measured, never taken from a datasheet):
 - matmul rate: FLOP/s of an n x n x n ``torch.matmul`` (2 n^3 FLOP) per dtype: fp32 (and bf16 where the
-  CPU has native bf16) on the CPU; fp32, bf16 and fp16 on a GPU. GPU fp32 uses the same TF32 setting
-  as cuDNN convolutions (torch's default allows TF32 there), so fp32 rows are held to what their
-  convolutions can reach.
+  CPU has native bf16) on the CPU; fp32, bf16 and fp16 on a GPU. On the CPU also int8: ``torch._int_mm``
+  (int8 x int8 -> int32, oneDNN), the floor of the int8 engines (``benchmarks.precision_speed``); it
+  is recorded under "int8" in ``matmul_flops_per_s`` but is not a dtype the float benchmarks run.
+  GPU fp32 uses the same TF32 setting as cuDNN convolutions (torch's default allows TF32 there), so
+  fp32 rows are held to what their convolutions can reach.
 - copy bandwidth: bytes/s of a large ``dst.copy_(src)``, counting bytes read plus bytes written.
   The buffer is much larger than the last-level cache (512 MiB on the CPU, whose L3 can be hundreds
   of MiB; 1 GiB on a GPU). Quick mode uses 32 MiB: it runs from cache and says so.
@@ -90,6 +92,27 @@ def measure_matmul_rate(device, dtype: torch.dtype, n: int, **timing) -> tuple[f
     return 2.0 * n**3 / t.median_s, t
 
 
+def cpu_int8_matmul_available() -> bool:
+    """torch has an int8 x int8 -> int32 CPU matmul (``torch._int_mm``) here."""
+    if not hasattr(torch, "_int_mm"):
+        return False
+    try:
+        a = torch.ones(32, 32, dtype=torch.int8)
+        torch._int_mm(a, a)
+    except (RuntimeError, NotImplementedError):
+        return False
+    return True
+
+
+def measure_int8_matmul_rate(n: int, **timing) -> tuple[float, Timing]:
+    """Op/s (2 n^3 per product, a multiply-add counted as 2) of an (n, n) int8 product on the CPU."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
+    b = torch.randint(-127, 128, (n, n), generator=gen, dtype=torch.int8)
+    t = measure(lambda: torch._int_mm(a, b), device="cpu", **timing)
+    return 2.0 * n**3 / t.median_s, t
+
+
 def measure_copy_bandwidth(device, nbytes: int, **timing) -> tuple[float, Timing]:
     """Bytes/s (read + written) of copying an ``nbytes`` float32 buffer into another."""
     numel = nbytes // 4
@@ -126,6 +149,11 @@ def measure_ceilings(device: str | torch.device, quick: bool = False) -> Ceiling
         ceilings.matmul_flops_per_s[name] = rate
         ceilings.matmul_n[name] = n
         ceilings.matmul_timing[name] = t.to_dict()
+    if not on_cuda and cpu_int8_matmul_available():
+        n = 512 if quick else 2048
+        rate, t = measure_int8_matmul_rate(n, **timing)
+        ceilings.matmul_flops_per_s["int8"], ceilings.matmul_n["int8"] = rate, n
+        ceilings.matmul_timing["int8"] = t.to_dict()
     nbytes = 32 * MiB if quick else (1024 * MiB if on_cuda else 512 * MiB)
     ceilings.copy_bytes_per_s, t = measure_copy_bandwidth(device, nbytes, **timing)
     ceilings.copy_buffer_bytes = nbytes

@@ -647,6 +647,7 @@ SUITES = (
     ("native_speed", "Fused GroupNorm ops, native vs eager (benchmarks/native_speed.py)", _suite_native_speed),
     ("gpu_kernels", "Fused Triton ops on the GPU (benchmarks/gpu_kernels.py)", _suite_gpu_kernels),
     ("export_speed", "Export runtimes (benchmarks/export_speed.py)", _suite_export_speed),
+    ("precision_speed", "CPU engines at reduced precision (benchmarks/precision_speed.py)", _suite_export_speed),
 )
 
 
