@@ -89,7 +89,11 @@ def _validate(args) -> tuple[ShapeRange, ShapeRange]:
         if missing:  # before any work, so nothing is written
             raise _missing(missing)
     if args.triton_repo:
+        from colorizer.export.triton_repo import MAX_BATCH_SIZE
+
         check_output_folder(args.triton_repo, "Triton model repository")
+        if batch.max > MAX_BATCH_SIZE:
+            raise ConfigError(f"--batch: a Triton max batch size must be at most {MAX_BATCH_SIZE}, got {batch.max}")
     if args.trt and args.precision not in (None, *PRECISIONS):
         raise ConfigError(f"--trt: precision {args.precision} is not a TensorRT precision ({', '.join(PRECISIONS)})")
     if args.calibration and not (args.openvino and args.precision == "int8"):

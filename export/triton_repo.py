@@ -33,6 +33,7 @@ from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE
 ONNX_MODEL_NAME = "colorizer_onnx"
 TENSORRT_MODEL_NAME = "colorizer_tensorrt"
 DEFAULT_QUEUE_DELAY_US = 2000
+MAX_BATCH_SIZE = 2**31 - 1  # config.pbtxt's max_batch_size is an int32
 
 
 def tensor_config(name: str) -> dict:
@@ -160,8 +161,8 @@ def write_triton_repo(
     optional TensorRT plan built from it. max_batch_size: the export's batch maximum (for a plan, at
     most its profile's MAX). onnx_on_gpu: run the onnxruntime model on a GPU instance group.
     """
-    if max_batch_size < 1:
-        raise ConfigError(f"max batch size must be >= 1, got {max_batch_size}")
+    if not 1 <= max_batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"Triton max batch size must be from 1 to {MAX_BATCH_SIZE}, got {max_batch_size}")
     directory = check_output_folder(directory, "Triton model repository")
     metadata = read_metadata(onnx_path)
     inputs = metadata.get("inputs", "").split(",")

@@ -372,12 +372,12 @@ def test_each_bad_data_file_is_counted_and_named_once(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(6):
+    for i in range(4):
         Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(data / f"good{i}.png")
     for name in ("bad0.png", "bad1.png", "bad2.jpg", "bad3.png"):  # bad0/bad1 next to each other: retried
         (data / name).write_bytes(b"not a picture")
     messages = []
-    config = tiny_config(tmp_path / "run", data="folder", data_root=str(data), epochs=3, workers=1, augment=False)
+    config = tiny_config(tmp_path / "run", data="folder", data_root=str(data), epochs=2, workers=1, augment=False)
     result = Trainer(config, log=messages.append).fit()
     assert result.exit_code == 0
     assert result.progress.skipped_files == 4
