@@ -58,6 +58,8 @@ setup(
     package_data={
         "colorizer.assets": ["*.png"],
         "colorizer.configs": ["*.yaml"],
+        # the bundled models: weights, model cards, training configs and logs, eval reports
+        "colorizer.pretrained": ["*.safetensors", "*.md", "*.csv", "*.json", "*.yaml"],
         "colorizer.export": ["*.json", "*.txt"],
     },
     include_package_data=True,

@@ -35,7 +35,7 @@ MODELS: dict[str, BundledModel] = {
     "demo": BundledModel(
         name="demo",
         file="demo.safetensors",
-        sha256="SHA256_PENDING",
+        sha256="bebc8c798c7047f0f56ec6db08d5d6137c3ebbc040342366d003ebde749f7dfa",
         description=(
             "the demo model: a narrow generator (64 channels, 1.8 M parameters) trained on the built-in "
             "synthetic drawings (flat shapes), not on anime"
