@@ -1,0 +1,38 @@
+"""``make demo`` (colorizer.demo): the bundled model's swap panel comes first, then training and scoring."""
+
+import numpy as np
+
+from colorizer.data import load_image
+from colorizer.demo import PANEL_PALETTES, STRIP_HEIGHT, panel_palettes, run_demo, swap_panel
+
+
+def test_panel_palettes_are_clearly_different():
+    palettes = panel_palettes()
+    assert len(palettes) == 1 + len(PANEL_PALETTES) >= 3
+    mains = np.array([p[1] for _, p in palettes], dtype=float)  # slot 1: the largest colored area
+    gaps = np.linalg.norm(mains[:, None] - mains[None], axis=2)
+    assert gaps[~np.eye(len(mains), dtype=bool)].min() > 60
+
+
+def test_swap_panel_shows_one_different_output_per_palette():
+    panel = swap_panel("demo")
+    n = len(PANEL_PALETTES) + 1
+    assert panel.dtype == np.uint8 and panel.shape[0] == 256 + STRIP_HEIGHT
+    assert panel.shape[1] == (2 + n) * 256 + (1 + n) * 4
+    outputs = [panel[:256, (2 + k) * 260 : (2 + k) * 260 + 256].astype(float) for k in range(n)]
+    for a in range(n):
+        for b in range(a + 1, n):
+            assert np.abs(outputs[a] - outputs[b]).mean() > 5  # the palette changes the picture
+
+
+def test_run_demo_shows_the_bundled_model_first_then_trains_and_scores(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    tiny = ("--max-steps", "2", "--length", "8", "--batch-size", "2", "--no-progress", "--ckpt-every", "0")
+    assert run_demo(str(out), train_args=tiny, eval_count=2, eval_size=128) == 0
+    text = capsys.readouterr().out
+    assert text.index("swap_panel.png") < text.index("2/3 training") < text.index("3/3 scoring")
+    assert "swap_following" in text  # the eval table is printed
+    for name in ("swap_panel.png", "trained_swap_panel.png", "eval/eval.json", "eval/eval.md"):
+        assert (out / name).is_file(), name
+    assert load_image(out / "swap_panel.png").shape[0] == 256 + STRIP_HEIGHT
+    assert list((out / "train" / "checkpoints").glob("*.safetensors"))
