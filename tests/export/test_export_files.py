@@ -31,3 +31,29 @@ def test_exported_onnx_file_is_world_readable_under_umask_022(tmp_path, generato
     finally:
         os.umask(old)
     assert os.stat(result.path).st_mode & 0o777 == 0o644
+
+
+def test_export_accepts_a_training_run_folder(tmp_path, generator, capsys, monkeypatch):
+    """`colorizer-export --checkpoint RUN_FOLDER` said the folder does not exist (issue 12, item 14)."""
+    from colorizer.checkpoint import CheckpointManager, save_generator
+    from colorizer.export import onnx_export
+    from colorizer.export.cli import main
+    from tests.export.conftest import TEST_CASES
+
+    run = tmp_path / "run"
+    manager = CheckpointManager(str(run / "checkpoints"))
+    (run / "checkpoints").mkdir(parents=True)
+    save_generator(manager.path_for(7), generator)
+    real = onnx_export.export_onnx
+    monkeypatch.setattr(
+        "colorizer.export.cli.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
+    )  # one parity case keeps the test fast
+    code = main(["--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"), "--noise", "zero"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (tmp_path / "m.onnx").is_file()
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    code = main(["--checkpoint", str(empty), "--onnx", str(tmp_path / "n.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == f"error: {empty}: no readable checkpoint in this folder"
