@@ -27,7 +27,11 @@ Two rewrites make the IR right on OpenVINO's CPU plugin:
 int8: NNCF post-training quantization (``nncf.quantize``: per-channel symmetric int8 weights,
 per-tensor activations, fast bias correction) calibrated on the built-in synthetic drawings
 (``colorizer.data.synthetic``) or a folder of the user's pictures (``calibration=``); the nodes of the
-``keep`` groups stay out of quantization (NNCF ``IgnoredScope``) and run in fp32.
+``keep`` groups stay out of quantization (NNCF ``IgnoredScope``) and run in fp32. Measured on a
+demo-preset model (250 steps, 32 calibration drawings): relative L2 0.43-0.49 against the float64 model
+where autocast bf16 has 0.027-0.052 (9-18x), so int8 fails its numerical gate (allowed: 4x autocast
+bf16) and the export exits with code 3: per-tensor int8 activations do not survive the generator's
+~60 GroupNorms and skip concatenations. The path stays, gated, for models and calibrations that pass.
 
 Every export passes two gates before anything is written (``verify_openvino`` and
 ``functional_gate``; ParityError, exit code 3, nothing left behind):
@@ -73,10 +77,10 @@ from colorizer.models.generator import UNetGenerator
 
 PRECISIONS = ("fp32", "bf16", "int8")
 # The CPU plugin's INFERENCE_PRECISION_HINT per export precision: int8 runs its quantized convolutions
-# in int8 and everything else in f32 (with bf16 for the rest it failed its gates: see the README).
+# in int8 and everything else in f32.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 KEEP_FP32 = ("noise", "output", "attention")
-DEFAULT_KEEP_FP32 = ("noise", "output", "attention")
+DEFAULT_KEEP_FP32 = ("noise", "output")
 XML_NAME = "model.xml"
 BIN_NAME = "model.bin"
 FORMAT_NAME = "colorizer-sketch2color-openvino"
