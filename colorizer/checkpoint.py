@@ -462,7 +462,7 @@ def torch_load_reason(exc: Exception) -> str:
         )
     if isinstance(exc, EOFError) or "unexpected EOF" in text or "end of file" in text.lower():
         return "the file is truncated"
-    return "damaged, truncated or not a checkpoint"
+    return "truncated, damaged or not a checkpoint"
 
 
 def _few(keys: Iterable[str], n: int = 4) -> str:
