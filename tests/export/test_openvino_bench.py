@@ -21,9 +21,10 @@ def test_quick_run_writes_rows_for_every_requested_provider(tmp_path):
     assert all(r["status"] == "ok" for r in rows.values()), [r["reason"] for r in rows.values()]
     assert rows["openvino-bf16"]["precision"] == "bfloat16"
     assert rows["eager"]["vs_reference"] == pytest.approx(1.0)
-    # The fp32 engines compute what eager fp32 computes (same weights, input and noise maps).
+    # The fp32 engines compute what eager fp32 computes (same weights, input and noise maps; ~1e-3 on
+    # random weights, where bf16 is ~0.6).
     for name in ("onnxruntime", "onnxruntime-tuned", "openvino-fp32"):
-        assert rows[name]["rel_l2_vs_eager_fp32"] < 1e-3, name
+        assert rows[name]["rel_l2_vs_eager_fp32"] < 1e-2, name
     assert "float32" in report["ceilings"]["matmul_flops_per_s"]
     assert report["engine_versions"]["openvino"]
     assert "openvino-bf16" in (tmp_path / "precision_speed.md").read_text()
