@@ -465,6 +465,10 @@ def step_parity(cfg: Config, report: Report, budget: Budget) -> None:
     rows_file = report.out / "parity_rows.jsonl"
     rows_file.unlink(missing_ok=True)
     env = dict(os.environ, GPU_CHECK_ROWS=str(rows_file), PYTHONPATH=str(REPO_ROOT))
+    # Run from inside an xdist worker (the CI test of the dry run), the child would inherit the
+    # worker's variables and its plugin hook would stay silent as if it were a worker itself.
+    for key in [k for k in env if k.startswith("PYTEST_XDIST_") or k == "PYTEST_CURRENT_TEST"]:
+        env.pop(key)
     if cfg.dry_run:
         env["TRITON_INTERPRET"] = "1"
     else:

@@ -68,7 +68,7 @@ def test_dry_run_runs_the_whole_plan_in_order_within_its_budget(tmp_path):
     # Nothing failed silently: every error row carries its exception text.
     for r in rows:
         if r["status"] == "error":
-            assert r["error"] and r["traceback"], r
+            assert r["error"] and (r.get("traceback") or r.get("output")), r
     # The wall-clock budget holds (the watchdog ends the run at the latest when it is spent).
     total = next(r for r in rows if r["name"] == "total")
     assert total["value"] <= meta["budget_s"] + 2
