@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--checkpoint",
-        help="generator checkpoint: the reference's {'netG': ...} .pth or ours, or a training run folder "
-        "(its newest good checkpoint)",
+        help="generator checkpoint: the reference's {'netG': ...} .pth or ours, a training run folder "
+        "(its newest good checkpoint), or a bundled model's name (demo)",
     )
     p.add_argument("--onnx", metavar="OUT.onnx", help="write the ONNX model here")
     p.add_argument("--trt", metavar="OUT.plan", help="build a TensorRT engine here (needs TensorRT and a GPU)")
@@ -157,9 +157,11 @@ def run(argv=None) -> int:
         print(formats_table())
         return 0
     batch, size = _validate(args)
+    from colorizer import pretrained
     from colorizer.checkpoint import resolve_checkpoint
 
-    model, sha256 = load_checkpoint(resolve_checkpoint(args.checkpoint))
+    # A file, a training run folder, or a bundled model's name (like colorize and eval).
+    model, sha256 = load_checkpoint(resolve_checkpoint(pretrained.resolve(args.checkpoint)))
     from colorizer.export.verify import ParityError
 
     with tempfile.TemporaryDirectory(prefix="colorizer-export-") as scratch:

@@ -57,3 +57,29 @@ def test_export_accepts_a_training_run_folder(tmp_path, generator, capsys, monke
     code = main(["--checkpoint", str(empty), "--onnx", str(tmp_path / "n.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == f"error: {empty}: no readable checkpoint in this folder"
+
+
+def test_export_accepts_a_bundled_model_name(tmp_path, capsys, monkeypatch):
+    """`colorizer-export --checkpoint demo` exports the bundled model, as colorize and eval take it by name."""
+    import json
+
+    import onnx
+
+    from colorizer import pretrained
+    from colorizer.export import onnx_export
+    from colorizer.export.cli import main
+    from tests.export.conftest import TEST_CASES
+
+    real = onnx_export.export_onnx
+    monkeypatch.setattr(
+        "colorizer.export.cli.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
+    )
+    code = main(["--checkpoint", "demo", "--onnx", str(tmp_path / "demo.onnx"), "--noise", "zero"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "demo.onnx"), load_external_data=False).metadata_props}
+    assert pretrained.sha256_of(pretrained.weights_path("demo")) in json.dumps(meta)
+    code = main(["--checkpoint", "no_such_model", "--onnx", str(tmp_path / "x.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "bundled model: demo" in err
+    assert not (tmp_path / "x.onnx").exists()
