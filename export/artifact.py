@@ -106,6 +106,8 @@ def atomic_directory(path: str, what: str = "output folder") -> Iterator[str]:
     parent = os.path.dirname(path)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
+        # mkdtemp makes the folder 0700; a served model folder must be readable as mkdir would make it.
+        os.chmod(tmp, 0o777 & ~current_umask())
         yield tmp
         if os.path.isdir(path):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)

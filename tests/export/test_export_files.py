@@ -83,3 +83,18 @@ def test_export_accepts_a_bundled_model_name(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "bundled model: demo" in err
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_atomic_directory_gets_the_umask_mode_of_a_plain_mkdir(tmp_path):
+    """OpenVINO folders were 0700 (mkdtemp's mode), unreadable for a server running as another user."""
+    from colorizer.export.artifact import atomic_directory
+
+    old = os.umask(0o022)
+    try:
+        with atomic_directory(str(tmp_path / "ov"), "OpenVINO folder") as tmp:
+            with open(os.path.join(tmp, "model.xml"), "w") as f:
+                f.write("<net/>")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "ov").stat().st_mode & 0o777 == 0o755
+    assert sorted(os.listdir(tmp_path)) == ["ov"]
