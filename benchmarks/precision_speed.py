@@ -44,6 +44,7 @@ from benchmarks import bench_generator as gen
 from benchmarks.ceilings import Work, floor_seconds, generator_inference_work, measure_ceilings
 from benchmarks.environment import collect_environment, package_versions
 from benchmarks.timing import measure
+from colorizer.checkpoint import atomic_write_bytes
 
 FULL_CASES = ((1, 256), (1, 512), (4, 256))
 QUICK_CASES = ((1, 128),)
@@ -326,8 +327,9 @@ def main(argv=None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "precision_speed.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out / "precision_speed.md").write_text(markdown(report))
+    # Atomic, like every other result file of the project: a killed run leaves the previous table.
+    atomic_write_bytes(str(out / "precision_speed.json"), (json.dumps(report, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(str(out / "precision_speed.md"), markdown(report).encode())
     print(f"wrote {out / 'precision_speed.json'} and {out / 'precision_speed.md'}")
     return 0
 

@@ -218,15 +218,9 @@ def channel_tiling(
     if channels_contiguous:
         block_c = min(next_power_of_2(channels), split_tile())
         block_hw = max(1, min(next_power_of_2(hw), split_tile(block_size), split_tile() // block_c))
-        return ChannelTiling(
-            block_c=block_c,
-            block_hw=block_hw,
-            channel_blocks=cdiv(channels, block_c),
-            hw_blocks=cdiv(hw, block_hw),
-            num_warps=num_warps_for(block_c * block_hw),
-        )
-    block_hw = min(next_power_of_2(hw), split_tile(block_size))
-    block_c = max(1, min(next_power_of_2(channels), split_tile() // block_hw))
+    else:
+        block_hw = min(next_power_of_2(hw), split_tile(block_size))
+        block_c = max(1, min(next_power_of_2(channels), split_tile() // block_hw))
     return ChannelTiling(
         block_c=block_c,
         block_hw=block_hw,
