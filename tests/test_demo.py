@@ -27,7 +27,9 @@ def test_swap_panel_shows_one_different_output_per_palette():
 
 def test_run_demo_shows_the_bundled_model_first_then_trains_and_scores(tmp_path, capsys):
     out = tmp_path / "demo_out"
+    # No DataLoader worker: forking a worker inside an xdist worker (threads running) crashed it in a fresh-clone run.
     tiny = ("--max-steps", "2", "--length", "8", "--batch-size", "2", "--no-progress", "--ckpt-every", "0")
+    tiny += ("--workers", "0")
     assert run_demo(str(out), train_args=tiny, eval_count=2, eval_size=128) == 0
     text = capsys.readouterr().out
     assert text.index("swap_panel.png") < text.index("2/3 training") < text.index("3/3 scoring")
