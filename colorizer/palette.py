@@ -163,8 +163,9 @@ def area_downscale(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor
     return (sums / (area[:, :, None] if channels_last else area)).round_()
 
 
-def _pixels(images, downscale: bool) -> tuple[torch.Tensor, bool]:
-    """(N, P, 3) float32 pixels (integer values 0..255) and whether one image was given."""
+def image_pixels(images, downscale: bool = True) -> tuple[torch.Tensor, bool]:
+    """(N, P, 3) float32 pixels (integer values 0..255) and whether one image was given; ``images`` as
+    ``extract_palette`` takes them, ``downscale``: the 0.25x area resize first."""
     x, single = _as_images(images)
     channels_last = x.dtype == torch.uint8
     hw = x.shape[1:3] if channels_last else x.shape[2:]
@@ -177,6 +178,9 @@ def _pixels(images, downscale: bool) -> tuple[torch.Tensor, bool]:
     if channels_last:
         return x.reshape(x.shape[0], -1, 3).float().contiguous(), single
     return x.flatten(2).transpose(1, 2).contiguous(), single
+
+
+_pixels = image_pixels  # the former name (benchmarks still use it)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -897,7 +901,7 @@ def extract_palette(
     _check_k_and_seed(k, seed)
     if k < 1 or restarts < 1 or iters < 1:
         raise ConfigError(f"palette: k, restarts and iters must be >= 1 (got {k}, {restarts}, {iters})")
-    points, single = _pixels(images, downscale)
+    points, single = image_pixels(images, downscale)
     impl = _resolve_impl(impl, points.device)
     if impl == "cv2":
         centers, counts = _extract_cv2(points, k, restarts, iters, eps, seed)

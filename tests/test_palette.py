@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.palette_cv2 import extract_palette_cv2
 from colorizer import palette as pal
 from colorizer.errors import ConfigError, ImageError, MissingDependencyError
 
@@ -115,7 +116,7 @@ def _gate_report(r: np.ndarray) -> str:
 
 @pytest.fixture(scope="module")
 def cv2_reference(quality_set) -> torch.Tensor:
-    return pal.extract_palette(quality_set, impl="cv2")
+    return extract_palette_cv2(quality_set)
 
 
 @pytest.mark.parametrize("impl", ["torch", "native"])
@@ -314,7 +315,7 @@ def test_tiny_and_non_square(h, w):
         assert pal.compactness(pixels, out.float()) == 0.0
     # A few dozen pixels: both sides' restarts land in different local minima (seed-to-seed spread
     # of several %), so only a sanity bound against OpenCV here; the quality gates are above.
-    ref = pal.extract_palette(img, impl="cv2")
+    ref = extract_palette_cv2(img)
     assert pal.compactness(pixels, out.float()) <= pal.compactness(pixels, ref.float()) * 1.15 + 1e-9
 
 
@@ -341,7 +342,7 @@ def test_deterministic_for_a_seed():
     img = _crop(_photos()[1], 128, np.random.default_rng(0))
     a = pal.extract_palette(img, seed=3)
     assert torch.equal(a, pal.extract_palette(img, seed=3))
-    assert torch.equal(pal.extract_palette(img, impl="cv2", seed=3), pal.extract_palette(img, impl="cv2", seed=3))
+    assert torch.equal(extract_palette_cv2(img, seed=3), extract_palette_cv2(img, seed=3))
     # The batched (multi-image, no de-duplication) path is deterministic too.
     pixels, _ = pal._pixels(np.stack([img, img[::-1]]), downscale=True)
     r1 = pal.kmeans(pixels, seed=11)
