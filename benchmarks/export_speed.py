@@ -252,7 +252,7 @@ def gpu_rows(width, cases, threads: int, quick: bool) -> list[Row]:
             maps = [m.to(device) for m in seeded_noise(seeds, size, size)]
             case_runners = dict(runners)
             if not missing:
-                from colorizer.export.runtime import TensorRTRunner
+                from colorizer.export.tensorrt import TensorRTRunner
 
                 plan = os.path.join(folder, f"g_{batch}_{size}.plan")
                 build_engine(path, plan, precision="fp16", batch=str(batch), size=str(size), timing_cache="")

@@ -7,9 +7,12 @@ Plain functions under a thin CLI (``colorizer-export``, ``colorizer.export.cli``
 - ``build_engine(onnx_path, plan_path, precision=..., batch=..., size=...)``: a TensorRT engine with
   an explicit optimization profile, timing cache and JSON sidecar, parity-gated (``tensorrt``).
 - ``verify_onnx`` / ``verify_engine``: the parity gates against the float64 model (``verify``).
-- ``load_engine(path)``: a runner for .onnx (onnxruntime) and .plan (TensorRT) files (``runtime``).
+- ``load_engine(path)``: a runner for .onnx (onnxruntime), .plan (TensorRT) and model.xml (OpenVINO)
+  files (``runtime``).
 - ``write_triton_repo(dir, onnx_path, plan_path)``: a Triton model repository (``triton_repo``).
-- ``FORMATS``: the formats table (``formats``); ``seeded_noise``: the in-graph noise, in PyTorch.
+- ``FORMATS``: the formats table (``formats``): one row per format naming its module, which holds
+  the builder, the runner and the ``colorizer-export`` step; the CLI and ``load_engine`` read it.
+- ``seeded_noise``: the in-graph noise, in PyTorch.
 
 Heavy dependencies (onnx, onnxruntime, tensorrt) are imported only when a function needs them.
 """

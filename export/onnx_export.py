@@ -355,3 +355,31 @@ def export_onnx(
         metadata=read_metadata(path),
         parity=report,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The colorizer-export step (colorizer.export.formats): the graph every other format is built from.
+
+
+def cli_options(parser) -> None:
+    """The ONNX graph's options (--noise, --opset) are common to every format: colorizer.export.cli."""
+
+
+def cli_check(args, batch, size) -> None:
+    if args.onnx:
+        check_output_path(args.onnx, "ONNX file")
+        if not args.onnx.lower().endswith(".onnx"):
+            raise ConfigError(f"--onnx needs a .onnx file name, got {args.onnx}")
+
+
+def cli_export(job):
+    """Export (and gate) the graph to --onnx, or to the job's scratch folder for the other formats."""
+    from colorizer.export.formats import Exported
+
+    args = job.args
+    path = args.onnx or os.path.join(job.scratch, "model.onnx")
+    result = export_onnx(job.model, path, noise=args.noise, opset=args.opset, source_sha256=job.sha256)
+    message = None
+    if args.onnx:
+        message = f"wrote {result.path} (noise {args.noise}, opset {args.opset}, inputs {', '.join(result.inputs)})"
+    return Exported(result, message, (result.parity,))

@@ -76,6 +76,7 @@ from colorizer.export.runtime import EngineRunner
 from colorizer.models.generator import UNetGenerator
 
 PRECISIONS = ("fp32", "bf16", "int8")
+DEFAULT_PRECISION = "fp32"
 # The CPU plugin's INFERENCE_PRECISION_HINT per export precision: int8 runs its quantized convolutions
 # in int8 and everything else in f32.
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
@@ -503,7 +504,7 @@ def export_openvino(
     model: UNetGenerator | str,
     folder: str,
     *,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     noise: str = "seeded",
     keep_fp32=DEFAULT_KEEP_FP32,
     calibration: str | None = None,
@@ -599,3 +600,58 @@ def export_openvino(
         parity=parity,
         functional=functional_report,
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The colorizer-export step (colorizer.export.formats)
+
+
+def cli_options(parser) -> None:
+    parser.add_argument(
+        "--calibration", metavar="DIR", help="pictures to calibrate int8 on (default: synthetic drawings)"
+    )
+    parser.add_argument(
+        "--keep-fp32",
+        default=",".join(DEFAULT_KEEP_FP32),
+        help=f"OpenVINO node groups kept in fp32 at bf16/int8: comma list of {','.join(KEEP_FP32)} or none",
+    )
+
+
+def cli_check(args, batch, size) -> None:
+    """The --openvino options, checked before any work (so a bad option writes nothing)."""
+    if args.calibration and not (args.openvino and args.precision == "int8"):
+        raise ConfigError("--calibration is only used with --openvino and --precision int8")
+    if not args.openvino:
+        return
+    check_output_folder(args.openvino, "OpenVINO folder")
+    check_precision(args.precision or DEFAULT_PRECISION)
+    args.keep_fp32 = check_keep(() if args.keep_fp32 in ("", "none") else args.keep_fp32.split(","))
+    if args.calibration and not os.path.isdir(args.calibration):
+        raise ConfigError(f"--calibration {args.calibration}: not a folder")
+    missing = openvino_missing()
+    if missing:
+        raise MissingDependencyError(f"--openvino: {missing}")
+    if args.precision == "int8":
+        require_nncf()
+
+
+def cli_export(job):
+    """Convert (and gate, numerically and functionally) the job's ONNX graph into the IR folder."""
+    from colorizer.export.formats import Exported
+
+    args = job.args
+    result = export_openvino(
+        job.model,
+        args.openvino,
+        precision=args.precision or DEFAULT_PRECISION,
+        noise=args.noise,
+        keep_fp32=args.keep_fp32,
+        calibration=args.calibration,
+        onnx_path=job.outputs["onnx"].path,
+        source_sha256=job.sha256,
+    )
+    message = (
+        f"wrote {result.xml} ({result.precision}, noise {args.noise}, "
+        f"fp32 node groups: {','.join(result.keep_fp32) or 'none'})"
+    )
+    return Exported(result, message, (result.parity, result.functional))

@@ -22,7 +22,6 @@ onnxruntime runner binds CUDA tensors directly when it runs the CUDA execution p
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -38,7 +37,7 @@ from colorizer.export.onnx_export import (
 from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
 
 
-def _noise_mode_from_inputs(names) -> str:
+def noise_mode_from_inputs(names) -> str:
     if "seed" in names:
         return "seeded"
     if set(NOISE_INPUT_NAMES) <= set(names):
@@ -117,7 +116,7 @@ class OnnxRunner(EngineRunner):
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
         metadata = self.session.get_modelmeta().custom_metadata_map
-        self.noise = metadata.get("noise_mode") or _noise_mode_from_inputs(self.input_names)
+        self.noise = metadata.get("noise_mode") or noise_mode_from_inputs(self.input_names)
         if self.input_names != input_names(self.noise):
             raise ConfigError(f"{path} is not a colorizer export (inputs {self.input_names})")
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
@@ -152,63 +151,9 @@ class OnnxRunner(EngineRunner):
         return out
 
 
-class TensorRTRunner(EngineRunner):
-    """A deserialized TensorRT engine; inputs and outputs are torch CUDA tensors."""
-
-    def __init__(self, path: str, device: str | torch.device = "cuda", noise: str | None = None):
-        from colorizer.export.tensorrt import require_tensorrt
-
-        trt = require_tensorrt()
-        self.trt = trt
-        self.path = path
-        self.device = torch.device(device)
-        if self.device.type != "cuda":
-            raise ConfigError("a TensorRT engine runs on a CUDA device; use --device cuda")
-        with open(path, "rb") as f:
-            data = f.read()
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            raise ConfigError(f"{path} is not a TensorRT engine for this TensorRT version and GPU")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if n not in self.input_names]
-        if noise is None:
-            sidecar = path + ".json"
-            if os.path.isfile(sidecar):
-                with open(sidecar) as f:
-                    noise = json.load(f).get("noise_mode")
-        self.noise = noise or _noise_mode_from_inputs(self.input_names)
-        self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
-        for trt_name, torch_type in (("bfloat16", torch.bfloat16), ("int64", torch.int64)):
-            if hasattr(trt, trt_name):  # TensorRT >= 9
-                self._dtypes[getattr(trt, trt_name)] = torch_type
-
-    def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:
-        tensors = (sketch, palette, *noise_inputs)
-        if len(tensors) != len(self.input_names):
-            raise ValueError(f"{self.path} takes {self.input_names}, got {len(tensors)} tensors")
-        keep = []
-        for name, t in zip(self.input_names, tensors):
-            t = t.detach().to(self.device, self._dtypes[self.engine.get_tensor_dtype(name)]).contiguous()
-            keep.append(t)
-            self.context.set_input_shape(name, tuple(t.shape))
-            self.context.set_tensor_address(name, t.data_ptr())
-        name = OUTPUT_NAME if OUTPUT_NAME in self.output_names else self.output_names[0]
-        shape = tuple(self.context.get_tensor_shape(name))
-        out = torch.empty(shape, dtype=self._dtypes[self.engine.get_tensor_dtype(name)], device=self.device)
-        self.context.set_tensor_address(name, out.data_ptr())
-        stream = torch.cuda.current_stream(self.device)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError(f"TensorRT failed to run {self.path}")
-        stream.synchronize()
-        return out.float()
-
-
 def load_engine(path: str, device: str | torch.device = "cpu", **kwargs) -> EngineRunner:
-    """A runner for an exported ``.onnx`` (onnxruntime) or ``.plan`` / ``.engine`` (TensorRT) file.
+    """A runner for an exported ``.onnx`` (onnxruntime), ``.plan`` / ``.engine`` (TensorRT) or
+    ``model.xml`` (OpenVINO) file: the ``runner`` of its row in ``colorizer.export.formats``.
 
     Call it as ``runner(x (N, 30, H, W) float32, seed=0) -> (N, 3, H, W) float32`` (the module
     docstring has the details). Raises ConfigError for a missing or unknown file and
@@ -219,12 +164,6 @@ def load_engine(path: str, device: str | torch.device = "cpu", **kwargs) -> Engi
     if not os.path.isfile(path):
         raise ConfigError(f"engine file {path} does not exist")
     fmt = format_for_path(path)
-    if fmt.name == "onnx":
-        return OnnxRunner(path, device=device, **kwargs)
-    if fmt.name == "tensorrt":
-        return TensorRTRunner(path, device=device if torch.device(device).type == "cuda" else "cuda", **kwargs)
-    if fmt.name == "openvino":
-        from colorizer.export.openvino import OpenVinoRunner
-
-        return OpenVinoRunner(path, device=device, **kwargs)
-    raise ConfigError(f"{path}: {fmt.name} files cannot be run directly")
+    if fmt.runner is None:
+        raise ConfigError(f"{path}: {fmt.name} files cannot be run directly")
+    return fmt.load_runner()(path, device=device, **kwargs)

@@ -35,13 +35,16 @@ from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
 from colorizer.export.onnx_export import (
     NOISE_INPUT_NAMES,
+    OUTPUT_NAME,
     PALETTE_SIZE,
     check_image_size,
     read_metadata,
 )
+from colorizer.export.runtime import EngineRunner, noise_mode_from_inputs
 from colorizer.models.generator import SIZE_MULTIPLE
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_PRECISION = "fp16"
 INSTALL_HINT = (
     "on a machine with an NVIDIA GPU run `pip install tensorrt` "
     "(https://docs.nvidia.com/deeplearning/tensorrt/latest/installing-tensorrt/installing.html)"
@@ -177,7 +180,7 @@ def build_engine(
     onnx_path: str,
     plan_path: str,
     *,
-    precision: str = "fp16",
+    precision: str = DEFAULT_PRECISION,
     batch: ShapeRange | str = "1:1:8",
     size: ShapeRange | str = "256:512:1024",
     timing_cache: str | None = None,
@@ -263,7 +266,6 @@ def build_engine(
         with open(tmp_plan, "wb") as f:
             f.write(memoryview(serialized))
         if model is not None:
-            from colorizer.export.runtime import TensorRTRunner
             from colorizer.export.verify import verify_engine
 
             runner = TensorRTRunner(tmp_plan, noise=metadata.get("noise_mode", "seeded"))
@@ -289,9 +291,108 @@ def build_engine(
     )
 
 
+# ------------------------------------------------------------------------------------------------
+# Runner (behind load_engine)
+
+
+class TensorRTRunner(EngineRunner):
+    """A deserialized TensorRT engine; inputs and outputs are torch CUDA tensors."""
+
+    def __init__(self, path: str, device: str | torch.device = "cuda", noise: str | None = None):
+        trt = require_tensorrt()
+        self.trt = trt
+        self.path = path
+        self.device = torch.device(device)
+        if self.device.type != "cuda":
+            raise ConfigError("a TensorRT engine runs on a CUDA device; use --device cuda")
+        with open(path, "rb") as f:
+            data = f.read()
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            raise ConfigError(f"{path} is not a TensorRT engine for this TensorRT version and GPU")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self.output_names = [n for n in names if n not in self.input_names]
+        if noise is None:
+            sidecar = path + SIDECAR_SUFFIX
+            if os.path.isfile(sidecar):
+                with open(sidecar) as f:
+                    noise = json.load(f).get("noise_mode")
+        self.noise = noise or noise_mode_from_inputs(self.input_names)
+        self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
+        for trt_name, torch_type in (("bfloat16", torch.bfloat16), ("int64", torch.int64)):
+            if hasattr(trt, trt_name):  # TensorRT >= 9
+                self._dtypes[getattr(trt, trt_name)] = torch_type
+
+    def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:
+        tensors = (sketch, palette, *noise_inputs)
+        if len(tensors) != len(self.input_names):
+            raise ValueError(f"{self.path} takes {self.input_names}, got {len(tensors)} tensors")
+        keep = []
+        for name, t in zip(self.input_names, tensors):
+            t = t.detach().to(self.device, self._dtypes[self.engine.get_tensor_dtype(name)]).contiguous()
+            keep.append(t)
+            self.context.set_input_shape(name, tuple(t.shape))
+            self.context.set_tensor_address(name, t.data_ptr())
+        name = OUTPUT_NAME if OUTPUT_NAME in self.output_names else self.output_names[0]
+        shape = tuple(self.context.get_tensor_shape(name))
+        out = torch.empty(shape, dtype=self._dtypes[self.engine.get_tensor_dtype(name)], device=self.device)
+        self.context.set_tensor_address(name, out.data_ptr())
+        stream = torch.cuda.current_stream(self.device)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run {self.path}")
+        stream.synchronize()
+        return out.float()
+
+
+def load_runner(path: str, device: str | torch.device = "cuda", **kwargs) -> TensorRTRunner:
+    """load_engine's runner for a plan: on the given CUDA device, or the first GPU when given the CPU."""
+    return TensorRTRunner(path, device=device if torch.device(device).type == "cuda" else "cuda", **kwargs)
+
+
 def _gate_cases(batch: ShapeRange, size: ShapeRange):
     """Parity cases inside the engine's profile: two sizes and two batch sizes."""
     sizes = sorted({size.min, min(size.max, max(size.min, 2 * SIZE_MULTIPLE))})
     batches = sorted({batch.min, min(batch.max, max(batch.min, 2))})
     small, large = sizes[0], sizes[-1]
     return ((batches[0], small, small), (batches[-1], small, large), (batches[0], large, large))
+
+
+# ------------------------------------------------------------------------------------------------
+# The colorizer-export step (colorizer.export.formats)
+
+
+def cli_options(parser) -> None:
+    parser.add_argument("--timing-cache", help="TensorRT timing cache file (default: timing.cache next to the plan)")
+
+
+def cli_check(args, batch, size) -> None:
+    if not args.trt:
+        return
+    check_output_path(args.trt, "TensorRT plan")
+    missing = tensorrt_missing()
+    if missing:  # before any work, so nothing is written
+        raise MissingDependencyError(f"--trt: {missing}")
+    if args.precision not in (None, *PRECISIONS):
+        raise ConfigError(f"--trt: precision {args.precision} is not a TensorRT precision ({', '.join(PRECISIONS)})")
+
+
+def cli_export(job):
+    """Build (and gate) the plan from the job's ONNX graph."""
+    from colorizer.export.formats import Exported
+
+    args, precision = job.args, job.args.precision or DEFAULT_PRECISION
+    built = build_engine(
+        job.outputs["onnx"].path,
+        args.trt,
+        precision=precision,
+        batch=job.batch,
+        size=job.size,
+        timing_cache=args.timing_cache,
+        model=job.model,
+    )
+    message = f"wrote {built.path} and {built.sidecar} ({precision}, batch {job.batch}, size {job.size})"
+    return Exported(built, message, (built.parity,))

@@ -229,3 +229,35 @@ def _replace_folder(tmp: str, final: str) -> None:
         os.rmdir(old)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------
+# The colorizer-export step (colorizer.export.formats)
+
+
+def cli_options(parser) -> None:
+    """A repository takes the common --batch (its max batch size and preferred batch sizes)."""
+
+
+def cli_check(args, batch, size) -> None:
+    if not args.triton_repo:
+        return
+    check_output_folder(args.triton_repo, "Triton model repository")
+    if batch.max > MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch: a Triton max batch size must be at most {MAX_BATCH_SIZE}, got {batch.max}")
+
+
+def cli_export(job):
+    """The repository around the job's ONNX graph, and its TensorRT plan when --trt built one."""
+    from colorizer.export.formats import Exported
+
+    plan = job.outputs.get("tensorrt")
+    configs = write_triton_repo(
+        job.args.triton_repo,
+        job.outputs["onnx"].path,
+        plan.path if plan is not None else None,
+        max_batch_size=job.batch.max,
+        preferred_batch_sizes=(job.batch.opt, job.batch.max),
+    )
+    message = f"wrote Triton model repository {os.path.abspath(job.args.triton_repo)} ({len(configs)} models)"
+    return Exported(configs, message)

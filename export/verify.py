@@ -217,7 +217,7 @@ def verify_engine(
     cases=None,
     factor: float | None = None,
 ) -> ParityReport:
-    """Parity gate of a TensorRT engine (``runtime.TensorRTRunner``) on the GPU.
+    """Parity gate of a TensorRT engine (``tensorrt.TensorRTRunner``) on the GPU.
 
     The eager reference runs on CUDA under ``torch.autocast`` in the engine's precision (fp32: plain
     fp32 eager on the GPU); both are judged against the float64 model on the CPU.

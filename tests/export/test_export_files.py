@@ -46,7 +46,7 @@ def test_export_accepts_a_training_run_folder(tmp_path, generator, capsys, monke
     save_generator(manager.path_for(7), generator)
     real = onnx_export.export_onnx
     monkeypatch.setattr(
-        "colorizer.export.cli.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
+        "colorizer.export.onnx_export.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
     )  # one parity case keeps the test fast
     code = main(["--checkpoint", str(run), "--onnx", str(tmp_path / "m.onnx"), "--noise", "zero"])
     captured = capsys.readouterr()
@@ -72,7 +72,7 @@ def test_export_accepts_a_bundled_model_name(tmp_path, capsys, monkeypatch):
 
     real = onnx_export.export_onnx
     monkeypatch.setattr(
-        "colorizer.export.cli.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
+        "colorizer.export.onnx_export.export_onnx", lambda *a, **k: real(*a, **{**k, "cases": TEST_CASES[:1]})
     )
     code = main(["--checkpoint", "demo", "--onnx", str(tmp_path / "demo.onnx"), "--noise", "zero"])
     captured = capsys.readouterr()
