@@ -530,12 +530,6 @@ def discriminator_architecture(state: dict, source: str = "checkpoint") -> dict:
     return {"in_channels": in_channels, "channels": channels}
 
 
-def _kernels_error(exc: Exception, kernels: str) -> Exception:
-    from colorizer.errors import MissingDependencyError
-
-    return MissingDependencyError(f"kernels={kernels!r} cannot be used here: {exc}")
-
-
 def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Sketch2Color (30 input channels) or Color2Sketch (3) with the weights of ``path``.
 
@@ -545,7 +539,6 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     Returns the model in eval mode on ``map_location``. Raises CheckpointError.
     """
     from colorizer.models import Color2Sketch, Sketch2Color
-    from colorizer.ops import KernelsUnavailable
     from colorizer.pretrained import resolve
 
     path = resolve(path)  # a bundled model's name -> its weights file (sha256 checked)
@@ -555,8 +548,6 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     cls = Color2Sketch if arch["in_channels"] == 3 else Sketch2Color
     try:
         model = cls(in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels)
-    except KernelsUnavailable as exc:
-        raise _kernels_error(exc, kernels) from exc
     except ValueError as exc:
         raise CheckpointError(f"{path} has an unsupported generator shape: {exc}") from exc
     load_state_strict(model, state, path)
@@ -567,15 +558,11 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
 def load_discriminator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Discriminator with the weights of ``path`` (any supported format); see load_generator."""
     from colorizer.models import Discriminator
-    from colorizer.ops import KernelsUnavailable
 
     state, _ = _load_state(path, "netD")
     state = _strip_prefixes(state)
     arch = discriminator_architecture(state, path)
-    try:
-        model = Discriminator(in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels)
-    except KernelsUnavailable as exc:
-        raise _kernels_error(exc, kernels) from exc
+    model = Discriminator(in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels)
     load_state_strict(model, state, path)
     check_finite(state, path)
     return model.to(map_location).eval()

@@ -125,15 +125,9 @@ def _load_runner(args):
         return Colorizer(load_engine(args.engine, device=str(device)), device=device)
     from colorizer.checkpoint import load_generator
     from colorizer.errors import CheckpointError
-    from colorizer.ops import KernelsUnavailable
 
     path = _resolve_checkpoint(args.checkpoint)
-    try:
-        generator = load_generator(path, map_location="cpu", kernels=args.kernels)
-    except KernelsUnavailable as exc:
-        from colorizer.errors import MissingDependencyError
-
-        raise MissingDependencyError(str(exc)) from None
+    generator = load_generator(path, map_location="cpu", kernels=args.kernels)
     if getattr(generator, "in_channels", 30) != 30:
         raise CheckpointError(
             f"{path} is a Color2Sketch line extractor ({generator.in_channels} input channels), not a Sketch2Color "
@@ -357,6 +351,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from colorizer.ops import BACKENDS  # read now: a backend added with register_backend is a choice
+
     parser = argparse.ArgumentParser(
         prog="colorizer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
@@ -383,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace output files that exist already (default: refuse, nothing is written)",
     )
-    p.add_argument("--kernels", default="eager", choices=["eager", "triton", "native"], help="op backend")
+    p.add_argument("--kernels", default="eager", choices=list(BACKENDS), help="op backend (colorizer.ops.BACKENDS)")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)")
     p.set_defaults(fn=cmd_colorize)
 

@@ -28,6 +28,11 @@ class MissingDependencyError(ColorizerError):
     """An optional dependency (Triton, TensorRT, the native extension, a GPU) is not available."""
 
 
+class KernelsUnavailable(MissingDependencyError, RuntimeError):
+    """A requested kernel backend (``colorizer.ops``) cannot be used here: a missing package, library or
+    device. A MissingDependencyError, so the commands report it as one line without translating it."""
+
+
 class ResourceError(ColorizerError):
     """Not enough memory (or another machine resource) for the work asked; says what to do."""
 

@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorizer.errors import ConfigError, DataError, ImageError, MissingDependencyError
+from colorizer.errors import ConfigError, DataError, ImageError
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -97,7 +97,6 @@ DEFAULT_COUNT = 64
 DEFAULT_SIZE = 256
 DEFAULT_NOISE_SEED = 0
 DEFAULT_BATCH_SIZE = 8
-KERNELS = ("auto", "eager", "triton", "native")
 PALETTE_SEED = 0  # k-means seed of the palettes extracted from the truth
 CONTACT_ROWS = 4
 NOISE_CACHE = 256  # pictures whose noise maps a module runner keeps (about 0.35 MB each at 256 px)
@@ -316,6 +315,14 @@ def _device(device: str | torch.device | None) -> torch.device:
     return check_device(str(device))
 
 
+def kernel_choices() -> tuple[str, ...]:
+    """``--kernels`` values: "auto" and the backends of ``colorizer.ops.BACKENDS`` (read now, so a
+    backend added with ``register_backend`` is one)."""
+    from colorizer.ops import BACKENDS
+
+    return ("auto", *BACKENDS)
+
+
 def _resolve_kernels(kernels: str, device: torch.device) -> str:
     """The backend for "auto": the native extension on the CPU when it loads (about 2x eager there), else eager."""
     if kernels != "auto":
@@ -386,8 +393,8 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
     kernels: the op backend of a checkpoint or module ("eager", "triton", "native", or "auto": native
     on the CPU when available, else eager); a module given with "auto" keeps its own backend.
     """
-    if kernels not in KERNELS:
-        raise ConfigError(f"--kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    if kernels not in kernel_choices():
+        raise ConfigError(f"--kernels must be one of {', '.join(kernel_choices())}, got {kernels!r}")
     dev = _device(device)
     if isinstance(model, torch.nn.Module):
         if kernels != "auto" and hasattr(model, "set_kernels"):
@@ -409,16 +416,12 @@ def load_model(model, device: str | torch.device | None = "auto", kernels: str =
         return EvalModel(run, name, "engine", name, dev, noise=getattr(runner, "noise", "seeded"))
 
     from colorizer.checkpoint import load_generator, resolve_checkpoint
-    from colorizer.ops import KernelsUnavailable
     from colorizer.pretrained import resolve
 
     kind = "checkpoint" if os.path.exists(name) else "bundled"
     # A run folder -> its newest good checkpoint; a bundled name -> its weights file (sha256 checked).
     path = resolve_checkpoint(name) if os.path.isdir(name) else resolve(name)
-    try:
-        generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
-    except KernelsUnavailable as exc:
-        raise MissingDependencyError(str(exc)) from None
+    generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
     return EvalModel(_module_runner(generator, dev), name, kind, path, dev, generator)
 
 
@@ -888,7 +891,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--kernels",
         default="auto",
-        choices=KERNELS,
+        choices=kernel_choices(),
         help="op backend of a checkpoint (auto: native on the CPU when built, else eager)",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")

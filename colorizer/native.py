@@ -11,8 +11,8 @@ with exactly the signatures of ``colorizer.ops.reference``:
 - ``attention_gate(...)``: the two GroupNorms, the add and the ReLU run as two native
   ``group_norm_act`` calls (the GroupNorm of ``x_proj`` takes the normalized ``g_proj`` as its
   residual); the 1-channel projection, InstanceNorm, sigmoid and product stay eager torch.
-- ``kmeans_assign_accumulate(points, centers)``: one Lloyd step's assignment and sums (no autograd;
-  None without the compiled library).
+- ``kmeans_assign_accumulate(points, centers, weights=None, with_labels=True)``: one Lloyd step's
+  assignment and sums (the palette's K-means step; no autograd).
 
 Where the native kernels cover the call (float32 or bfloat16 on the CPU; also float16 on CUDA when
 the extension was built with CUDA; residual in x's dtype), they run; other calls (float64, an
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import torch
 
+from colorizer.errors import KernelsUnavailable
 from colorizer.ops import reference
-from colorizer.ops.backends import KernelsUnavailable
 
 try:
     from colorizer import _C  # noqa: F401  (loading the library registers torch.ops.colorizer)
@@ -58,6 +58,7 @@ __all__ = [
     "NATIVE_AVAILABLE",
     "NATIVE_UNAVAILABLE_REASON",
     "NATIVE_WITH_CUDA",
+    "KMEANS_TAKES_WEIGHTS",
     "attention_gate",
     "group_norm_act",
     "kmeans_assign_accumulate",
@@ -322,44 +323,65 @@ def attention_gate(
         )
     g1 = group_norm_act(g_proj, g_norm_weight, g_norm_bias, groups, eps)
     p = group_norm_act(x_proj, x_norm_weight, x_norm_bias, groups, eps, act="relu", residual=g1)
-    q = torch.nn.functional.conv2d(p, psi_weight.reshape(1, -1, 1, 1).to(p.dtype), psi_bias.to(p.dtype))
-    q = torch.nn.functional.instance_norm(q, eps=eps)
-    return x * torch.sigmoid(q)
+    return reference.attention_gate_tail(p, x, psi_weight, psi_bias, eps)
 
 
-def _kmeans_assign_accumulate(
-    points: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Assign each point to its nearest center and accumulate per-center sums.
+def kmeans_assign_accumulate(
+    points: torch.Tensor, centers: torch.Tensor, weights: torch.Tensor | None = None, with_labels: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One Lloyd step's assignment and per-center sums: ``colorizer.ops.reference.kmeans_assign_accumulate``.
 
-    points: (B, P, 3) float32; centers: (B, K, 3) float32 (B independent problems); weights:
-    optional (B, P) point multiplicities (any real dtype, used as float32; 0 marks padding) that
-    scale each point's share of sums, counts and sse. Returns
-    labels (B, P) int64 (nearest center by squared Euclidean distance, ties to the lowest index),
-    sums (B, K, 3) float32 (sum of the points assigned to each center), counts (B, K) float32,
-    sse (B,) float32 (sum of squared distances to the nearest center: the compactness), each
-    weighted when weights are given.
-    Same contract as ``colorizer.palette.assign_accumulate`` with B == Bp, and the same float32
-    distance arithmetic, so labels match it exactly.
+    points: (Bp, P, 3) (used as float32); centers: (B, K, 3) float32, B a multiple of Bp (the
+    kernel takes B == Bp: the points, and weights, are repeated per center row otherwise);
+    weights: optional (Bp, P) point multiplicities (used as float32; 0 marks padding). Returns
+    labels (B, P) int64 (None unless ``with_labels``), sums (B, K, 3), counts (B, K), sse (B,),
+    float32, with the reference's float32 distance arithmetic, so labels match it exactly. No
+    autograd. CUDA tensors need an extension built with CUDA (KernelsUnavailable otherwise).
     """
+    _require_library()
+    repeat = reference.check_kmeans_shapes(points, centers)
     if points.device.type == "cuda" and not NATIVE_WITH_CUDA:
         raise KernelsUnavailable("colorizer._C was built without CUDA; rebuild it on a machine with nvcc")
+    if weights is not None and not KMEANS_TAKES_WEIGHTS:
+        raise KernelsUnavailable(
+            "this build of colorizer._C has no weights= in kmeans_assign_accumulate; rebuild it "
+            "(`pip install --no-build-isolation -e .`)"
+        )
+    points = points.float()
     if weights is not None:
         weights = weights.to(torch.float32)
-    return tuple(torch.ops.colorizer.kmeans_assign_accumulate(points, centers, weights))
+    if repeat > 1:
+        points = points.repeat_interleave(repeat, dim=0)
+        weights = None if weights is None else weights.repeat_interleave(repeat, dim=0)
+    labels, sums, counts, sse = torch.ops.colorizer.kmeans_assign_accumulate(
+        points.contiguous(), centers.float().contiguous(), None if weights is None else weights.contiguous()
+    )
+    return labels if with_labels else None, sums, counts, sse
 
 
-# None without the compiled library, so callers can probe it with getattr(native, ..., None) (as
-# colorizer.palette does) and fall back to their torch implementation.
-kmeans_assign_accumulate = _kmeans_assign_accumulate if NATIVE_AVAILABLE else None
+def _declared_arguments(op: str) -> tuple[str, ...]:
+    """The argument names csrc/ops.cpp declares for ``torch.ops.colorizer.<op>`` (() if it has no such op)."""
+    if not NATIVE_AVAILABLE or not hasattr(torch.ops.colorizer, op):
+        return ()
+    return tuple(arg.name for arg in getattr(torch.ops.colorizer, op).default._schema.arguments)
+
+
+# Whether the loaded library's K-means step takes point weights (declared in csrc/ops.cpp; a library
+# built before they were added does not). Without them the palette would have to cluster every pixel
+# instead of the distinct colors, several times the work on drawings, so the backend then leaves the
+# op out (``make_opset``) and the palette runs the eager step.
+KMEANS_TAKES_WEIGHTS = "weights" in _declared_arguments("kmeans_assign_accumulate")
 
 
 def make_opset() -> dict:
     """Op name -> callable for the backend registry; raises KernelsUnavailable without the library."""
     _require_library()
-    return {
+    ops = {
         "weight_standardize": weight_standardize,
         "group_norm_act": group_norm_act,
         "noise_inject": noise_inject,
         "attention_gate": attention_gate,
     }
+    if KMEANS_TAKES_WEIGHTS:
+        ops["kmeans_assign_accumulate"] = kmeans_assign_accumulate
+    return ops

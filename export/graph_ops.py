@@ -8,7 +8,8 @@ parity gate. Here the statistics are taken in levels: over W, then H, then the c
 every float32 sum then has at most max(W, H, C/G) terms, and the variance is taken of the centered
 values (two passes). The result matches torch's GroupNorm to float32 rounding; the
 cost is a few more elementwise passes than InstanceNormalization (measured in
-benchmarks/export_speed.py). ``LEGACY_OPS`` keeps the plain decomposition for comparison.
+benchmarks/export_speed.py). ``LEGACY_OPS`` keeps the plain decomposition for comparison. This module
+is the ``onnx`` backend of ``colorizer.ops`` (``make_opset``); ``EXPORT_OPS`` is ``get_ops("onnx")``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from colorizer.ops import OpSet, get_ops, reference
+from colorizer.ops import get_ops, reference
 
 
 def group_norm_two_level(x: torch.Tensor, weight, bias, groups: int, eps: float) -> torch.Tensor:
@@ -61,24 +62,25 @@ def group_norm_act(
     return y
 
 
+def _instance_norm(q: torch.Tensor, eps: float) -> torch.Tensor:
+    return group_norm_two_level(q, None, None, 1, eps)  # InstanceNorm of a 1-channel map
+
+
 def attention_gate(
     g_proj, x_proj, x, g_norm_weight, g_norm_bias, x_norm_weight, x_norm_bias, psi_weight, psi_bias, groups=32, eps=1e-5
 ) -> torch.Tensor:
     """``colorizer.ops.reference.attention_gate`` with two-level GroupNorm / InstanceNorm statistics."""
     g1 = group_norm_two_level(g_proj, g_norm_weight, g_norm_bias, groups, eps)
     x1 = group_norm_two_level(x_proj, x_norm_weight, x_norm_bias, groups, eps)
-    p = F.relu(g1 + x1)
-    q = F.conv2d(p, psi_weight.reshape(1, -1, 1, 1).to(p.dtype), psi_bias.to(p.dtype))
-    q = group_norm_two_level(q, None, None, 1, eps)  # InstanceNorm of a 1-channel map
-    return x * torch.sigmoid(q)
+    return reference.attention_gate_tail(F.relu(g1 + x1), x, psi_weight, psi_bias, eps, _instance_norm)
 
 
-EXPORT_OPS = OpSet(
-    name="onnx-export",
-    weight_standardize=reference.weight_standardize,
-    group_norm_act=group_norm_act,
-    noise_inject=reference.noise_inject,
-    attention_gate=attention_gate,
-)
+def make_opset() -> dict:
+    """The ``onnx`` backend of ``colorizer.ops`` (registered in ``colorizer.ops.backends.BACKENDS``):
+    the ops that differ from eager; the others are the reference's."""
+    return {"group_norm_act": group_norm_act, "attention_gate": attention_gate}
+
+
+EXPORT_OPS = get_ops("onnx")
 LEGACY_OPS = get_ops("eager")
 GRAPH_OPS = {"two-level": EXPORT_OPS, "instance-norm": LEGACY_OPS}

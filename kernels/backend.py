@@ -48,6 +48,7 @@ def make_opset() -> dict:
         ) from exc
     from colorizer.kernels.attention_gate import attention_gate
     from colorizer.kernels.group_norm_act import group_norm_act
+    from colorizer.kernels.kmeans import kmeans_assign_accumulate
     from colorizer.kernels.noise_inject import noise_inject
     from colorizer.kernels.weight_standardize import weight_standardize
 
@@ -56,6 +57,7 @@ def make_opset() -> dict:
         "group_norm_act": group_norm_act,
         "noise_inject": noise_inject,
         "attention_gate": attention_gate,
+        "kmeans_assign_accumulate": kmeans_assign_accumulate,
     }
 
 

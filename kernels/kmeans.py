@@ -8,7 +8,8 @@
   (rows, trials, points) temporary of the torch formulation (which is 2.7 GB at 4096 images x 10
   restarts x 4 trials x 4096 pixels).
 
-The contract is ``colorizer.palette.assign_accumulate`` (the pure-torch oracle): for points
+The contract is ``colorizer.ops.reference.kmeans_assign_accumulate`` (the pure-torch oracle; this is
+the ``triton`` backend's op of that name): for points
 (Bp, P, 3) and centers (B, K, 3) with B a multiple of Bp (center row b clusters points row
 b // (B // Bp), so the restarts of one image read the same pixels), return
 
@@ -28,7 +29,8 @@ practice.
 
 Points may be uint8 (the downscaled pixels: 3 bytes per pixel read) or fp32. Optional per-point
 weights (multiplicities of de-duplicated colors) scale each point's contribution to sums, counts
-and SSE; that extension is used by ``colorizer.palette`` and is not part of the shared contract.
+and SSE. ``kmeans_assign_accumulate.seeding_kernels`` declares the two seeding passes to
+``colorizer.palette``, which then seeds with them instead of the torch formulation.
 Runs on CUDA, or on CPU tensors under ``TRITON_INTERPRET=1`` (tests; slow, small shapes only).
 """
 
@@ -125,20 +127,20 @@ def _can_launch(t: torch.Tensor) -> bool:
 def kmeans_assign_accumulate(
     points: torch.Tensor,
     centers: torch.Tensor,
+    weights: torch.Tensor | None = None,
     with_labels: bool = True,
     block_p: int | None = None,
-    weights: torch.Tensor | None = None,
 ):
     """Launch the fused Lloyd step; see the module docstring for the contract.
 
     Args:
         points: (Bp, P, 3) uint8 or float32 (any strides), CUDA, or CPU under TRITON_INTERPRET=1.
         centers: float32 (B, K, 3), B a multiple of Bp.
+        weights: optional fp32 (Bp, P) point multiplicities (de-duplicated colors; 0 = padding):
+            sums, counts and SSE count each point with its weight.
         with_labels: also write the labels (skip it when only sums/counts/SSE are needed: it is
             the largest output). Without them ``labels`` is None.
         block_p: points per program (tests use small values to exercise several chunks).
-        weights: optional fp32 (Bp, P) point multiplicities (de-duplicated colors; 0 = padding):
-            sums, counts and SSE count each point with its weight. Not part of the shared contract.
 
     Returns:
         labels int32 (B, P) or None, sums fp32 (B, K, 3), counts fp32 (B, K), sse fp32 (B,).
@@ -361,3 +363,10 @@ def kmeanspp_update(points: torch.Tensor, dist: torch.Tensor, chosen: torch.Tens
             num_warps=4,
         )
     return dist
+
+
+# Declared to the palette's K-means (colorizer.palette.clustering): it seeds with these kernels when
+# its step is this op, and calls it from one thread at a time (on the CPU this op runs only in
+# Triton's interpreter, which patches module globals while it runs).
+kmeans_assign_accumulate.seeding_kernels = (kmeanspp_potentials, kmeanspp_update)
+kmeans_assign_accumulate.thread_safe = False

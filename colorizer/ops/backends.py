@@ -1,52 +1,59 @@
-"""Backend registry: maps a name (``eager``, ``triton``, ``native``) to an OpSet.
+"""Backend registry: maps a name (``eager``, ``triton``, ``native``, ``onnx``) to an OpSet.
 
-Fast backends register lazily: their module is imported only when the backend is asked for, so
-``import colorizer`` never needs Triton or the compiled extension.
+``OpSet`` is built from the one list of op names, ``reference.OP_NAMES``: one field per op, each
+defaulting to the reference (``eager``) function of that name, so a backend that leaves an op out
+runs the eager one in its place. Fast backends register lazily: their module is imported only when
+the backend is asked for, so ``import colorizer`` never needs Triton, the compiled extension or the
+export package. The command-line choices (``--kernels``) are the names in ``BACKENDS``, read when the
+parser is built, so a backend added with ``register_backend`` is accepted there too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from colorizer.errors import KernelsUnavailable
 from colorizer.ops import reference
+from colorizer.ops.reference import OP_NAMES
 
-OP_NAMES = ("weight_standardize", "group_norm_act", "noise_inject", "attention_gate")
+__all__ = [
+    "BACKENDS",
+    "EAGER",
+    "OP_NAMES",
+    "KernelsUnavailable",
+    "OpSet",
+    "available_backends",
+    "get_ops",
+    "register_backend",
+]
 
-
-class KernelsUnavailable(RuntimeError):
-    """A requested kernel backend cannot be used here (missing package, library or device)."""
-
-
-@dataclass(frozen=True)
-class OpSet:
-    name: str
-    weight_standardize: Callable
-    group_norm_act: Callable
-    noise_inject: Callable
-    attention_gate: Callable
-
-
-EAGER = OpSet(
-    name="eager",
-    weight_standardize=reference.weight_standardize,
-    group_norm_act=reference.group_norm_act,
-    noise_inject=reference.noise_inject,
-    attention_gate=reference.attention_gate,
+# OpSet(name, weight_standardize, group_norm_act, ...): frozen, compared by value; every op field
+# defaults to reference.<op>, so OpSet(name="x", group_norm_act=f) is eager except for that op.
+OpSet = dataclasses.make_dataclass(
+    "OpSet",
+    [("name", str)] + [(op, Callable, dataclasses.field(default=getattr(reference, op))) for op in OP_NAMES],
+    frozen=True,
 )
+OpSet.__module__ = __name__  # (make_dataclass's module= needs Python 3.12) pickling finds it here
+OpSet.__doc__ = "The functions a model calls, one per name in ``reference.OP_NAMES``, and the backend's name."
 
-# name -> module path whose ``make_opset()`` returns a dict of op name -> callable; it raises
-# KernelsUnavailable with a one-line reason when the backend cannot run here.
+EAGER = OpSet(name="eager")
+
+# name -> module path whose ``make_opset()`` returns a dict of op name -> callable (a subset of
+# OP_NAMES); it raises KernelsUnavailable with a one-line reason when the backend cannot run here.
 BACKENDS: dict[str, str | None] = {
     "eager": None,
     "triton": "colorizer.kernels.backend",
     "native": "colorizer.native",
+    "onnx": "colorizer.export.graph_ops",  # the ops the ONNX graph is traced with
 }
 _CACHE: dict[str, OpSet] = {"eager": EAGER}
 
 
 def register_backend(name: str, module_path: str) -> None:
+    """Add (or replace) a backend: ``module_path`` names a module with ``make_opset()``."""
     BACKENDS[name] = module_path
     _CACHE.pop(name, None)
 
@@ -63,9 +70,13 @@ def get_ops(name: str | OpSet = "eager") -> OpSet:
         module = importlib.import_module(BACKENDS[name])
     except ImportError as exc:
         raise KernelsUnavailable(f"kernels={name!r} is not available: {exc}") from exc
+    if name in _CACHE:  # the module asked for its own OpSet while it was imported (export.graph_ops)
+        return _CACHE[name]
     ops = module.make_opset()
-    merged = {op: ops.get(op) or getattr(EAGER, op) for op in OP_NAMES}
-    _CACHE[name] = OpSet(name=name, **merged)
+    unknown = sorted(set(ops) - set(OP_NAMES))
+    if unknown:
+        raise TypeError(f"backend {name!r} gives ops that are not in reference.OP_NAMES: {', '.join(unknown)}")
+    _CACHE[name] = OpSet(name=name, **ops)
     return _CACHE[name]
 
 

@@ -21,7 +21,6 @@ PRESETS = ("reference", "tiny", "demo")
 DATA_KINDS = ("pair", "folder", "synthetic")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
-KERNELS = ("eager", "triton", "native")
 # Upper bounds, so that a typo fails in one line instead of exhausting memory or processes.
 MAX_SIZE = 16384  # px: the largest side an exported model's in-graph noise allows
 MAX_WORKERS = 64  # DataLoader processes
@@ -49,7 +48,7 @@ class TrainConfig:
     # model
     channels: tuple[int, ...] = _f((64, 128, 256, 512), "generator widths of encoder levels 1..4 (multiples of 64)")
     d_channels: tuple[int, ...] = _f((64, 128, 256, 512), "discriminator widths of its 4 conv layers (x32)")
-    kernels: str = _f("eager", "op backend: eager | triton | native")
+    kernels: str = _f("eager", "op backend: a name in colorizer.ops.BACKENDS (eager = pure torch)")
     # optimisation
     batch_size: int = _f(2, "images per step per process")
     epochs: int = _f(25, "number of epochs")
@@ -163,8 +162,10 @@ class TrainConfig:
             bad("channels", "needs 1 to 7 widths, each a multiple of 64")
         if len(self.d_channels) != 4 or any(c < 32 or c % 32 for c in self.d_channels):
             bad("d_channels", "needs 4 widths, each a multiple of 32")
-        if self.kernels not in KERNELS:
-            bad("kernels", f"must be one of {', '.join(KERNELS)}")
+        from colorizer.ops import BACKENDS  # read now: a backend added with register_backend is valid
+
+        if self.kernels not in BACKENDS:
+            bad("kernels", f"must be one of {', '.join(BACKENDS)}")
         for name in ("lr_g", "lr_d"):
             v = getattr(self, name)
             if not v > 0 or v != v or v == float("inf"):

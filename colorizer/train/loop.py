@@ -338,15 +338,12 @@ class Trainer:
 
     def _build_models(self) -> None:
         from colorizer.models import Discriminator, Sketch2Color
-        from colorizer.ops import KernelsUnavailable
 
         cfg = self.cfg
         torch.manual_seed(cfg.seed)  # the same initial weights on every process
         try:
             self.G = Sketch2Color(channels=cfg.channels, kernels=cfg.kernels)
             self.D = Discriminator(channels=cfg.d_channels, kernels=cfg.kernels)
-        except KernelsUnavailable as exc:
-            raise MissingDependencyError(f"--kernels {cfg.kernels}: {exc}") from exc
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
