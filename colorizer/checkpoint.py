@@ -13,9 +13,9 @@ Formats read by ``load_generator`` / ``load_discriminator``:
    the structure and the metadata: a truncated or tampered file raises CheckpointError. Loading never
    unpickles anything.
 
-Writes are atomic: a temporary file in the same folder, written, flushed and fsync'ed, then
-``os.replace`` onto the final name and the folder fsync'ed. A crash (kill -9, power loss) leaves either
-the old file or the new one, never a half-written file under the final name. ``CheckpointManager``
+Writes are atomic (``colorizer.atomic``): a temporary file in the same folder, written, flushed and
+fsync'ed, then ``os.replace`` onto the final name and the folder fsync'ed. A crash (kill -9, power loss)
+leaves either the old file or the new one, never a half-written file under the final name. ``CheckpointManager``
 keeps the last N checkpoints and a ``latest`` pointer, and finds the newest *good* checkpoint, skipping
 a damaged one.
 """
@@ -34,85 +34,19 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
+from colorizer.atomic import remove_stale_temp_files  # noqa: F401 (re-exported; its home is colorizer.atomic)
+from colorizer.atomic import write_bytes as atomic_write_bytes
 from colorizer.errors import CheckpointError
 
 FORMAT_NAME = "colorizer-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_SUFFIX = ".safetensors"
 LATEST_POINTER = "latest"
-_TMP_SUFFIX = ".tmp"
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
 
 class ConfigMismatchWarning(UserWarning):
     """A checkpoint was written with a different configuration than the one in use."""
-
-
-# --------------------------------------------------------------------------------------------
-# atomic file writes
-# --------------------------------------------------------------------------------------------
-
-
-def _write_fully(fd: int, data: bytes | memoryview) -> None:
-    """Write all of ``data`` to ``fd`` (os.write may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms/filesystems cannot open a directory; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str, data: bytes | memoryview) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename, fsync dir).
-
-    Raises OSError as the OS reports it (ENOSPC, EROFS, EACCES, ...); the temporary file is removed
-    and whatever was at ``path`` before is untouched.
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}{_TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        try:
-            _write_fully(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
-
-
-def remove_stale_temp_files(directory: str) -> list[str]:
-    """Delete temporary files that a killed writer left in ``directory``; returns their paths."""
-    removed = []
-    if not os.path.isdir(directory):
-        return removed
-    for name in os.listdir(directory):
-        if name.startswith(".") and name.endswith(_TMP_SUFFIX):
-            path = os.path.join(directory, name)
-            try:
-                os.unlink(path)
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,18 +427,6 @@ def load_state_strict(model: nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-_KIND_KEYS = {"generator": "encoder.layer1.conv1.weight", "discriminator": "conv1.weight_orig"}
-
-
-def _shape(state: dict, key: str, source: str, kind: str = "generator") -> torch.Size:
-    if key not in state:
-        other = next((k for k, v in _KIND_KEYS.items() if k != kind and v in state), None)
-        if other is not None:
-            raise CheckpointError(f"{source} holds a {other} state dict, not a {kind}")
-        raise CheckpointError(f"{source} is not a {kind} state dict: missing {key}")
-    return state[key].shape
-
-
 def check_finite(state: dict, source: str) -> None:
     """CheckpointError naming the first weight that holds NaN or Inf (such weights paint black)."""
     for name, value in state.items():
@@ -516,20 +438,6 @@ def check_finite(state: dict, source: str) -> None:
             )
 
 
-def generator_architecture(state: dict, source: str = "checkpoint") -> dict:
-    """{'in_channels', 'channels'} of a generator state dict, from its tensor shapes."""
-    in_channels = int(_shape(state, "encoder.layer1.conv1.weight", source)[1])
-    channels = tuple(int(_shape(state, f"encoder.layer{i}.conv1.weight", source)[0]) for i in range(1, 5))
-    return {"in_channels": in_channels, "channels": channels}
-
-
-def discriminator_architecture(state: dict, source: str = "checkpoint") -> dict:
-    """{'in_channels', 'channels'} of a discriminator state dict, from its tensor shapes."""
-    in_channels = int(_shape(state, "conv1.weight_orig", source, "discriminator")[1])
-    channels = tuple(int(_shape(state, f"conv{i}.weight_orig", source, "discriminator")[0]) for i in range(1, 5))
-    return {"in_channels": in_channels, "channels": channels}
-
-
 def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Sketch2Color (30 input channels) or Color2Sketch (3) with the weights of ``path``.
 
@@ -538,14 +446,14 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     The architecture (in_channels, channels) is inferred from the shapes; loading is strict.
     Returns the model in eval mode on ``map_location``. Raises CheckpointError.
     """
-    from colorizer.models import Color2Sketch, Sketch2Color
+    from colorizer.models import generator_architecture, generator_class
     from colorizer.pretrained import resolve
 
     path = resolve(path)  # a bundled model's name -> its weights file (sha256 checked)
     state, _ = _load_state(path, "netG")
     state = _strip_prefixes(state)
     arch = generator_architecture(state, path)
-    cls = Color2Sketch if arch["in_channels"] == 3 else Sketch2Color
+    cls = generator_class(arch["in_channels"])
     try:
         model = cls(in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels)
     except ValueError as exc:
@@ -557,7 +465,7 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
 
 def load_discriminator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Discriminator with the weights of ``path`` (any supported format); see load_generator."""
-    from colorizer.models import Discriminator
+    from colorizer.models import Discriminator, discriminator_architecture
 
     state, _ = _load_state(path, "netD")
     state = _strip_prefixes(state)

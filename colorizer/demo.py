@@ -15,6 +15,7 @@ Everything is embedded: no download, no data set. Three parts, all writing under
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from importlib import resources
@@ -32,7 +33,28 @@ EVAL_SIZE = 256
 
 
 def asset(name: str) -> Path:
+    """A bundled picture (colorizer/assets/, written by ``write_demo_assets``)."""
     return Path(str(resources.files("colorizer") / "assets" / name))
+
+
+def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 16, reference_index: int = 27):
+    """Write the bundled demo pictures into ``directory`` and return their paths.
+
+    ``demo_sketch.png``: the line art of synthetic drawing (seed, sketch_index), 256 x 256 gray.
+    ``demo_reference.png``: the color drawing (seed, reference_index), 256 x 256 RGB, whose palette
+    differs from the sketch's own drawing, so the demo shows colors coming from the reference.
+    The committed files in colorizer/assets/ were made with the defaults:
+    ``python -c "from colorizer.demo import write_demo_assets; write_demo_assets('colorizer/assets')"``.
+    """
+    from colorizer.data.images import save_image
+    from colorizer.data.synthetic import BASE_SIZE, render_drawing
+
+    directory = Path(directory)
+    _, sketch = render_drawing(seed, sketch_index, BASE_SIZE)
+    reference, _ = render_drawing(seed, reference_index, BASE_SIZE)
+    sketch_path = save_image(directory / "demo_sketch.png", sketch)
+    reference_path = save_image(directory / "demo_reference.png", reference)
+    return sketch_path, reference_path
 
 
 def palette_strip(palette: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -706,7 +706,7 @@ class Report:
 
         overwrite=False refuses (ConfigError) when any of them exists already.
         """
-        from colorizer.checkpoint import atomic_write_bytes
+        from colorizer.atomic import write_bytes as atomic_write_bytes
         from colorizer.data.images import save_image
 
         folder = Path(folder)

@@ -2,8 +2,9 @@
 
 Every artifact (an .onnx, a .plan, its JSON sidecar, a Triton repository) is first written to a
 temporary name in the destination folder, checked (loaded and run again, see ``verify``), then moved
-onto its final name with ``os.replace``, which is atomic within one filesystem. On any failure the
-temporary file is removed, so the final path holds either the previous file or the new, verified one.
+onto its final name with ``os.replace``, which is atomic within one filesystem (``colorizer.atomic``,
+the project's one atomic writer: fsync'ed, one temporary-name pattern). On any failure the temporary
+file is removed, so the final path holds either the previous file or the new, verified one.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 
+from colorizer import atomic
+from colorizer.atomic import current_umask  # noqa: F401 (re-exported; its home is colorizer.atomic)
 from colorizer.errors import ConfigError
 
 
@@ -25,20 +26,6 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def check_output_path(path: str, what: str = "output") -> str:
@@ -74,25 +61,16 @@ def check_output_folder(path: str, what: str = "output folder") -> str:
 def atomic_output(path: str, what: str = "output") -> Iterator[str]:
     """Yield a temporary path next to ``path``; on normal exit move it onto ``path``, else delete it.
 
-    The temporary name keeps ``path``'s suffix (tools such as onnxruntime look at it) and starts with
-    a dot so a half-written file is never mistaken for a result.
+    The temporary name keeps ``path``'s suffix (tools such as OpenVINO pick a reader by it) and
+    starts with a dot so a half-written file is never mistaken for a result.
     """
     path = check_output_path(path, what)
-    folder, name = os.path.split(path)
-    stem, suffix = os.path.splitext(name)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffix}", dir=folder)
-    except OSError as exc:
-        raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from exc
-    os.close(fd)
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic.output_path(path, keep_suffix=True))
+        except OSError as exc:  # no temporary can be made there
+            raise ConfigError(f"cannot write {what} {path}: {exc.strerror}") from exc
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a server may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
 
 
 @contextlib.contextmanager
@@ -103,19 +81,5 @@ def atomic_directory(path: str, what: str = "output folder") -> Iterator[str]:
     aside, the new one moved in, then the old one deleted).
     """
     path = check_output_folder(path, what)
-    parent = os.path.dirname(path)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    try:
-        # mkdtemp makes the folder 0700; a served model folder must be readable as mkdir would make it.
-        os.chmod(tmp, 0o777 & ~current_umask())
+    with atomic.replace_directory(path) as tmp:
         yield tmp
-        if os.path.isdir(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
-            os.replace(path, os.path.join(old, "previous"))
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from colorizer import atomic
 from colorizer import checkpoint as ck
 from colorizer.checkpoint import (
     CheckpointManager,
@@ -213,7 +214,7 @@ def test_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monke
         os.write(fd, bytes(data)[: len(data) // 3])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ck, "_write_fully", disk_full)
+    monkeypatch.setattr(atomic, "_write_fully", disk_full)
     with pytest.raises(CheckpointError, match=r"no space left on device; the previous checkpoint .*step_000000001"):
         mgr.save(2, {"w": torch.zeros(3)})
     monkeypatch.undo()

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from colorizer import checkpoint as ck
+from colorizer import atomic
 from colorizer.checkpoint import CheckpointManager, read_checkpoint
 from colorizer.errors import CheckpointError, ConfigError, run_cli
 from colorizer.train import Trainer, TrainingDivergedError
@@ -117,11 +117,11 @@ def test_kill_9_at_random_moments_then_resume(tmp_path):
 KILL_MID_WRITE = textwrap.dedent(
     """
     import os, signal, sys
-    from colorizer import checkpoint as ck
+    from colorizer import atomic
     from colorizer.errors import run_cli
     from colorizer.train.__main__ import main
 
-    real = ck._write_fully
+    real = atomic._write_fully
 
     def write(fd, data):
         target = os.readlink(f"/proc/self/fd/{fd}")
@@ -131,7 +131,7 @@ KILL_MID_WRITE = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)  # dies with half the checkpoint written
         real(fd, data)
 
-    ck._write_fully = write
+    atomic._write_fully = write
     sys.exit(run_cli(main, sys.argv[1:]))
     """
 )
@@ -201,7 +201,7 @@ def test_too_many_bad_steps_in_a_row_stop_and_keep_the_last_good_checkpoint(tmp_
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
-    real = ck._write_fully
+    real = atomic._write_fully
 
     def write(fd, data):
         if len(data) > 100_000 and os.path.exists(tmp_path / "checkpoints" / "step_000000001.safetensors"):
@@ -209,7 +209,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         real(fd, data)
 
-    monkeypatch.setattr(ck, "_write_fully", write)
+    monkeypatch.setattr(atomic, "_write_fully", write)
     trainer = Trainer(tiny_config(tmp_path, max_steps=3, ckpt_every=1), log=lambda m: None)
     with pytest.raises(CheckpointError) as info:
         trainer.fit()

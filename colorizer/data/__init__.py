@@ -2,21 +2,15 @@
 
 - ``load_image`` / ``decode_image``: any image file -> (H, W, 3) uint8 RGB, or one-line ImageError.
 - ``to_tensor`` / ``to_uint8``: uint8 HWC <-> float32 CHW in [-1, 1]; ``save_image``: atomic write.
-- ``PairDataset``, ``ColorFolderDataset``, ``SyntheticDataset``, ``build_dataset``, ``collate``.
-- ``write_demo_assets``: regenerates colorizer/assets/demo_sketch.png and demo_reference.png.
+- ``base``: the sample dict every data set returns, ``AugmentedDataset``, ``collate``.
+- ``PairDataset``, ``ColorFolderDataset`` (``datasets``), ``SyntheticDataset`` (``synthetic``).
+- ``registry``: ``DATASET_KINDS`` (name -> class; a new kind is one module and one line there) and
+  ``build_dataset``.
+- ``write_demo_assets`` (re-exported from ``colorizer.demo``): regenerates colorizer/assets/demo_*.png.
 """
 
-from colorizer.data.datasets import (
-    SKETCH_MODES,
-    AugmentedDataset,
-    ColorFolderDataset,
-    PairDataset,
-    SkippedFileWarning,
-    build_dataset,
-    collate,
-    sample_rng,
-    split_pair,
-)
+from colorizer.data.base import SKETCH_MODES, AugmentedDataset, SkippedFileWarning, collate, sample_rng
+from colorizer.data.datasets import ColorFolderDataset, PairDataset, split_pair
 from colorizer.data.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_SIZE,
@@ -28,17 +22,15 @@ from colorizer.data.images import (
     to_tensor,
     to_uint8,
 )
-from colorizer.data.synthetic import (
-    BASE_SIZE,
-    SyntheticDataset,
-    render_drawing,
-    write_demo_assets,
-)
+from colorizer.data.registry import DATASET_KINDS, build_dataset
+from colorizer.data.synthetic import BASE_SIZE, SyntheticDataset, render_drawing
 from colorizer.data.transforms import augment_pair, random_resized_crop_params
+from colorizer.demo import write_demo_assets  # its home is the demo; re-exported for old callers
 
 __all__ = [
     "BASE_SIZE",
     "DEFAULT_MAX_PIXELS",
+    "DATASET_KINDS",
     "DEFAULT_MIN_SIZE",
     "IMAGE_EXTENSIONS",
     "SKETCH_MODES",

@@ -3,7 +3,7 @@
 ``load_image`` turns any image file PIL can read into 8-bit RGB (H, W, 3) uint8, or raises
 ``colorizer.errors.ImageError`` with one line naming the file. ``to_tensor`` / ``to_uint8`` convert
 between that and the model's float32 (3, H, W) tensors in [-1, 1] (SPEC.md, "Tensors"), and
-``save_image`` writes atomically (a temporary file in the same folder, then ``os.replace``), so a
+``save_image`` writes atomically (``colorizer.atomic``: a temporary file in the same folder, then ``os.replace``), so a
 crash never leaves a half-written picture under the final name.
 
 Conversions done by ``load_image`` (the issue's "converted, not rejected" inputs):
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from colorizer import atomic
 from colorizer.errors import ColorizerError, ImageError
 
 # Decompression-bomb cap: images with more pixels than this are refused before decoding. 8192 x
@@ -246,7 +246,7 @@ def save_image(path: str | os.PathLike, image) -> Path:
 
     image: a float tensor (3, H, W) or (1, 3, H, W) in [-1, 1], a uint8 array (H, W, 3) or (H, W)
     gray, or a PIL image. Missing parent folders are created. The picture is written to a
-    temporary file in the destination folder and moved over ``path`` with ``os.replace``, so readers
+    temporary file in the destination folder and moved over ``path`` (``colorizer.atomic``), so readers
     see either the old file or the complete new one. A write failure (read-only folder, disk full)
     raises ColorizerError naming the path and leaves any previous file intact.
     """
@@ -255,23 +255,9 @@ def save_image(path: str | os.PathLike, image) -> Path:
     if fmt is None:
         raise ColorizerError(f"{path}: unknown image format {path.suffix!r} (use .png or .jpg)")
     pil = _as_pil(image)
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a picture is meant to be shared like any other file
-        with os.fdopen(fd, "wb") as f:
-            pil.save(f, format=fmt)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
+        atomic.write_with(path, lambda f: pil.save(f, format=fmt))
     except OSError as exc:
         raise ColorizerError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return path

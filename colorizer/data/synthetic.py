@@ -40,14 +40,12 @@ from __future__ import annotations
 
 import colorsys
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-from colorizer.data.datasets import SKETCH_MODES, AugmentedDataset
+from colorizer.data.base import SKETCH_MODES, AugmentedDataset
 from colorizer.errors import ConfigError
 
 BASE_SIZE = 256
@@ -286,25 +284,6 @@ def render_labeled_drawing(seed: int, index: int, size: int = BASE_SIZE) -> Labe
     return _render(seed, index, size, labels=True)
 
 
-def write_demo_assets(directory: str | os.PathLike, seed: int = 0, sketch_index: int = 16, reference_index: int = 27):
-    """Write the bundled demo pictures into ``directory`` and return their paths.
-
-    ``demo_sketch.png``: the line art of synthetic drawing (seed, sketch_index), 256 x 256 gray.
-    ``demo_reference.png``: the color drawing (seed, reference_index), 256 x 256 RGB, whose palette
-    differs from the sketch's own drawing, so the demo shows colors coming from the reference.
-    The committed files in colorizer/assets/ were made with the defaults:
-    ``python -c "from colorizer.data.synthetic import write_demo_assets; write_demo_assets('colorizer/assets')"``.
-    """
-    from colorizer.data.images import save_image
-
-    directory = Path(directory)
-    _, sketch = render_drawing(seed, sketch_index, BASE_SIZE)
-    reference, _ = render_drawing(seed, reference_index, BASE_SIZE)
-    sketch_path = save_image(directory / "demo_sketch.png", sketch)
-    reference_path = save_image(directory / "demo_reference.png", reference)
-    return sketch_path, reference_path
-
-
 DEFAULT_LENGTH = 10_000
 
 
@@ -335,6 +314,18 @@ class SyntheticDataset(AugmentedDataset):
 
     def __len__(self) -> int:
         return self.length
+
+    @classmethod
+    def build(cls, root, size, sketch, seed, length, augment, **options) -> SyntheticDataset:
+        """No data folder (``root`` is ignored); length None: DEFAULT_LENGTH."""
+        return cls(
+            length=DEFAULT_LENGTH if length is None else length,
+            size=size,
+            seed=seed,
+            augment=augment,
+            sketch=sketch or "given",
+            **options,
+        )
 
     def _read(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
         color, lines = render_drawing(self.seed, index, self.render_size)

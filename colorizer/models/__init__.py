@@ -1,6 +1,6 @@
 """Models: the Sketch2Color / Color2Sketch generators and the discriminator."""
 
-from colorizer.models.discriminator import Discriminator
+from colorizer.models.discriminator import Discriminator, discriminator_architecture
 from colorizer.models.generator import (
     REFERENCE_CHANNELS,
     SIZE_MULTIPLE,
@@ -8,6 +8,8 @@ from colorizer.models.generator import (
     Sketch2Color,
     UNetGenerator,
     fold_weight_standardization,
+    generator_architecture,
+    generator_class,
     make_noise,
     noise_shapes,
 )
@@ -31,7 +33,10 @@ __all__ = [
     "Sketch2Color",
     "UNetGenerator",
     "WSConv2d",
+    "discriminator_architecture",
     "fold_weight_standardization",
+    "generator_architecture",
+    "generator_class",
     "init_weights",
     "make_noise",
     "noise_shapes",

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import spectral_norm
 
-from colorizer.models.layers import EPS, GROUPS, UsesOps, init_weights, set_kernels
+from colorizer.models.layers import EPS, GROUPS, UsesOps, group_norm_act, init_weights, set_kernels
+from colorizer.models.state import state_shape
 from colorizer.ops import OpSet
 
 
@@ -56,5 +57,12 @@ class Discriminator(nn.Module, UsesOps):
             raise ValueError(f"discriminator expects {self.in_channels} channels in all, got {x.shape[1]}")
         x = nn.functional.leaky_relu(self.conv1(x), 0.2)
         for conv, norm in ((self.conv2, self.bn2), (self.conv3, self.bn3), (self.conv4, self.bn4)):
-            x = self.ops.group_norm_act(conv(x), norm.weight, norm.bias, GROUPS, EPS, act="leaky_relu")
+            x = group_norm_act(self.ops, norm, conv(x), act="leaky_relu")
         return torch.sigmoid(self.conv5(x)).mean(dim=(2, 3))
+
+
+def discriminator_architecture(state: dict, source: str = "checkpoint") -> dict:
+    """{'in_channels', 'channels'} of a discriminator state dict, from its tensor shapes (CheckpointError)."""
+    in_channels = int(state_shape(state, "conv1.weight_orig", source, "discriminator")[1])
+    channels = tuple(int(state_shape(state, f"conv{i}.weight_orig", source, "discriminator")[0]) for i in range(1, 5))
+    return {"in_channels": in_channels, "channels": channels}

@@ -28,6 +28,7 @@ from colorizer.models.layers import (
     init_weights,
     set_kernels,
 )
+from colorizer.models.state import state_shape
 from colorizer.ops import OpSet
 
 REFERENCE_CHANNELS = (64, 128, 256, 512)
@@ -179,6 +180,21 @@ class Color2Sketch(UNetGenerator):
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = REFERENCE_CHANNELS, kernels="eager"):
         super().__init__(in_channels, channels, kernels)
+
+
+def generator_architecture(state: dict, source: str = "checkpoint") -> dict:
+    """{'in_channels', 'channels'} of a generator state dict, from its tensor shapes (CheckpointError)."""
+    in_channels = int(state_shape(state, "encoder.layer1.conv1.weight", source, "generator")[1])
+    channels = tuple(
+        int(state_shape(state, f"encoder.layer{i}.conv1.weight", source, "generator")[0]) for i in range(1, 5)
+    )
+    return {"in_channels": in_channels, "channels": channels}
+
+
+def generator_class(in_channels: int) -> type[UNetGenerator]:
+    """The generator a state dict of ``in_channels`` inputs belongs to: 3 is Color2Sketch (a color
+    image in), anything else Sketch2Color (sketch + palette planes in)."""
+    return Color2Sketch if in_channels == 3 else Sketch2Color
 
 
 def fold_weight_standardization(model: nn.Module) -> nn.Module:

@@ -18,6 +18,12 @@ GROUPS = 32
 EPS = 1e-5
 
 
+def group_norm_act(ops: OpSet, norm: nn.GroupNorm, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``ops.group_norm_act`` with the affine, groups and eps of the ``norm`` module (kwargs: act,
+    residual, noise_weight, noise)."""
+    return ops.group_norm_act(x, norm.weight, norm.bias, norm.num_groups, norm.eps, **kwargs)
+
+
 class UsesOps:
     """Mixin for modules that call the functional ops; ``set_kernels`` swaps the OpSet."""
 
@@ -93,22 +99,14 @@ class ResidualBlock(nn.Module, UsesOps):
         """noise_weight/noise: a NoiseInjection fused into the last GroupNorm; only without sampling."""
         ops = self.ops
         if self.ic != self.oc:
-            residual = ops.group_norm_act(self.convr(x), self.bnr.weight, self.bnr.bias, GROUPS, EPS)
+            residual = group_norm_act(ops, self.bnr, self.convr(x))
         else:
             residual = x
-        out = ops.group_norm_act(self.conv1(x), self.bn1.weight, self.bn1.bias, GROUPS, EPS, act="relu")
+        out = group_norm_act(ops, self.bn1, self.conv1(x), act="relu")
         if noise is not None and self.sample is not None:
             raise ValueError("noise can only be fused into a block without sampling")
-        out = ops.group_norm_act(
-            self.conv2(out),
-            self.bn2.weight,
-            self.bn2.bias,
-            GROUPS,
-            EPS,
-            act="relu",
-            residual=residual,
-            noise_weight=noise_weight,
-            noise=noise,
+        out = group_norm_act(
+            ops, self.bn2, self.conv2(out), act="relu", residual=residual, noise_weight=noise_weight, noise=noise
         )
         if self.sample == "down":
             out = F.max_pool2d(out, kernel_size=3, stride=2, padding=1)
@@ -130,19 +128,19 @@ class AttentionGate(nn.Module, UsesOps):
         self.psi = nn.Sequential(WSConv2d(F_int, 1, 1, bias=True), nn.InstanceNorm2d(1, eps=EPS), nn.Sigmoid())
 
     def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        psi_conv = self.psi[0]
+        psi_conv, norm_g, norm_x = self.psi[0], self.W_g[1], self.W_x[1]
         return self.ops.attention_gate(
             self.W_g[0](g),
             self.W_x[0](x),
             x,
-            self.W_g[1].weight,
-            self.W_g[1].bias,
-            self.W_x[1].weight,
-            self.W_x[1].bias,
+            norm_g.weight,
+            norm_g.bias,
+            norm_x.weight,
+            norm_x.bias,
             psi_conv.standardized_weight().reshape(-1),
             psi_conv.bias,
-            GROUPS,
-            EPS,
+            norm_g.num_groups,
+            norm_g.eps,
         )
 
 

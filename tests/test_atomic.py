@@ -1,0 +1,85 @@
+"""colorizer.atomic: the one atomic writer (files, by name, folders) and the sweep of its temporaries."""
+
+import errno
+import os
+
+import pytest
+
+from colorizer import atomic
+
+
+def _temporaries_seen(monkeypatch) -> list[str]:
+    """Record the name of every temporary a writer renames onto its final name."""
+    seen = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        seen.append(os.path.basename(src))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    return seen
+
+
+def test_every_writer_uses_the_one_pattern_and_the_sweep_finds_it(tmp_path, monkeypatch):
+    seen = _temporaries_seen(monkeypatch)
+    atomic.write_bytes(tmp_path / "a.safetensors", b"x")
+    atomic.write_with(tmp_path / "b.png", lambda f: f.write(b"y"))
+    with atomic.output_path(tmp_path / "c.onnx") as tmp:
+        assert tmp.endswith(".tmp.onnx")  # keeps the suffix for tools that look at it
+        open(tmp, "wb").write(b"z")
+    with atomic.replace_directory(tmp_path / "d") as tmp:
+        open(os.path.join(tmp, "f"), "wb").write(b"w")
+    monkeypatch.undo()
+    assert len(seen) == 4 and all(atomic.is_temp_name(name) for name in seen), seen
+    assert sorted(os.listdir(tmp_path)) == ["a.safetensors", "b.png", "c.onnx", "d"]
+    # The same names, left behind by killed writers, are swept; results and other files are not.
+    for name in seen[:3]:
+        (tmp_path / name).write_bytes(b"half")
+    (tmp_path / seen[3]).mkdir()
+    (tmp_path / ".hidden").write_text("mine")
+    removed = atomic.remove_stale_temp_files(tmp_path)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(seen)
+    assert sorted(os.listdir(tmp_path)) == [".hidden", "a.safetensors", "b.png", "c.onnx", "d"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "keep.bin"
+    atomic.write_bytes(path, b"old")
+
+    def fails(f):
+        f.write(b"par")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic.write_with(path, fails)
+    with pytest.raises(RuntimeError), atomic.output_path(path) as tmp:
+        open(tmp, "wb").write(b"new")
+        raise RuntimeError("verification failed")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["keep.bin"]
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_new_files_and_folders_get_a_plain_open_mode(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic.write_bytes(tmp_path / "f", b"x")
+        with atomic.replace_directory(tmp_path / "d"):
+            pass
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_replace_directory_swaps_in_the_new_folder_only_when_complete(tmp_path):
+    target = tmp_path / "model"
+    with atomic.replace_directory(target) as tmp:
+        open(os.path.join(tmp, "v1"), "w").write("1")
+    with pytest.raises(RuntimeError), atomic.replace_directory(target) as tmp:
+        open(os.path.join(tmp, "v2"), "w").write("2")
+        raise RuntimeError("half built")
+    assert os.listdir(target) == ["v1"] and os.listdir(tmp_path) == ["model"]
+    with atomic.replace_directory(target) as tmp:
+        open(os.path.join(tmp, "v3"), "w").write("3")
+    assert os.listdir(target) == ["v3"] and os.listdir(tmp_path) == ["model"]
