@@ -24,8 +24,6 @@ The pytest-benchmark tests at the bottom run with ``pytest benchmarks/ --benchma
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import shutil
 import tempfile
@@ -325,43 +323,21 @@ def _onnx_plain(case: InferenceCase, cuda_graph: bool) -> Prepared:
     return _ort_prepared(session, case, note)
 
 
-def find_export_function(name: str, modules=("colorizer.export", "colorizer.export.onnx_export")):
-    """The first ``name`` found in ``modules``; raises Skip saying what is missing."""
-    errors = []
-    for module_name in modules:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            errors.append(f"{module_name}: {exc}")
-            continue
-        fn = getattr(module, name, None)
-        if fn is not None:
-            return fn
-    detail = f" ({'; '.join(errors)})" if errors else ""
-    raise Skip(f"no {name} in {' or '.join(modules)}{detail}")
-
-
-def _call_with_supported(fn, *args, **options):
-    """Call ``fn`` passing only the keyword options its signature accepts."""
-    params = inspect.signature(fn).parameters
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    return fn(*args, **{k: v for k, v in options.items() if accepts_any or k in params})
-
-
 def _onnx_ours(case: InferenceCase, cuda_graph: bool) -> Prepared:
     if case.dtype != "float32":
         raise Skip("onnxruntime's CPU provider runs the fp32 graph only")
-    export_onnx = find_export_function("export_onnx")
+    from colorizer.errors import MissingDependencyError
+    from colorizer.export import export_onnx
+
     cpu_case = InferenceCase(case.channels, case.batch, case.size, "float32", "cpu")
 
     def export(path: str) -> str:
         # The exporter's own parity gate is its tests' business; here only the speed is measured
         # (the report checks the output against eager separately).
-        result = _call_with_supported(export_onnx, make_model(cpu_case), path, noise="input", verify=False)
-        written = getattr(result, "path", result if isinstance(result, (str, os.PathLike)) else path)
-        if not os.path.exists(written):
-            raise Skip(f"export_onnx wrote no file at {written}")
-        return str(written)
+        try:
+            return export_onnx(make_model(cpu_case), path, noise="input", verify=False).path
+        except MissingDependencyError as exc:  # onnx not installed: the row says so
+            raise Skip(str(exc)) from exc
 
     session = _cached_session(("onnxruntime", case.channels), export, case)
     note = "colorizer.export.export_onnx, noise as inputs"
@@ -371,15 +347,13 @@ def _onnx_ours(case: InferenceCase, cuda_graph: bool) -> Prepared:
 
 
 def _tensorrt(case: InferenceCase, cuda_graph: bool) -> Prepared:
-    tensorrt_missing = find_export_function("tensorrt_missing", ("colorizer.export", "colorizer.export.tensorrt"))
+    from colorizer.export import build_engine, export_onnx, load_engine, tensorrt_missing
+
     missing = tensorrt_missing()
     if missing:
         raise Skip(missing)
     if not case.device.startswith("cuda"):
         raise Skip("a TensorRT engine runs on a CUDA device; this run is on the CPU")
-    export_onnx = find_export_function("export_onnx")
-    build_engine = find_export_function("build_engine", ("colorizer.export", "colorizer.export.tensorrt"))
-    load_engine = find_export_function("load_engine", ("colorizer.export", "colorizer.export.runtime"))
     precision = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}[case.dtype]
     cpu_case = InferenceCase(case.channels, case.batch, case.size, "float32", "cpu")
     workdir = tempfile.mkdtemp(prefix="bench-trt-")

@@ -3,7 +3,7 @@
 Ceilings (measured, never taken from a datasheet):
 - matmul rate: FLOP/s of an n x n x n ``torch.matmul`` (2 n^3 FLOP) per dtype: fp32 (and bf16 where the
   CPU has native bf16) on the CPU; fp32, bf16 and fp16 on a GPU. On the CPU also int8: ``torch._int_mm``
-  (int8 x int8 -> int32, oneDNN), the floor of the int8 engines (``benchmarks.precision_speed``); it
+  (int8 x int8 -> int32, oneDNN), the floor of the int8 engines (``benchmarks.bench_precision``); it
   is recorded under "int8" in ``matmul_flops_per_s`` but is not a dtype the float benchmarks run.
   GPU fp32 uses the same TF32 setting as cuDNN convolutions (torch's default allows TF32 there), so
   fp32 rows are held to what their convolutions can reach.

@@ -6,7 +6,7 @@
 Steps, in this order (each has its own budget; a wall-clock budget for the whole run is checked
 between steps and between the items of a step, and a watchdog ends the process when it runs out):
 
-1. ``parity``: pytest over tests/kernels and tests/test_kmeans_triton.py, the ``triton`` and ``gpu``
+1. ``parity``: pytest over tests/kernels (the K-means Triton test included), the ``triton`` and ``gpu``
    cases (on a GPU the whole case matrix, compiled; tests/kernels/parity.py), one row per test.
 2. ``determinism``: every op's forward and backward twice on the same inputs, bitwise equal.
 3. ``graphs``: the ops captured in a CUDA graph and replayed (equal to eager), and
@@ -250,7 +250,7 @@ def xdist_args(workers: int) -> list[str]:
 
 
 def make_config(dry_run: bool, budget_s: float | None) -> Config:
-    tests = ["tests/kernels", "tests/test_kmeans_triton.py"]
+    tests = ["tests/kernels"]
     if dry_run:
         return Config(
             dry_run=True,

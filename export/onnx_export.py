@@ -25,7 +25,7 @@ model in seconds and keeps the seeded noise's int32 arithmetic as integer Div/Mu
 dynamo exporter (torch 2.13) lowers integer division through float Abs/Floor/Sign, which is not exact
 above 2**24, and takes ~30 s to export. GroupNorm is written as Reshape + InstanceNormalization +
 affine; onnxruntime runs that faster on the CPU than the opset-21 GroupNormalization op (measured,
-see benchmarks/export_speed.py).
+see benchmarks/bench_export.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""benchmarks.precision_speed runs end to end in quick mode and its floors use each precision's rate."""
+"""benchmarks.bench_precision runs end to end in quick mode and its floors use each precision's rate."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("openvino")
 
-from benchmarks import precision_speed  # noqa: E402
+from benchmarks import bench_precision  # noqa: E402
 from benchmarks.ceilings import Ceilings, Work, floor_seconds  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::Deprecat
 
 def test_quick_run_writes_rows_for_every_requested_provider(tmp_path):
     providers = "eager,onnxruntime,onnxruntime-tuned,openvino-fp32,openvino-bf16"
-    assert precision_speed.main(["--quick", "--out", str(tmp_path), "--providers", providers]) == 0
+    assert bench_precision.main(["--quick", "--out", str(tmp_path), "--providers", providers]) == 0
     report = json.loads((tmp_path / "precision_speed.json").read_text())
     rows = {r["provider"]: r for r in report["rows"]}
     assert list(rows) == providers.split(",")
@@ -31,7 +31,7 @@ def test_quick_run_writes_rows_for_every_requested_provider(tmp_path):
 
 
 def test_unknown_provider_is_one_line_exit_2(tmp_path, capsys):
-    assert precision_speed.main(["--quick", "--out", str(tmp_path), "--providers", "openvino-fp8"]) == 2
+    assert bench_precision.main(["--quick", "--out", str(tmp_path), "--providers", "openvino-fp8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "openvino-fp8" in err[0]
 

@@ -1,6 +1,6 @@
 """CPU engines at reduced precision, side by side with the PyTorch and onnxruntime fp32 paths.
 
-    python -m benchmarks.precision_speed --out DIR [--quick] [--threads 2] [--cases 1x256,1x512,4x256]
+    python -m benchmarks.bench_precision --out DIR [--quick] [--threads 2] [--cases 1x256,1x512,4x256]
         [--width 64,128,256,512] [--providers ...]
 
 Rows, for each case (batch x size), all in one process on the same inputs (``bench_generator``'s:
@@ -24,27 +24,27 @@ The weights are the reference initialisation (random), on which bf16 is numerica
 issue's 0.7 relative L2); accuracy is judged by the export gates on trained weights, not here.
 
 Results: ``DIR/precision_speed.json`` (environment with versions, git revision and load average,
-ceilings, rows) and ``DIR/precision_speed.md``.
+ceilings, rows) and ``DIR/precision_speed.md``, written atomically (``benchmarks.output``). No
+pytest-benchmark cases: the fp32 providers are ``bench_generator``'s and each engine needs its IR built
+first, which this script does once per run.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
 from benchmarks import bench_generator as gen
 from benchmarks.ceilings import Work, floor_seconds, generator_inference_work, measure_ceilings
 from benchmarks.environment import collect_environment, package_versions
+from benchmarks.output import write_result
 from benchmarks.timing import measure
-from colorizer.checkpoint import atomic_write_bytes
 
 FULL_CASES = ((1, 256), (1, 512), (4, 256))
 QUICK_CASES = ((1, 128),)
@@ -325,12 +325,8 @@ def main(argv=None) -> int:
         "load_end": list(os.getloadavg()),
         "engine_versions": package_versions(("openvino", "nncf")),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    # Atomic, like every other result file of the project: a killed run leaves the previous table.
-    atomic_write_bytes(str(out / "precision_speed.json"), (json.dumps(report, indent=2, default=str) + "\n").encode())
-    atomic_write_bytes(str(out / "precision_speed.md"), markdown(report).encode())
-    print(f"wrote {out / 'precision_speed.json'} and {out / 'precision_speed.md'}")
+    json_path, md_path = write_result(args.out, "precision_speed", report, markdown(report))
+    print(f"wrote {json_path} and {md_path}")
     return 0
 
 
