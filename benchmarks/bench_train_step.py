@@ -16,19 +16,18 @@ processes the cv2 work overlaps the device work, up to the number of workers.
 Color2Sketch network at batch 1, as the published data loader does (a second row, for the record).
 
 The lean step (``lean_step``): palettes for the whole batch on the device with
-``colorizer.palette.extract_palette`` (when present, else the cv2 loop, said in the row), ONE generator
-forward whose output is detached for D, the same losses and optimizers. Providers: eager fp32,
-eager bf16 (autocast, fp32 master weights; channels_last on a GPU), torch.compile of G, and
-the ``triton`` / ``native`` kernel backends.
+``colorizer.palette.extract_palette``, ONE generator forward whose output is detached for D, the same
+losses and optimizers. Providers: eager fp32, eager bf16 (autocast, fp32 master weights; channels_last
+on a GPU), torch.compile of G, and the ``triton`` / ``native`` kernel backends.
 
-VGG: ImageNet weights cannot be downloaded here, so the feature loss runs a randomly initialised
-stand-in of the same shape (VGG16 conv1_1, ReLU, conv1_2, ReLU; frozen). Its cost is what counts.
+Losses: ``colorizer.losses`` with its default weights. VGG: ImageNet weights cannot be downloaded here,
+so the feature loss runs ``colorizer.losses.VGGFeatures`` randomly initialised (VGG16 conv1_1, ReLU,
+conv1_2, ReLU; frozen). Its cost is what counts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,10 +35,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from benchmarks.ceilings import DTYPES_BY_NAME, Work, count_work
+from benchmarks.palette_cv2 import reference_palettes
 from benchmarks.timing import synchronized
+from colorizer import losses
 
 REFERENCE_WIDTH = (64, 128, 256, 512)
 PALETTE_K = 9
@@ -86,72 +86,16 @@ class TrainCase:
 
 
 # --------------------------------------------------------------------------------------------------
-# Losses: colorizer.losses when present, else the same formulas here (SPEC.md "Losses and training").
-
-LOSS_WEIGHTS = {"gan": 1.0, "l1": 100.0, "feature": 1e-4, "tv": 1e-2}
-REAL_LABEL = 0.9
-
-
-def _losses_module():
-    try:
-        return importlib.import_module("colorizer.losses")
-    except ImportError:
-        return None
-
-
-class VGGStandIn(nn.Module):
-    """conv1_1 (3->64, 3x3) -> ReLU -> conv1_2 (64->64) -> ReLU, random weights, frozen.
-    Input (N, 3, H, W); output (N, 64, H, W). The timing stand-in for ImageNet VGG16's first layers."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU()
-        )
-        self.requires_grad_(False)
-
-    def forward(self, x):
-        return self.features(x)
-
-
-def make_vgg() -> nn.Module:
-    losses = _losses_module()
-    vgg_cls = getattr(losses, "VGGFeatures", None) if losses else None
-    return vgg_cls() if vgg_cls is not None else VGGStandIn()
-
-
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    n, c, h, w = x.shape
-    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).pow(2).sum()
-    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).pow(2).sum()
-    return 2.0 * (dh / (c * (h - 1) * w) + dw / (c * h * (w - 1))) / n
+# Losses: colorizer.losses (SPEC.md "Losses and training"), its default weights.
 
 
 def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-    losses = _losses_module()
-    if losses is not None and hasattr(losses, "discriminator_loss"):
-        return losses.discriminator_loss(d_real, d_fake)
-    d_real, d_fake = d_real.float(), d_fake.float()
-    return F.mse_loss(d_real, torch.full_like(d_real, REAL_LABEL)) + F.mse_loss(d_fake, torch.zeros_like(d_fake))
+    return losses.discriminator_loss(d_real, d_fake)
 
 
 def generator_loss(d_fake: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, vgg: nn.Module) -> torch.Tensor:
-    losses = _losses_module()
-    if losses is not None and hasattr(losses, "generator_loss") and hasattr(losses, "LossWeights"):
-        total, _ = losses.generator_loss(d_fake, fake, real, losses.LossWeights(**LOSS_WEIGHTS), vgg)
-        return total
-    fake32, real32 = fake.float(), real.float()
-    gan = F.mse_loss(d_fake.float(), torch.full_like(d_fake.float(), REAL_LABEL))
-    with torch.no_grad():
-        target = vgg(real)
-    feature = F.mse_loss(vgg(fake).float(), target.float())
-    w = LOSS_WEIGHTS
-    return (
-        w["gan"] * gan
-        + w["l1"] * F.l1_loss(fake32, real32)
-        + w["feature"] * feature
-        + w["tv"] * total_variation(fake32)
-    )
+    total, _ = losses.generator_loss(d_fake, fake, real, losses.DEFAULT_WEIGHTS, vgg)
+    return total
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,7 +136,7 @@ def build_gan(
         torch.manual_seed(seed)
         generator = Sketch2Color(channels=case.channels, kernels=kernels)
         discriminator = Discriminator(channels=case.disc_channels, kernels=kernels)
-        vgg = make_vgg()
+        vgg = losses.VGGFeatures()  # random weights: the timing stand-in for ImageNet VGG16's first layers
         sketch_net = Color2Sketch(channels=case.channels).eval() if sketcher else None
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     to = dict(device=case.device, dtype=dtype, memory_format=memory_format)
@@ -264,14 +208,10 @@ def sample_sketches(images: np.ndarray) -> np.ndarray:
 
 
 def cv2_palette(image: np.ndarray) -> np.ndarray:
-    """The reference's palette of one uint8 (H, W, 3) image: (9, 3) uint8 cluster centers."""
-    import cv2
-
-    small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
-    sample = np.float32(small.reshape(-1, 3))
-    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, CV2_CRITERIA_ITERS, CV2_CRITERIA_EPS)
-    _, _, centers = cv2.kmeans(sample, PALETTE_K, None, criteria, CV2_ATTEMPTS, cv2.KMEANS_PP_CENTERS)
-    return np.uint8(centers)
+    """The reference's palette of one uint8 (H, W, 3) image: (9, 3) uint8 cluster centers
+    (``benchmarks.palette_cv2.reference_palettes``: 0.25x INTER_AREA, cv2.kmeans, K=9, 10 attempts)."""
+    return reference_palettes(image[None], k=PALETTE_K, restarts=CV2_ATTEMPTS, iters=CV2_CRITERIA_ITERS,
+                              eps=CV2_CRITERIA_EPS)[0]  # fmt: skip
 
 
 def _to_image_tensor(image: np.ndarray) -> torch.Tensor:
@@ -286,19 +226,6 @@ def reference_sample(image: np.ndarray, sketch: np.ndarray) -> tuple[torch.Tenso
     planes = [_to_image_tensor(np.broadcast_to(centers[i], image.shape).copy()) for i in range(PALETTE_K)]
     sketch3 = _to_image_tensor(np.repeat(sketch[:, :, None], 3, axis=2))
     return sketch3, _to_image_tensor(image), torch.cat(planes, dim=0)
-
-
-def device_palette_function() -> tuple[Callable | None, Callable | None, str]:
-    """(extract_palette, palette_planes, reason): the batched device path, or Nones and why not."""
-    try:
-        palette = importlib.import_module("colorizer.palette")
-    except ImportError as exc:
-        return None, None, f"colorizer.palette is not importable ({exc})"
-    extract = getattr(palette, "extract_palette", None)
-    planes = getattr(palette, "palette_planes", None)
-    if extract is None or planes is None:
-        return None, None, "colorizer.palette has no extract_palette/palette_planes"
-    return extract, planes, ""
 
 
 @dataclass
@@ -342,15 +269,13 @@ def reference_inputs(batch: Batch, device: str, sketcher: nn.Module | None = Non
     return condition, torch.stack(images).to(device)
 
 
-def lean_inputs(batch: Batch, extract: Callable | None, planes_fn: Callable | None):
+def lean_inputs(batch: Batch):
     """The lean data path: palettes batched on the device; (condition, real) on the device."""
+    from colorizer.palette import extract_palette, palette_planes
+
     images = batch.images_device
     n, h, w, _ = images.shape
-    if extract is None:
-        palettes = torch.from_numpy(np.stack([cv2_palette(im) for im in batch.images])).to(images.device)
-        planes = palettes.float().div(255.0).mul(2).sub(1).reshape(n, -1, 1, 1).expand(n, 27, h, w)
-    else:
-        planes = planes_fn(extract(images, k=PALETTE_K), h, w)
+    planes = palette_planes(extract_palette(images, k=PALETTE_K), h, w)
     real = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     sketch = batch.sketches_device.float().div(127.5).sub(1.0)[:, None].expand(n, 3, h, w)
     return torch.cat((sketch, planes), dim=1), real
@@ -436,8 +361,7 @@ def prepare(provider: str, case: TrainCase) -> PreparedStep:
         note = "cv2.kmeans per sample, 2 G forwards" + (", Color2Sketch per sample" if published else "")
         return PreparedStep(run=run, runs_on=case.device, dtype="float32", note=note)
 
-    extract, planes_fn, why = device_palette_function()
-    notes = [] if extract else [f"cv2 palettes: {why}"]
+    notes = []
     kernels, autocast_dtype, compile_models, dtype = "eager", None, False, "float32"
     if provider == "lean-bf16":
         if on_cuda and not torch.cuda.is_bf16_supported():
@@ -460,7 +384,7 @@ def prepare(provider: str, case: TrainCase) -> PreparedStep:
         notes.append("channels_last")
 
     def run():
-        condition, real = lean_inputs(batch, extract, planes_fn)
+        condition, real = lean_inputs(batch)
         lean_step(gan, condition, real, case.device)
 
     return PreparedStep(run=run, runs_on=case.device, dtype=dtype, note="; ".join(notes))

@@ -116,16 +116,12 @@ class Report:
         return self.add(step, name, "error", error=f"{type(exc).__name__}: {exc}", traceback=text[-6000:])
 
     def write(self) -> None:
+        from benchmarks.output import write_json, write_text  # the project's atomic writer
+
         with self.lock:
             doc = {"meta": self.meta, "rows": self.rows}
-            _atomic_write(self.out / "gpu_check.json", json.dumps(doc, indent=1, default=str))
-            _atomic_write(self.out / "gpu_check.md", markdown(doc))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+            write_json(self.out / "gpu_check.json", doc, indent=1)
+            write_text(self.out / "gpu_check.md", markdown(doc))
 
 
 def _fmt(value) -> str:

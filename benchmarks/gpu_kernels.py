@@ -37,7 +37,6 @@ Timing and environment come from the shared ``benchmarks.timing`` and ``benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from benchmarks.output import write_result
 from colorizer.errors import ConfigError, MissingDependencyError, run_cli
 from colorizer.ops import OpSet, reference
 
@@ -595,12 +595,8 @@ def main(argv=None) -> int:
     if not args.no_whole_model:
         for batch in [2] if args.quick else [2, 32]:
             results["whole_model"].extend(bench_whole_model(batch, args.quick))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "gpu_kernels.json"), "w") as f:
-        json.dump(results, f, indent=1, default=str)
-    with open(os.path.join(args.out, "gpu_kernels.md"), "w") as f:
-        f.write(markdown(results))
-    print(f"wrote {args.out}/gpu_kernels.json and gpu_kernels.md", file=sys.stderr)
+    json_path, md_path = write_result(args.out, "gpu_kernels", results, markdown(results))
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     errors = count_errors(results)
     if errors:
         print(f"{errors} measurements failed (see the Errors section of gpu_kernels.md)", file=sys.stderr)
