@@ -72,6 +72,7 @@ setup(
         "tqdm",
         "safetensors",
         "matplotlib",
+        "threadpoolctl",  # colorizer.palette: one OpenMP thread per CPU palette worker, per thread
     ],
     extras_require={
         "palette": ["opencv-python-headless", "scikit-learn"],

@@ -15,6 +15,7 @@ import torch
 from benchmarks.palette_cv2 import extract_palette_cv2
 from colorizer import palette as pal
 from colorizer.errors import ConfigError, ImageError, MissingDependencyError
+from colorizer.palette import clustering
 
 cv2 = pytest.importorskip("cv2")
 skdata = pytest.importorskip("skimage.data")
@@ -100,7 +101,7 @@ def quality_set() -> np.ndarray:
 
 
 def _ratios(images: np.ndarray, ours: torch.Tensor, theirs: torch.Tensor) -> np.ndarray:
-    pixels, _ = pal._pixels(images, downscale=True)
+    pixels, _ = pal.image_pixels(images, downscale=True)
     a = pal.compactness(pixels, ours.float()).numpy()
     b = pal.compactness(pixels, theirs.float()).numpy()
     both_zero = (a == 0) & (b == 0)
@@ -119,9 +120,13 @@ def cv2_reference(quality_set) -> torch.Tensor:
     return extract_palette_cv2(quality_set)
 
 
-@pytest.mark.parametrize("impl", ["torch", "native"])
+def _has_native_step() -> bool:
+    return pal.resolve_impl("auto", torch.device("cpu")) == "native"
+
+
+@pytest.mark.parametrize("impl", ["eager", "native"])
 def test_compactness_matches_or_beats_cv2(quality_set, cv2_reference, impl):
-    if impl == "native" and pal._native_step() is None:
+    if impl == "native" and not _has_native_step():
         pytest.skip("colorizer.native has no kmeans_assign_accumulate here")
     ours = pal.extract_palette(quality_set, impl=impl)
     r = _ratios(quality_set, ours, cv2_reference)
@@ -138,13 +143,13 @@ def test_compactness_not_worse_than_sklearn(quality_set):
     sklearn_cluster = pytest.importorskip("sklearn.cluster")
     threadpoolctl = pytest.importorskip("threadpoolctl")
     subset = quality_set[::8]  # 19 images: sklearn's n_init=10 is the slowest of the three
-    pixels, _ = pal._pixels(subset, downscale=True)
+    pixels, _ = pal.image_pixels(subset, downscale=True)
     theirs = []
     with threadpoolctl.threadpool_limits(1):  # tiny fits: OpenMP threads only add contention
         for x in pixels.numpy():
             km = sklearn_cluster.KMeans(n_clusters=9, n_init=10, max_iter=10, random_state=0).fit(x)
             theirs.append(np.uint8(km.cluster_centers_))
-    r = _ratios(subset, pal.extract_palette(subset, impl="torch"), torch.from_numpy(np.stack(theirs)))
+    r = _ratios(subset, pal.extract_palette(subset, impl="eager"), torch.from_numpy(np.stack(theirs)))
     report = _gate_report(r)
     print("ours / sklearn KMeans:", report)
     assert np.median(r) <= 1.002, report
@@ -168,7 +173,7 @@ def test_area_downscale_equals_cv2_inter_area(h, w):
     # The uint8 channels-last path (what extract_palette runs on uint8 batches) is identical.
     got_u8 = pal.area_downscale(torch.from_numpy(img)[None], channels_last=True)[0]
     np.testing.assert_array_equal(got_u8.numpy().astype(np.uint8), expected)
-    pixels, _ = pal._pixels(img, downscale=True)
+    pixels, _ = pal.image_pixels(img, downscale=True)
     np.testing.assert_array_equal(pixels[0].numpy().astype(np.uint8), expected.reshape(-1, 3))
 
 
@@ -218,11 +223,11 @@ def test_assign_accumulate_oracle(bp, repeat, p, k):
 
 
 def test_torch_fast_step_matches_oracle():
-    """The packed-bincount, bit-tagged-amin step (what impl='torch' runs) against the oracle."""
+    """The packed-bincount, bit-tagged-amin step (what impl='eager' runs) against the oracle."""
     gen = torch.Generator().manual_seed(7)
     points = torch.randint(0, 256, (2, 333, 3), generator=gen).float()
     centers = torch.rand(2, 4, 9, 3, generator=gen) * 255
-    step = pal._TorchStep(points, 9)
+    step = clustering._TorchStep(points, 9)
     labels, sums, counts, sse = step((None, None), centers, need_labels=True)
     o_labels, o_sums, o_counts, o_sse = pal.assign_accumulate(points, centers.reshape(8, 9, 3))
     d = _brute_force(points, centers.reshape(8, 9, 3))
@@ -261,8 +266,8 @@ def test_weighted_step_equals_unweighted_on_dedup():
     assert colors.shape[1] == torch.unique(points[0], dim=0).shape[0]
     assert weights.sum() == 500
     centers = torch.rand(1, 3, 9, 3, generator=gen) * 255
-    _, s1, c1, e1 = pal._TorchStep(points, 9)((None, None), centers)
-    _, s2, c2, e2 = pal._TorchStep(colors, 9, weights)((None, None), centers)
+    _, s1, c1, e1 = clustering._TorchStep(points, 9)((None, None), centers)
+    _, s2, c2, e2 = clustering._TorchStep(colors, 9, weights)((None, None), centers)
     torch.testing.assert_close(s1, s2)
     torch.testing.assert_close(c1, c2)
     torch.testing.assert_close(e1, e2, rtol=1e-5, atol=1.0)
@@ -300,7 +305,7 @@ def test_fewer_distinct_colors_than_k():
     # Every distinct color is found exactly, largest region first; the rest repeat them.
     assert out[:3].tolist() == [[255, 0, 0], [0, 0, 255], [0, 255, 0]]
     assert {tuple(c) for c in out.tolist()} == {(255, 0, 0), (0, 0, 255), (0, 255, 0)}
-    pixels, _ = pal._pixels(img, downscale=True)
+    pixels, _ = pal.image_pixels(img, downscale=True)
     assert pal.compactness(pixels, out.float()) == 0.0
 
 
@@ -309,7 +314,7 @@ def test_tiny_and_non_square(h, w):
     img = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
     out = pal.extract_palette(img)
     assert out.shape == (9, 3)
-    pixels, _ = pal._pixels(img, downscale=True)
+    pixels, _ = pal.image_pixels(img, downscale=True)
     distinct = {tuple(p) for p in pixels[0].int().tolist()}
     if len(distinct) <= 9:  # every pixel is its own center
         assert pal.compactness(pixels, out.float()) == 0.0
@@ -344,7 +349,7 @@ def test_deterministic_for_a_seed():
     assert torch.equal(a, pal.extract_palette(img, seed=3))
     assert torch.equal(extract_palette_cv2(img, seed=3), extract_palette_cv2(img, seed=3))
     # The batched (multi-image, no de-duplication) path is deterministic too.
-    pixels, _ = pal._pixels(np.stack([img, img[::-1]]), downscale=True)
+    pixels, _ = pal.image_pixels(np.stack([img, img[::-1]]), downscale=True)
     r1 = pal.kmeans(pixels, seed=11)
     r2 = pal.kmeans(pixels, seed=11)
     assert all(torch.equal(x, y) for x, y in zip(r1, r2))
@@ -355,13 +360,13 @@ def test_batched_path_in_chunks(monkeypatch):
     SEEDING_ELEMENTS) run on the CPU: same quality as the per-image path, deterministic."""
     rng = np.random.default_rng(9)
     imgs = np.stack([synthetic_drawing(64, rng) for _ in range(3)] + [_crop(_photos()[2], 64, rng) for _ in range(2)])
-    points, _ = pal._pixels(imgs, downscale=True)
-    monkeypatch.setattr(pal, "SEEDING_ELEMENTS", 10 * 4 * 256 * 2)  # two images per chunk
-    a, ca = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=False)
-    b, cb = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=False)
+    points, _ = pal.image_pixels(imgs, downscale=True)
+    monkeypatch.setattr(clustering, "SEEDING_ELEMENTS", 10 * 4 * 256 * 2)  # two images per chunk
+    a, ca = pal.kmeans_batch(points, 9, 10, 10, 1.0, 0, per_image=False)
+    b, cb = pal.kmeans_batch(points, 9, 10, 10, 1.0, 0, per_image=False)
     assert torch.equal(a, b) and torch.equal(ca, cb)
     assert (ca.sum(1) == points.shape[1]).all()  # every pixel counted once, padding never
-    ref, _ = pal._kmeans_batch(points, 9, 10, 10, 1.0, 0, "torch", per_image=True)
+    ref, _ = pal.kmeans_batch(points, 9, 10, 10, 1.0, 0, per_image=True)
     ratio = pal.compactness(points, a.float()) / pal.compactness(points, ref.float())
     assert ratio.max() <= 1.05, ratio
 
@@ -379,7 +384,7 @@ def test_color_order_is_by_cluster_size_then_color():
 def test_order_matches_cluster_counts(quality_set):
     images = quality_set[:6]
     out = pal.extract_palette(images)
-    pixels, _ = pal._pixels(images, downscale=True)
+    pixels, _ = pal.image_pixels(images, downscale=True)
     _, _, counts, _ = pal.assign_accumulate(pixels, out.float())
     assert (counts[:, :-1] >= counts[:, 1:]).all()
 
@@ -401,18 +406,100 @@ def test_bad_inputs():
         pal.extract_palette(np.zeros((0, 8, 8, 3), np.uint8))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_backend_steps_match_the_oracle(weighted):
+    """Every CPU backend's own kmeans_assign_accumulate (the OpSet op extract_palette runs) keeps the
+    oracle's contract: restarts share their image's points (B a multiple of Bp), optional weights."""
+    from colorizer.ops import get_ops, reference
+
+    backends = [n for n in ("native",) if pal.resolve_impl("auto", torch.device("cpu")) == n]
+    if not backends:
+        pytest.skip("no CPU backend with its own K-means step here")
+    gen = torch.Generator().manual_seed(11)
+    points = torch.randint(0, 256, (2, 301, 3), generator=gen).float()
+    centers = torch.rand(6, 9, 3, generator=gen) * 255  # 3 restarts per image
+    weights = torch.randint(0, 4, (2, 301), generator=gen).float() if weighted else None
+    expected = reference.kmeans_assign_accumulate(points, centers, weights)
+    for name in backends:
+        labels, sums, counts, sse = get_ops(name).kmeans_assign_accumulate(points, centers, weights)
+        assert torch.equal(labels.long(), expected[0]), name
+        torch.testing.assert_close(counts, expected[2])
+        torch.testing.assert_close(sums, expected[1], rtol=1e-5, atol=1e-2)
+        torch.testing.assert_close(sse, expected[3], rtol=1e-5, atol=1.0)
+        assert get_ops(name).kmeans_assign_accumulate(points, centers, weights, with_labels=False)[0] is None
+
+
+def test_cpu_threads_leave_the_process_thread_count_alone(monkeypatch):
+    """The per-image CPU layout runs images in Python threads without touching torch.set_num_threads."""
+    rng = np.random.default_rng(4)
+    imgs = np.stack([synthetic_drawing(32, rng) for _ in range(3)])
+    expected = pal.extract_palette(imgs, threads=1)
+
+    def refuse(n):
+        raise AssertionError(f"extract_palette called torch.set_num_threads({n})")
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    assert torch.equal(pal.extract_palette(imgs, threads=3), expected)  # same palettes in threads
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads"):
+        pal.extract_palette(imgs, threads=0)
+
+
+def test_cpu_images_run_on_one_openmp_thread_each(monkeypatch):
+    """With several intra-op threads set by the caller, each image's ops still run on one (in a worker
+    thread), and the caller's count is the same afterwards, in its thread and in new ones."""
+    import threading
+
+    seen = []
+    kmeans = clustering.kmeans
+
+    def spy(*args, **kwargs):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return kmeans(*args, **kwargs)
+
+    monkeypatch.setattr(clustering, "kmeans", spy)
+    imgs = np.stack([synthetic_drawing(32, np.random.default_rng(i)) for i in range(3)])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads in (None, 1):
+            pal.extract_palette(imgs, threads=threads)
+            assert torch.get_num_threads() == 2
+        fresh = []
+        worker = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        worker.start()
+        worker.join()
+    finally:
+        torch.set_num_threads(previous)
+    assert [n for _, n in seen] == [1] * 6 and fresh == [2]
+    assert threading.get_ident() not in {t for t, _ in seen}
+
+
+def test_impl_names_are_backend_names():
+    img = np.zeros((8, 8, 3), np.uint8)
+    assert torch.equal(pal.extract_palette(img, impl="eager"), pal.extract_palette(img, impl="onnx"))
+    for old, hint in (("torch", "eager"), ("cv2", "palette_cv2")):
+        with pytest.raises(ConfigError, match=hint):
+            pal.extract_palette(img, impl=old)
+
+
 def test_native_impl_needs_the_extension():
-    if pal._native_step() is not None:
-        pytest.skip("the native extension provides kmeans_assign_accumulate here")
+    from colorizer import native
+
+    if native.NATIVE_AVAILABLE:
+        pytest.skip("the native extension is built here")
     with pytest.raises(MissingDependencyError):
         pal.extract_palette(np.zeros((8, 8, 3), np.uint8), impl="native")
 
 
 def test_auto_on_cpu_picks_native_only_with_weights():
-    native = pal._native_step()
-    expected = "native" if native is not None and pal._native_takes_weights(native) else "torch"
-    assert pal._resolve_impl("auto", torch.device("cpu")) == expected
-    assert pal._resolve_impl("auto", torch.device("cuda")) in ("triton", "torch")
+    from colorizer import native
+
+    # What csrc/ops.cpp declares for the loaded library decides, not a trial call.
+    expected = "native" if native.NATIVE_AVAILABLE and native.KMEANS_TAKES_WEIGHTS else "eager"
+    assert pal.resolve_impl("auto", torch.device("cpu")) == expected
+    assert pal.resolve_impl("auto", torch.device("cuda")) in ("triton", "eager")
 
 
 # ------------------------------------------------------------------------------------------------

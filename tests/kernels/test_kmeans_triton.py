@@ -1,4 +1,4 @@
-"""colorizer.kernels.kmeans (Triton) against the pure-torch oracle colorizer.palette.assign_accumulate.
+"""colorizer.kernels.kmeans (Triton) against the pure-torch oracle colorizer.ops.reference.kmeans_assign_accumulate.
 
 Runs in Triton's interpreter on the CPU (tests/conftest.py sets TRITON_INTERPRET=1 without CUDA), so
 shapes are small; the ``gpu`` cases use real sizes.
@@ -12,6 +12,7 @@ import torch
 
 from benchmarks.palette_cv2 import extract_palette_cv2
 from colorizer import palette as pal
+from colorizer.palette import clustering
 
 pytest.importorskip("triton")
 kmeans_kernel = pytest.importorskip("colorizer.kernels.kmeans")
@@ -109,12 +110,12 @@ def test_seeding_with_kernels_equals_torch_seeding():
     gen = torch.Generator().manual_seed(4)
     points = torch.randint(0, 256, (2, 40, 3), generator=gen).float().to(_device())
     colors, weights = pal.dedup_colors(points)
-    x_aug = pal._augment(colors)
+    x_aug = clustering._augment(colors)
     kernels = (kmeans_kernel.kmeanspp_potentials, kmeans_kernel.kmeanspp_update, colors.to(torch.uint8), weights)
     g1 = torch.Generator(device=_device()).manual_seed(0)
     g2 = torch.Generator(device=_device()).manual_seed(0)
-    a, pa = pal._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g1)
-    b, pb = pal._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g2, kernels=kernels)
+    a, pa = clustering._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g1)
+    b, pb = clustering._seed_kmeanspp(colors, x_aug, weights, 3, 9, 4, g2, kernels=kernels)
     assert torch.equal(a, b)
     torch.testing.assert_close(pa, pb)
 
@@ -126,17 +127,17 @@ def test_kernel_rejects_bad_shapes():
         kmeans_kernel.kmeans_assign_accumulate(torch.zeros(2, 5, 4), torch.zeros(2, 9, 3))
 
 
-def test_extract_palette_triton_matches_torch_quality():
+def test_extract_palette_triton_matches_eager_quality():
     """End to end with impl='triton' (interpreter on the CPU): same seeding, same Lloyd, so the same
-    compactness as impl='torch' up to float near-ties."""
+    compactness as impl='eager' up to float near-ties."""
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8)
     imgs[1, :, :16] = [200, 30, 30]
     imgs = torch.from_numpy(imgs).to(_device())
     tri = pal.extract_palette(imgs, impl="triton", restarts=2, iters=4)
     assert tri.shape == (2, 9, 3) and tri.dtype == torch.uint8 and tri.device.type == _device()
-    points, _ = pal._pixels(imgs, downscale=True)
-    ref = pal.extract_palette(imgs, impl="torch", restarts=2, iters=4)  # same RNG, torch step
+    points, _ = pal.image_pixels(imgs, downscale=True)
+    ref = pal.extract_palette(imgs, impl="eager", restarts=2, iters=4)  # same RNG, eager step
     c_tri = pal.compactness(points, tri.float())
     c_ref = pal.compactness(points, ref.float())
     torch.testing.assert_close(c_tri, c_ref, rtol=1e-3, atol=1.0)
@@ -168,7 +169,7 @@ def test_extract_palette_on_gpu_matches_cv2_quality():
     ours = pal.extract_palette(torch.from_numpy(batch).cuda(), impl="auto")
     assert ours.is_cuda
     ref = extract_palette_cv2(batch)
-    points, _ = pal._pixels(batch, downscale=True)
+    points, _ = pal.image_pixels(batch, downscale=True)
     r = (pal.compactness(points, ours.cpu().float()) / pal.compactness(points, ref.float())).numpy()
     assert np.median(r) <= 1.0 and np.percentile(r, 95) <= 1.01 and r.max() <= 1.035, r
     del cv2
