@@ -64,6 +64,9 @@ def test_registry_returns_the_triton_ops():
     assert ops.attention_gate is attention_gate
     assert ops.noise_inject is noise_inject
     assert ops.weight_standardize is weight_standardize
+    from colorizer.kernels.kmeans import kmeans_assign_accumulate
+
+    assert ops.kmeans_assign_accumulate is kmeans_assign_accumulate
 
 
 def test_cpu_without_interpreter_falls_back_to_the_reference(monkeypatch):
