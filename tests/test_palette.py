@@ -484,6 +484,21 @@ def test_impl_names_are_backend_names():
             pal.extract_palette(img, impl=old)
 
 
+def test_native_backend_offers_its_step_only_with_declared_weights(monkeypatch):
+    """A library whose schema (csrc/ops.cpp) has no weights= would have to cluster every pixel: the
+    native backend then leaves the op out, and impl='auto' runs the eager step."""
+    from colorizer import native
+    from colorizer.ops import backends, reference
+
+    if not native.NATIVE_AVAILABLE:
+        pytest.skip("the native extension is not built here")
+    assert native.KMEANS_TAKES_WEIGHTS == ("weights" in native._declared_arguments("kmeans_assign_accumulate"))
+    monkeypatch.setattr(native, "KMEANS_TAKES_WEIGHTS", False)
+    monkeypatch.delitem(backends._CACHE, "native", raising=False)
+    assert backends.get_ops("native").kmeans_assign_accumulate is reference.kmeans_assign_accumulate
+    assert pal.resolve_impl("auto", torch.device("cpu")) == "eager"  # (monkeypatch restores the real OpSet)
+
+
 def test_native_impl_needs_the_extension():
     from colorizer import native
 

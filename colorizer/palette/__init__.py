@@ -28,9 +28,9 @@ How the work is laid out:
   exactly K-means on the pixels (every sum and count is the same). Restarts are extra rows of the
   same batch: (images, restarts, K) centers against (images, colors) points.
 - On the CPU each image is clustered on its own (the batch's distance slabs would not fit in
-  cache), images in parallel Python threads (``threads=``; torch's intra-op thread count is left
-  alone). On a GPU the whole batch runs at once, in chunks that bound the seeding temporaries
-  (``SEEDING_ELEMENTS``).
+  cache), images in parallel Python worker threads (``threads=``), each running its ops on one
+  OpenMP thread; torch's thread setting for the process is left alone. On a GPU the whole batch
+  runs at once, in chunks that bound the seeding temporaries (``SEEDING_ELEMENTS``).
 - Where colors repeat (drawings), the work saved by de-duplication buys more restarts, up to the
   work of the requested restarts on every pixel (``MAX_EFFORT``): that is what makes the result
   reliably as compact as OpenCV's best of 10 on flat-colored images, whose K-means landscape is rugged.
