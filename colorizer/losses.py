@@ -2,7 +2,9 @@
 
 - Discriminator, LSGAN with soft real labels: ``MSE(D(real), 0.9) + MSE(D(fake.detach()), 0)``.
 - Generator: ``w_gan * MSE(D(fake), 0.9) + w_l1 * L1(fake, real) + w_feature * MSE(VGG(fake), VGG(real))
-  + w_tv * TV(fake)``, weights from the design note by default (1, 100, 1e-4, 1e-2).
+  + w_tv * TV(fake)``, weights from the design note by default (1, 100, 1e-4, 1e-2). The terms are
+  declared once, in ``LOSS_TERMS``; ``LossWeights``, the trainer's ``w_*`` options and their checks,
+  and the train_log.csv columns are derived from it. A new term is one function and one row.
 - ``VGGFeatures``: the first four layers of an ImageNet VGG16 (conv1_1, ReLU, conv1_2, ReLU), applied
   to the [-1, 1] image as it is (no ImageNet normalisation, as the reference). ImageNet weights cannot
   be downloaded here, so they come from a user-given file in torchvision's ``vgg16`` state-dict layout
@@ -13,7 +15,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, make_dataclass
 
 import torch
 import torch.nn as nn
@@ -105,38 +108,117 @@ class VGGFeatures(nn.Module):
         return model.to(map_location)
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the generator loss terms (the design note's values by default)."""
+# --------------------------------------------------------------------------------------------
+# the generator loss terms, declared once
+# --------------------------------------------------------------------------------------------
 
-    gan: float = 1.0
-    l1: float = 100.0
-    feature: float = 1e-4
-    tv: float = 1e-2
+
+@dataclass(frozen=True)
+class LossInputs:
+    """What a generator loss term may look at. d_fake: (N, 1) D scores of the (not detached) fake;
+    fake, real: (N, 3, H, W) in [-1, 1] as the model made them; fake32/real32: the same in float32."""
+
+    d_fake: torch.Tensor
+    fake: torch.Tensor
+    real: torch.Tensor
+    fake32: torch.Tensor
+    real32: torch.Tensor
+    vgg: VGGFeatures | None
+
+
+def gan_term(x: LossInputs) -> torch.Tensor:
+    """LSGAN generator term MSE(D(fake), 0.9)."""
+    return F.mse_loss(x.d_fake.float(), torch.full_like(x.d_fake, REAL_LABEL, dtype=torch.float32))
+
+
+def l1_term(x: LossInputs) -> torch.Tensor:
+    return F.l1_loss(x.fake32, x.real32)
+
+
+def feature_term(x: LossInputs) -> torch.Tensor:
+    """MSE of VGG16 conv1_2 features (0 without a VGG); the real image's features carry no gradient."""
+    if x.vgg is None:
+        return torch.zeros((), device=x.fake.device)
+    with torch.no_grad():
+        target = x.vgg(x.real)
+    return F.mse_loss(x.vgg(x.fake).float(), target.float())
+
+
+def tv_term(x: LossInputs) -> torch.Tensor:
+    return total_variation(x.fake32)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One generator loss term: everything about it that other modules derive.
+
+    name: the key in ``generator_loss``'s dict, the ``LossWeights`` field and the train_log.csv column;
+    the trainer's config field (file key, ``--w-...`` flag) is ``w_<name>``. default: its weight.
+    help: the config field's help text. fn: computes the unweighted term (a 0-dim float32 tensor).
+    skip_at_zero: not computed at all when its weight is 0 (reported as 0), for a costly term.
+    added_later: the term came after training runs were first written; its weight then enters a
+    run's identity hash only when it is not the default, so those runs still resume cleanly.
+    """
+
+    name: str
+    default: float
+    help: str
+    fn: Callable[[LossInputs], torch.Tensor]
+    skip_at_zero: bool = False
+    added_later: bool = False
+
+    @property
+    def config_field(self) -> str:
+        return f"w_{self.name}"
+
+
+# Order = the order of the CSV columns and of the config fields.
+LOSS_TERMS: tuple[LossTerm, ...] = (
+    LossTerm("gan", 1.0, "weight of the LSGAN generator term MSE(D(fake), 0.9)", gan_term),
+    LossTerm("l1", 100.0, "weight of L1(fake, real)", l1_term),
+    LossTerm(
+        "feature",
+        1e-4,
+        "weight of the VGG16 conv1_2 feature MSE (needs --vgg-weights)",
+        feature_term,
+        skip_at_zero=True,
+    ),
+    LossTerm("tv", 1e-2, "weight of the total-variation term", tv_term),
+)
+LOSS_NAMES: tuple[str, ...] = tuple(term.name for term in LOSS_TERMS)
+
+# Weights of the generator loss terms (the design note's values by default), one field per term:
+# LossWeights(gan=1.0, l1=100.0, feature=1e-4, tv=1e-2).
+LossWeights = make_dataclass(
+    "LossWeights", [(t.name, float, field(default=t.default)) for t in LOSS_TERMS], frozen=True
+)
+LossWeights.__module__ = __name__
+LossWeights.__doc__ = "Weights of the generator loss terms (LOSS_TERMS; the design note's values by default)."
+DEFAULT_WEIGHTS = LossWeights()
 
 
 def generator_loss(
     d_fake: torch.Tensor,
     fake: torch.Tensor,
     real: torch.Tensor,
-    weights: LossWeights = LossWeights(),
+    weights: LossWeights = DEFAULT_WEIGHTS,
     vgg: VGGFeatures | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Generator loss and its unweighted terms.
 
     d_fake: (N, 1) D scores of the (not detached) fake; fake, real: (N, 3, H, W) in [-1, 1].
-    Returns (total, {"gan", "l1", "feature", "tv"}) as 0-dim float32 tensors; "feature" is 0 when
-    ``vgg`` is None or its weight is 0 (then VGG is not run at all).
+    Returns (total, {name: term} in LOSS_TERMS order, e.g. "gan", "l1", "feature", "tv") as 0-dim
+    float32 tensors; "feature" is 0 when ``vgg`` is None or its weight is 0 (then VGG is not run at all).
     """
-    fake32, real32 = fake.float(), real.float()
-    gan = F.mse_loss(d_fake.float(), torch.full_like(d_fake, REAL_LABEL, dtype=torch.float32))
-    l1 = F.l1_loss(fake32, real32)
-    tv = total_variation(fake32)
-    if vgg is not None and weights.feature != 0:
-        with torch.no_grad():
-            target = vgg(real)
-        feature = F.mse_loss(vgg(fake).float(), target.float())
-    else:
-        feature = torch.zeros((), device=fake.device)
-    total = weights.gan * gan + weights.l1 * l1 + weights.feature * feature + weights.tv * tv
-    return total, {"gan": gan, "l1": l1, "feature": feature, "tv": tv}
+    inputs = LossInputs(d_fake, fake, real, fake.float(), real.float(), vgg)
+    parts: dict[str, torch.Tensor] = {}
+    total = None
+    for term in LOSS_TERMS:
+        weight = getattr(weights, term.name)
+        if term.skip_at_zero and weight == 0:
+            parts[term.name] = torch.zeros((), device=fake.device)
+        else:
+            parts[term.name] = term.fn(inputs)
+        weighted = weight * parts[term.name]
+        total = weighted if total is None else total + weighted
+    return total, parts

@@ -356,6 +356,33 @@ def test_demo_assets_are_small_and_reproducible(tmp_path):
 # ---- factory and collate -----------------------------------------------------------------------
 
 
+def test_a_new_data_set_kind_is_one_class_and_one_registry_line(monkeypatch, tmp_path):
+    from colorizer.data import DATASET_KINDS, AugmentedDataset
+    from colorizer.train.config import TrainConfig
+
+    class Flat(AugmentedDataset):
+        """Gray squares with white paper as the sketch."""
+
+        def __len__(self):
+            return 4
+
+        def _read(self, index):
+            return np.full((64, 64, 3), 50 * index, np.uint8), np.full((64, 64), 255, np.uint8), 0
+
+        @classmethod
+        def build(cls, root, size, sketch, seed, length, augment, **options):
+            return cls(size, sketch or "given", seed, augment)
+
+    monkeypatch.setitem(DATASET_KINDS, "flat", Flat)
+    ds = build_dataset("flat", size=32, augment=False)
+    batch = collate([ds[1], ds[2]])
+    assert batch["color"].shape == batch["sketch"].shape == (2, 3, 32, 32) and batch["index"].tolist() == [1, 2]
+    assert TrainConfig(data="flat", out=str(tmp_path)).validate().data == "flat"  # --data accepts it
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match="data: must be one of pair, folder, synthetic"):
+        TrainConfig(data="flat", out=str(tmp_path)).validate()
+
+
 def test_build_dataset_and_collate(pair_root):
     assert isinstance(build_dataset("pair", pair_root, size=32), PairDataset)
     folder = build_dataset("folder", pair_root, size=32, min_size=None)

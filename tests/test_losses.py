@@ -139,3 +139,42 @@ def test_vgg_bad_files_raise_checkpoint_error(tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="cannot read VGG16 weights"):
         VGGFeatures.from_file(str(junk))
+
+
+def test_every_place_a_loss_term_appears_is_derived_from_the_one_table():
+    """LOSS_TERMS is the one declaration: LossWeights, generator_loss's dict, the w_* options (file
+    keys, flags, checks) and the train_log.csv columns follow it, in its order."""
+    import dataclasses
+
+    from colorizer.errors import ConfigError
+    from colorizer.losses import LOSS_NAMES, LOSS_TERMS
+    from colorizer.train.config import TrainConfig, build_parser, fields
+    from colorizer.train.visuals import LOG_FIELDS
+
+    assert LOSS_NAMES == ("gan", "l1", "feature", "tv")  # the columns of committed train logs
+    assert tuple(f.name for f in dataclasses.fields(LossWeights)) == LOSS_NAMES
+    assert LOG_FIELDS[:4] == ("step", "epoch", "loss_d", "loss_g") and LOG_FIELDS[4:8] == LOSS_NAMES
+    assert [f.name for f in fields() if f.name.startswith("w_")] == [t.config_field for t in LOSS_TERMS]
+    config = TrainConfig()
+    assert LossWeights(**{t.name: getattr(config, t.config_field) for t in LOSS_TERMS}) == LossWeights()
+    _, parts = generator_loss(torch.full((1, 1), 0.5), torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
+    assert tuple(parts) == LOSS_NAMES
+    assert build_parser().parse_args(["--w-tv", "0.5"]).w_tv == "0.5"
+    for term in LOSS_TERMS:
+        with pytest.raises(ConfigError, match=f"^{term.config_field}: must be a finite number >= 0"):
+            TrainConfig(data="synthetic", **{term.config_field: -1.0}).validate()
+
+
+def test_a_costly_term_at_weight_zero_is_not_computed():
+    calls = []
+
+    class CountingVGG(VGGFeatures):
+        def forward(self, x):
+            calls.append(x.shape)
+            return super().forward(x)
+
+    fake, real = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    _, parts = generator_loss(torch.full((1, 1), 0.5), fake, real, LossWeights(feature=0.0), CountingVGG())
+    assert parts["feature"].item() == 0.0 and calls == []
+    generator_loss(torch.full((1, 1), 0.5), fake, real, LossWeights(), CountingVGG())
+    assert len(calls) == 2  # the fake and the real image

@@ -176,3 +176,23 @@ def test_discriminator_shape_and_range():
     d = Discriminator()
     out = d(torch.randn(2, 30, 128, 128), torch.randn(2, 3, 128, 128))
     assert out.shape == (2, 1) and torch.all((out > 0) & (out < 1))
+
+
+def test_group_norm_groups_and_eps_are_read_from_the_modules():
+    """The blocks pass each nn.GroupNorm's own num_groups and eps to the op (not a second copy)."""
+    blk = ResidualBlock(64, 64).double()
+    for p in blk.parameters():
+        p.data.normal_()
+    x = torch.randn(2, 64, 8, 8, dtype=torch.float64)
+    for norm in (blk.bn1, blk.bn2, blk.bnr):
+        norm.num_groups, norm.eps = 16, 0.5
+    expected = F.relu(blk.bn1(blk.conv1(x)))  # nn.GroupNorm's own forward uses its num_groups and eps
+    expected = F.relu(blk.bn2(blk.conv2(expected)) + x)
+    assert_close(blk(x), expected, name="block with 16 groups, eps 0.5")
+    d = Discriminator().double().eval()  # eval: spectral norm's power iteration stays put
+    d.bn2.num_groups, d.bn2.eps = 8, 0.25
+    cond, image = torch.randn(1, 30, 32, 32, dtype=torch.float64), torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    h = F.leaky_relu(d.bn2(d.conv2(F.leaky_relu(d.conv1(torch.cat((cond, image), 1)), 0.2))), 0.2)
+    for conv, norm in ((d.conv3, d.bn3), (d.conv4, d.bn4)):
+        h = F.leaky_relu(norm(conv(h)), 0.2)
+    assert_close(d(cond, image), torch.sigmoid(d.conv5(h)).mean(dim=(2, 3)), name="discriminator")

@@ -15,10 +15,11 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 
+from colorizer.data.registry import DATASET_KINDS
 from colorizer.errors import ConfigError
+from colorizer.losses import LOSS_TERMS
 
 PRESETS = ("reference", "tiny", "demo")
-DATA_KINDS = ("pair", "folder", "synthetic")
 AMP_MODES = ("none", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 # Upper bounds, so that a typo fails in one line instead of exhausting memory or processes.
@@ -64,11 +65,11 @@ class TrainConfig:
     )
     lr_schedule: str = _f("constant", "learning rate after the warmup: constant | cosine (to 0 at the last step)")
     warmup_steps: int = _f(0, "raise the learning rates linearly from 0 over the first N steps")
-    # losses
-    w_gan: float = _f(1.0, "weight of the LSGAN generator term MSE(D(fake), 0.9)")
-    w_l1: float = _f(100.0, "weight of L1(fake, real)")
-    w_feature: float = _f(1e-4, "weight of the VGG16 conv1_2 feature MSE (needs --vgg-weights)")
-    w_tv: float = _f(1e-2, "weight of the total-variation term")
+    # losses: one field w_<name> per generator loss term, in the order of colorizer.losses.LOSS_TERMS
+    for _term in LOSS_TERMS:
+        __annotations__[_term.config_field] = "float"
+        vars()[_term.config_field] = _f(_term.default, _term.help)
+    del _term
     vgg_weights: str | None = _f(None, "torchvision vgg16 state dict (.pth/.safetensors); none = no feature loss")
     # performance
     device: str = _f("auto", "auto | cpu | cuda (auto: cuda when available)")
@@ -115,6 +116,7 @@ class TrainConfig:
         "lr_g_norm": None,
         "lr_schedule": "constant",
         "warmup_steps": 0,
+        **{term.config_field: term.default for term in LOSS_TERMS if term.added_later},
     }
 
     def to_dict(self) -> dict:
@@ -134,9 +136,9 @@ class TrainConfig:
         def bad(name, why):
             raise ConfigError(f"{name}: {why} (got {getattr(self, name)!r})")
 
-        if self.data not in DATA_KINDS:
-            bad("data", f"must be one of {', '.join(DATA_KINDS)}")
-        if self.data in ("pair", "folder") and not self.data_root:
+        if self.data not in DATASET_KINDS:  # the live registry, so a kind registered at run time is accepted
+            bad("data", f"must be one of {', '.join(DATASET_KINDS)}")
+        if DATASET_KINDS[self.data].needs_root and not self.data_root:
             raise ConfigError(f"data={self.data} needs --data-root FOLDER (or use --data synthetic)")
         if self.size < 128 or self.size % 128:
             bad("size", "must be a positive multiple of 128")
@@ -178,7 +180,7 @@ class TrainConfig:
             v = getattr(self, name)
             if len(v) != 2 or not all(0.0 <= b < 1.0 for b in v):
                 bad(name, "needs two values in [0, 1)")
-        for name in ("w_gan", "w_l1", "w_feature", "w_tv"):
+        for name in (term.config_field for term in LOSS_TERMS):
             v = getattr(self, name)
             if not v >= 0 or v == float("inf"):
                 bad(name, "must be a finite number >= 0")

@@ -41,21 +41,27 @@ import sys
 import time
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from colorizer.checkpoint import (
-    CheckpointManager,
-    config_hash,
-    read_checkpoint,
-    remove_stale_temp_files,
+from colorizer.atomic import remove_stale_temp_files
+from colorizer.atomic import write_bytes as atomic_write_bytes
+from colorizer.checkpoint import CheckpointManager, config_hash, read_checkpoint
+from colorizer.data import SkippedFileWarning, build_dataset, collate
+from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError
+from colorizer.losses import (
+    LOSS_NAMES,
+    LOSS_TERMS,
+    REAL_LABEL,
+    LossWeights,
+    VGGFeatures,
+    discriminator_loss,
+    generator_loss,
 )
-from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError, MissingDependencyError
-from colorizer.losses import REAL_LABEL, LossWeights, VGGFeatures, discriminator_loss, generator_loss
 from colorizer.train.config import TrainConfig, dump_yaml
 from colorizer.train.distributed import (
     DistContext,
@@ -95,6 +101,37 @@ class TrainResult:
     progress: Progress
     checkpoint: str | None
     out: str
+
+
+@dataclass
+class _Run:
+    """The bookkeeping of one ``fit()``: the plan, the window of steps the log averages, the
+    checkpoint schedule."""
+
+    sampler: ResumableDistributedSampler
+    steps_per_epoch: int
+    total: int  # the step the run ends at
+    start_time: float = 0.0
+    window: dict[str, float] = field(default_factory=dict)  # sums of the stats since the last CSV row
+    window_steps: int = 0
+    window_start: float = 0.0
+    checkpoint_pending: bool = False  # a scheduled checkpoint waits for a good step
+    checkpoint_written_at: int = -1
+
+    def start_clock(self) -> None:
+        self.start_time = self.window_start = time.perf_counter()
+
+    def add(self, stats: dict[str, float]) -> None:
+        for k, v in stats.items():
+            self.window[k] = self.window.get(k, 0.0) + (v if math.isfinite(v) else float("nan"))
+        self.window_steps += 1
+
+    def window_rate(self, images_per_step: int) -> float:
+        """Images per second since the window started."""
+        return self.window_steps * images_per_step / (time.perf_counter() - self.window_start)
+
+    def reset_window(self) -> None:
+        self.window, self.window_steps, self.window_start = {}, 0, time.perf_counter()
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,7 +323,8 @@ class Trainer:
                 f"took over the lock of a trainer that is no longer running (pid {owner.get('pid')} on "
                 f"host {owner.get('host')})"
             )
-        stale = remove_stale_temp_files(self.ckpt_dir) + remove_stale_temp_files(self.out)
+        folders = (self.ckpt_dir, self.samples_dir, self.out)
+        stale = [path for folder in folders for path in remove_stale_temp_files(folder)]
         for name in os.listdir(self.out):  # probes of starts killed between create and unlink
             if name.startswith(".write_probe."):
                 with contextlib.suppress(OSError):
@@ -326,10 +364,6 @@ class Trainer:
             self._lock.release()
 
     def _build_dataset(self):
-        try:
-            from colorizer.data import build_dataset
-        except ImportError as exc:
-            raise MissingDependencyError(f"colorizer.data is not available: {exc}") from exc
         cfg = self.cfg
         kwargs = dict(root=cfg.data_root, size=cfg.size, seed=cfg.seed, length=cfg.length, augment=cfg.augment)
         if cfg.sketch is not None:
@@ -373,7 +407,7 @@ class Trainer:
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-        self.weights = LossWeights(gan=cfg.w_gan, l1=cfg.w_l1, feature=cfg.w_feature, tv=cfg.w_tv)
+        self.weights = LossWeights(**{term.name: getattr(cfg, term.config_field) for term in LOSS_TERMS})
         self.vgg = None
         if cfg.vgg_weights:
             self.vgg = VGGFeatures.from_file(cfg.vgg_weights).to(self.device)
@@ -691,7 +725,7 @@ class Trainer:
             items = [self.dataset[i] for i in range(n)]
         finally:
             restore_rng_state(saved)
-        return _collate(items)
+        return collate(items)
 
     def write_samples(self) -> str | None:
         if not self.ctx.is_main or self._preview is None:
@@ -719,7 +753,7 @@ class Trainer:
             batch_size=self.cfg.batch_size,
             sampler=sampler,
             num_workers=workers,
-            collate_fn=_collate,
+            collate_fn=collate,
             drop_last=True,
             pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if workers else None,
@@ -749,6 +783,39 @@ class Trainer:
             self._release_lock()
 
     def _fit(self) -> TrainResult:
+        run = self._prepare_run()
+        p = self.progress
+        if p.step >= run.total:
+            self.log(f"nothing to do: already at step {p.step} of {run.total}")
+            return TrainResult(0, p, self.last_checkpoint, self.out)
+        self._start_run(run)
+        try:
+            while p.step < run.total:
+                for batch in self._epoch_batches(run):
+                    stats = self.train_step(batch)
+                    epoch_done = self._advance(batch, stats, run)
+                    self._show_progress(stats, run)
+                    self._check_divergence(stats)
+                    self._log_if_due(run)
+                    if self.cfg.sample_every and p.step % self.cfg.sample_every == 0:
+                        self.write_samples()
+                    stop = self._stop_requested()
+                    self._checkpoint_if_due(run, epoch_done, stop)
+                    if stop:
+                        return self._stopped()
+                    if p.step >= run.total or epoch_done:
+                        break
+            if run.checkpoint_written_at != p.step:
+                self.save_checkpoint()
+        finally:
+            self._close_bar()
+            self.signals.restore()
+        return self._finish(run)
+
+    # ---- the steps of fit(), in order ------------------------------------------------------
+
+    def _prepare_run(self) -> _Run:
+        """Resume, check the data set, write config.yaml, fix the RNGs and plan the run."""
         cfg = self.cfg
         self._rng_to_restore = None
         self._resume()
@@ -759,8 +826,6 @@ class Trainer:
             )
         if self.ctx.is_main:
             header = f"# resolved training config; {self.feature_note}\n"
-            from colorizer.checkpoint import atomic_write_bytes
-
             config_path = os.path.join(self.out, "config.yaml")
             if not os.path.exists(config_path):
                 self._created.append(config_path)
@@ -781,105 +846,119 @@ class Trainer:
         if cfg.max_steps:
             total = min(total, cfg.max_steps)
         self._planned = total
-        p = self.progress
-        if p.step >= total:
-            self.log(f"nothing to do: already at step {p.step} of {total}")
-            return TrainResult(0, p, self.last_checkpoint, self.out)
+        return _Run(sampler, steps_per_epoch, total)
 
+    def _start_run(self, run: _Run) -> None:
+        """Say what will be trained; from here on a failure keeps the run folder. Signals, progress bar."""
+        cfg, p = self.cfg, self.progress
         self.log(
-            f"training {total - p.step} steps (step {p.step} -> {total}, {steps_per_epoch} per epoch) on "
-            f"{self.ctx.world_size} x {self.device}, batch {cfg.batch_size}, {cfg.size}px, out {self.out}"
+            f"training {run.total - p.step} steps (step {p.step} -> {run.total}, {run.steps_per_epoch} per epoch) "
+            f"on {self.ctx.world_size} x {self.device}, batch {cfg.batch_size}, {cfg.size}px, out {self.out}"
         )
         self._training_started = True
         self.signals.install()
         if self.ctx.is_main and cfg.progress:
             from colorizer.progress import progress_bar  # a bar on a terminal, a line every 30 s in a log
 
-            self._bar = progress_bar(total, initial=p.step, unit="step", file=sys.stderr)
-        window: dict[str, float] = {}
-        window_steps, window_start, start_time = 0, time.perf_counter(), time.perf_counter()
-        checkpoint_written_at = -1
-        pending = False
-        exit_code = 0
-        try:
-            while p.step < total:
-                sampler.set_position(p.epoch, p.batch_in_epoch * cfg.batch_size)
-                if hasattr(self.dataset, "set_epoch"):
-                    self.dataset.set_epoch(p.epoch)
-                epoch_done = False
-                for batch in _unwrap_worker_errors(self._loader(sampler)):
-                    stats = self.train_step(batch)
-                    p.step += 1
-                    p.batch_in_epoch += 1
-                    self._note_skipped(batch)
-                    if stats["bad"]:
-                        p.bad_in_row += 1
-                        p.bad_total += 1
-                    else:
-                        p.bad_in_row = 0
-                    if p.batch_in_epoch >= steps_per_epoch:
-                        p.epoch += 1
-                        p.batch_in_epoch = 0
-                        epoch_done = True
-                    for k, v in stats.items():
-                        window[k] = window.get(k, 0.0) + (v if math.isfinite(v) else float("nan"))
-                    window_steps += 1
-                    if self._bar is not None:
-                        rate = (
-                            window_steps * cfg.batch_size * self.ctx.world_size / (time.perf_counter() - window_start)
-                        )
-                        self._bar.update(1)
-                        self._bar.set_postfix(
-                            d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", l1=f"{stats['l1']:.3f}",
-                            img_s=f"{rate:.1f}", refresh=False,
-                        )  # fmt: skip
-                    if p.bad_in_row >= cfg.max_bad_steps:
-                        raise TrainingDivergedError(
-                            f"stopping at step {p.step}: {p.bad_in_row} steps in a row had a non-finite loss or "
-                            f"gradient (last: loss_d={stats['loss_d']:.4g}, loss_g={stats['loss_g']:.4g}); the "
-                            f"last good checkpoint is {self.last_checkpoint or 'none (no checkpoint was written)'}; "
-                            "lower the learning rates or use --amp none/bf16, then --resume auto"
-                        )
-                    if p.step % cfg.log_every == 0 or p.step == total:
-                        self._write_log_row(window, window_steps, time.perf_counter() - window_start, start_time)
-                        window, window_steps, window_start = {}, 0, time.perf_counter()
-                    if cfg.sample_every and p.step % cfg.sample_every == 0:
-                        self.write_samples()
-                    stop = self.signals.signum is not None
-                    stop = any_across_ranks(self.ctx, [stop])[0] if self.ctx.enabled else stop
-                    due = (
-                        pending or (cfg.ckpt_every and p.step % cfg.ckpt_every == 0) or (epoch_done and p.step < total)
-                    )
-                    # Scheduled checkpoints wait for a good step, so that the newest checkpoint never
-                    # sits inside a run of bad steps (a signal or the end still writes one).
-                    pending = bool(due and p.bad_in_row)
-                    due = due and not pending
-                    if due or stop or p.step >= total:
-                        self.save_checkpoint()
-                        checkpoint_written_at = p.step
-                        if self.ctx.is_main and (due or p.step >= total):
-                            write_loss_curve(self.csv, os.path.join(self.out, "loss_curve.png"))
-                    if stop:
-                        signum = self.signals.signum or signal.SIGTERM
-                        exit_code = EXIT_SIGNAL_BASE + int(signum)
-                        self._close_bar()
-                        self.log(
-                            f"stopped by {signal.Signals(signum).name} at step {p.step}; checkpoint "
-                            f"{self.last_checkpoint}; resume with: python -m colorizer.train --config "
-                            f"{os.path.join(self.out, 'config.yaml')} --resume auto"
-                        )
-                        return TrainResult(exit_code, p, self.last_checkpoint, self.out)
-                    if p.step >= total or epoch_done:
-                        break
-            if checkpoint_written_at != p.step:
-                self.save_checkpoint()
-        finally:
-            self._close_bar()
-            self.signals.restore()
+            self._bar = progress_bar(run.total, initial=p.step, unit="step", file=sys.stderr)
+        run.start_clock()
+
+    def _epoch_batches(self, run: _Run):
+        """The batches of the rest of the current epoch, from the position training stands at."""
+        p = self.progress
+        run.sampler.set_position(p.epoch, p.batch_in_epoch * self.cfg.batch_size)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(p.epoch)
+        return _unwrap_worker_errors(self._loader(run.sampler))
+
+    def _advance(self, batch: dict, stats: dict[str, float], run: _Run) -> bool:
+        """Move the position on by one step and count bad steps and files; True when an epoch ended."""
+        p = self.progress
+        p.step += 1
+        p.batch_in_epoch += 1
+        self._note_skipped(batch)
+        if stats["bad"]:
+            p.bad_in_row += 1
+            p.bad_total += 1
+        else:
+            p.bad_in_row = 0
+        if p.batch_in_epoch >= run.steps_per_epoch:
+            p.epoch += 1
+            p.batch_in_epoch = 0
+            return True
+        return False
+
+    def _show_progress(self, stats: dict[str, float], run: _Run) -> None:
+        """Add the step to the window the log averages; update the progress bar."""
+        run.add(stats)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(
+                d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", l1=f"{stats['l1']:.3f}",
+                img_s=f"{run.window_rate(self.cfg.batch_size * self.ctx.world_size):.1f}", refresh=False,
+            )  # fmt: skip
+
+    def _log_if_due(self, run: _Run) -> None:
+        """Append the window's averages to train_log.csv every ``log_every`` steps and at the end."""
+        step = self.progress.step
+        if step % self.cfg.log_every == 0 or step == run.total:
+            self._write_log_row(run.window, run.window_steps, time.perf_counter() - run.window_start, run.start_time)
+            run.reset_window()
+
+    def _check_divergence(self, stats: dict[str, float]) -> None:
+        p = self.progress
+        if p.bad_in_row >= self.cfg.max_bad_steps:
+            raise TrainingDivergedError(
+                f"stopping at step {p.step}: {p.bad_in_row} steps in a row had a non-finite loss or "
+                f"gradient (last: loss_d={stats['loss_d']:.4g}, loss_g={stats['loss_g']:.4g}); the "
+                f"last good checkpoint is {self.last_checkpoint or 'none (no checkpoint was written)'}; "
+                "lower the learning rates or use --amp none/bf16, then --resume auto"
+            )
+
+    def _stop_requested(self) -> bool:
+        """A SIGINT/SIGTERM arrived on any process (all of them stop at the same step)."""
+        stop = self.signals.signum is not None
+        return any_across_ranks(self.ctx, [stop])[0] if self.ctx.enabled else stop
+
+    def _checkpoint_if_due(self, run: _Run, epoch_done: bool, stop: bool) -> None:
+        """Write a checkpoint every ``ckpt_every`` steps, at an epoch's end, on a stop and at the end.
+
+        Scheduled checkpoints wait for a good step, so that the newest checkpoint never sits inside
+        a run of bad steps (a signal or the end still writes one).
+        """
+        p, cfg = self.progress, self.cfg
+        due = (
+            run.checkpoint_pending
+            or (cfg.ckpt_every and p.step % cfg.ckpt_every == 0)
+            or (epoch_done and p.step < run.total)
+        )
+        run.checkpoint_pending = bool(due and p.bad_in_row)
+        due = due and not run.checkpoint_pending
+        if due or stop or p.step >= run.total:
+            self.save_checkpoint()
+            run.checkpoint_written_at = p.step
+            if self.ctx.is_main and (due or p.step >= run.total):
+                write_loss_curve(self.csv, os.path.join(self.out, "loss_curve.png"))
+
+    def _stopped(self) -> TrainResult:
+        """The result of a run stopped by a signal (its checkpoint is written); says how to resume."""
+        p = self.progress
+        signum = self.signals.signum or signal.SIGTERM
+        self._close_bar()
+        self.log(
+            f"stopped by {signal.Signals(signum).name} at step {p.step}; checkpoint "
+            f"{self.last_checkpoint}; resume with: python -m colorizer.train --config "
+            f"{os.path.join(self.out, 'config.yaml')} --resume auto"
+        )
+        return TrainResult(EXIT_SIGNAL_BASE + int(signum), p, self.last_checkpoint, self.out)
+
+    def _finish(self, run: _Run) -> TrainResult:
+        """The end of a completed run: the loss curve, a last sample grid, the summary line."""
+        p = self.progress
         if self.ctx.is_main:
             write_loss_curve(self.csv, os.path.join(self.out, "loss_curve.png"))
             sample = self.write_samples()
-            elapsed = time.perf_counter() - start_time
+            elapsed = time.perf_counter() - run.start_time
             skipped = f", {p.skipped_files} data files skipped" if p.skipped_files else ""
             bad = f", {p.bad_total} bad steps skipped" if p.bad_total else ""
             self.log(
@@ -887,7 +966,7 @@ class Trainer:
                 f"{self.last_checkpoint}; samples {sample}; loss curve {os.path.join(self.out, 'loss_curve.png')}"
             )
         barrier(self.ctx)
-        return TrainResult(exit_code, p, self.last_checkpoint, self.out)
+        return TrainResult(0, p, self.last_checkpoint, self.out)
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -898,7 +977,7 @@ class Trainer:
         if not self.ctx.is_main or steps == 0:
             return
         p = self.progress
-        row = {k: window.get(k, float("nan")) / steps for k in ("loss_d", "loss_g", "gan", "l1", "feature", "tv")}
+        row = {k: window.get(k, float("nan")) / steps for k in ("loss_d", "loss_g", *LOSS_NAMES)}
         row.update(
             step=p.step,
             epoch=p.epoch,
@@ -932,10 +1011,6 @@ def _unwrap_worker_errors(loader):
 
 
 def _ignore_skipped_file_warnings() -> None:
-    try:
-        from colorizer.data.datasets import SkippedFileWarning
-    except ImportError:
-        return
     warnings.filterwarnings("ignore", category=SkippedFileWarning)
 
 
@@ -946,17 +1021,7 @@ def _batch_skipped(batch: dict) -> int:
     return int(skipped.sum()) if isinstance(skipped, torch.Tensor) else int(skipped)
 
 
-def _collate(items: list[dict]) -> dict:
-    """Stack the tensors of a list of sample dicts; ints become an int64 tensor."""
-    try:
-        from colorizer.data import collate
-    except ImportError:
-        collate = None
-    if collate is not None:
-        return collate(items)
-    from torch.utils.data import default_collate
-
-    return default_collate(items)
+_collate = collate  # the old private name (benchmarks/bench_demo_step.py imports it)
 
 
 def train(config: TrainConfig, dataset=None) -> TrainResult:

@@ -13,17 +13,16 @@ import os
 import numpy as np
 import torch
 
-from colorizer.checkpoint import atomic_write_bytes
+from colorizer.atomic import write_bytes as atomic_write_bytes
+from colorizer.losses import LOSS_NAMES
 
+# train_log.csv columns: one per generator loss term (colorizer.losses.LOSS_TERMS) after the two totals.
 LOG_FIELDS = (
     "step",
     "epoch",
     "loss_d",
     "loss_g",
-    "gan",
-    "l1",
-    "feature",
-    "tv",
+    *LOSS_NAMES,
     "images_per_s",
     "bad_steps",
     "skipped_files",
