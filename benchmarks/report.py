@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks import bench_export, bench_native, bench_palette, bench_precision, gpu_kernels
 from benchmarks import bench_generator as gen
 from benchmarks import bench_train_step as train
 from benchmarks.ceilings import (
@@ -44,8 +44,12 @@ from benchmarks.ceilings import (
     measure_ceilings,
 )
 from benchmarks.environment import collect_environment, device_slug, format_environment
+from benchmarks.output import write_json, write_text
+from benchmarks.palette_cv2 import reference_palettes
 from benchmarks.timing import Timing, measure
-from colorizer.errors import ConfigError, run_cli
+from colorizer import native
+from colorizer.errors import ConfigError, MissingDependencyError, run_cli
+from colorizer.palette import extract_palette
 from colorizer.testing import relative_l2
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -450,8 +454,6 @@ def train_rows(plan: Plan, ceilings: Ceilings, works: WorkCache) -> list[Row]:
 
 def palette_rows(plan: Plan, ceilings: Ceilings) -> list[Row]:
     """Palettes/s: the reference loop (one cv2.kmeans per image on the CPU) against extract_palette."""
-    import numpy as np
-
     count, size = plan.palette_count, plan.palette_size
     images = train.sample_images(count, size, seed=1)
     # The cv2 loop costs the same per image at any count: time at most 64 of them.
@@ -476,18 +478,17 @@ def palette_rows(plan: Plan, ceilings: Ceilings) -> list[Row]:
         "cv2-loop", "reference: cv2.kmeans per image (0.25x INTER_AREA, K=9, 10 attempts)", len(cv2_images), "cpu"
     )
     try:
-        reference_palettes = [train.cv2_palette(im) for im in cv2_images]
-        timing = measure(lambda: [train.cv2_palette(im) for im in cv2_images], device="cpu", **plan.timing)
+        reference = reference_palettes(cv2_images)
+        timing = measure(lambda: reference_palettes(cv2_images), device="cpu", **plan.timing)
         row.set_timing(timing, len(cv2_images))
         row.set_floor(_palette_work(len(cv2_images), size), ceilings, "float32")
         row.note = "timed on the CPU"
-    except ImportError as exc:
-        row.status, row.reason = "skipped", f"OpenCV is not installed: {exc}"
-        reference_palettes = None
+    except MissingDependencyError as exc:  # OpenCV is not installed
+        row.status, row.reason = "skipped", _first_line(exc)
+        reference = None
     rows.append(row)
     _log(row)
 
-    extract, _, why = train.device_palette_function()
     # On the CPU "auto" is "native" when the extension has the k-means step: quick mode times it once.
     impls = ["auto", "eager"] + ([] if plan.quick else ["native"]) + (["triton"] if _on_cuda(plan) else [])
     device_images = torch.from_numpy(images).to(plan.device)
@@ -496,30 +497,26 @@ def palette_rows(plan: Plan, ceilings: Ceilings) -> list[Row]:
             f"extract_palette[{impl}]", f"colorizer.palette.extract_palette(impl={impl!r})", count, plan.device
         )
         rows.append(row)
-        if extract is None:
-            row.status, row.reason = "skipped", why
-            _log(row)
-            continue
         try:
-            ours = extract(device_images, k=train.PALETTE_K, impl=impl)
+            ours = extract_palette(device_images, k=train.PALETTE_K, impl=impl)
             timing = measure(
-                lambda impl=impl: extract(device_images, k=train.PALETTE_K, impl=impl),
+                lambda impl=impl: extract_palette(device_images, k=train.PALETTE_K, impl=impl),
                 device=plan.device,
                 **plan.timing,
             )
+        except MissingDependencyError as exc:  # the backend cannot run here (KernelsUnavailable included)
+            row.status, row.reason = "skipped", _first_line(exc)
+            _log(row)
+            continue
         except Exception as exc:
-            if "not available" in str(exc) or type(exc).__name__ == "MissingDependencyError":
-                row.status, row.reason = "skipped", _first_line(exc)
-                _log(row)
-            else:
-                _error_row(row, exc)
+            _error_row(row, exc)
             continue
         row.set_timing(timing, count)
         row.set_floor(work, ceilings, "float32")
-        if reference_palettes is not None:
-            row.quality = _compactness_ratio(
-                cv2_images, np.stack(reference_palettes), ours[: len(cv2_images)].cpu().numpy()
-            )
+        if reference is not None:
+            # Median over images of compactness(ours) / compactness(cv2) on the downscaled pixels.
+            ratio = bench_palette.palette_quality(cv2_images, ours[: len(cv2_images)].cpu().numpy(), reference)
+            row.quality = ratio["median"]
             row.note = "quality = median compactness ratio to cv2 (lower is better)"
         _log(row)
     return rows
@@ -532,23 +529,6 @@ def _palette_work(count: int, size: int) -> Work:
     pixels = (size // 4) ** 2
     flops = count * train.CV2_ATTEMPTS * 2 * pixels * train.PALETTE_K * 6
     return Work(flops=float(flops), bytes=float(count * size * size * 3), eager_bytes=math.nan, items=count)
-
-
-def _compactness_ratio(images, reference, ours) -> float | None:
-    """Median over images of compactness(ours) / compactness(cv2) on the 0.25x area-downscaled pixels."""
-    try:
-        import cv2
-        import numpy as np
-
-        from colorizer.palette import compactness
-    except ImportError:
-        return None
-    ratios = []
-    for image, ref, mine in zip(images, reference, ours):
-        small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA).reshape(-1, 3)
-        base = float(compactness(small.astype(np.float64), ref.astype(np.float64)))
-        ratios.append(float(compactness(small.astype(np.float64), mine.astype(np.float64))) / max(base, 1e-12))
-    return float(np.median(ratios)) if ratios else None
 
 
 def add_ratios(rows: list[Row]) -> None:
@@ -587,12 +567,12 @@ def add_ratios(rows: list[Row]) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
-# Other suites: the per-subject scripts other files own, run in the same process when present.
+# Other suites: the per-subject benchmark files, run in the same process.
 
 
-def _suite_palette_speed(module, plan: Plan) -> list[dict]:
-    providers = ["cv2", "sklearn", "torch", "native"] + (["torch-cuda", "triton"] if _on_cuda(plan) else [])
-    rows = module.run(
+def _suite_palettes(plan: Plan) -> list[dict]:
+    providers = ["cv2", "sklearn", "eager", "native"] + (["eager-cuda", "triton"] if _on_cuda(plan) else [])
+    rows = bench_palette.run(
         sizes=(plan.palette_size,),
         counts=(plan.palette_count,),
         providers=providers,
@@ -600,82 +580,68 @@ def _suite_palette_speed(module, plan: Plan) -> list[dict]:
         quality_cap=4 if plan.quick else 64,
         rounds=1 if plan.quick else 3,
         target_s=0.0 if plan.quick else 2.0,
-        log=lambda line: print(f"[report] palette_speed {line.strip()}"),
+        log=lambda line: print(f"[report] bench_palette {line.strip()}"),
     )
     return [asdict(r) for r in rows]
 
 
-def _suite_native_speed(module, plan: Plan) -> list[dict]:
-    from colorizer import native
-
-    if not getattr(native, "NATIVE_AVAILABLE", False):
-        raise gen.Skip(str(getattr(native, "NATIVE_UNAVAILABLE_REASON", "the native extension is not built")))
+def _suite_native(plan: Plan) -> list[dict]:
+    if not native.NATIVE_AVAILABLE:
+        raise gen.Skip(native.NATIVE_UNAVAILABLE_REASON)
     size = 128 if plan.quick else plan.train_size
-    # Older versions of the script took no device (CPU only); pass it where it is accepted.
-    return gen._call_with_supported(module.bench_group_norm_act, size, 2 if plan.quick else 20, device=plan.device)
+    return bench_native.bench_group_norm_act(size, 2 if plan.quick else 20, plan.device)
 
 
-def _suite_gpu_kernels(module, plan: Plan) -> list[dict]:
+def _suite_gpu_kernels(plan: Plan) -> list[dict]:
     if not _on_cuda(plan):
         raise gen.Skip("the fused Triton op benchmark needs a CUDA GPU")
-    copy_bw = module.measure_copy_bw(plan.quick)
+    copy_bw = gpu_kernels.measure_copy_bw(plan.quick)
     rows = []
     for batch in (2,) if plan.quick else (2, 32):
-        for site in module.select_sites(module.generator_sites(batch), plan.quick):
+        for site in gpu_kernels.select_sites(gpu_kernels.generator_sites(batch), plan.quick):
             for dtype_name in ("fp32", "bf16"):
-                rows.extend(module.bench_site(site, dtype_name, "nchw", plan.quick, copy_bw))
+                rows.extend(gpu_kernels.bench_site(site, dtype_name, "nchw", plan.quick, copy_bw))
     return rows
 
 
-def _suite_export_speed(module, plan: Plan) -> list[dict]:
-    for name in ("report_rows", "run_rows", "run"):
-        fn = getattr(module, name, None)
-        if fn is not None:
-            result = gen._call_with_supported(
-                fn, quick=plan.quick, device=plan.device, threads=torch.get_num_threads(), width=plan.channels
-            )
-            return [r if isinstance(r, dict) else asdict(r) for r in result]
-    raise gen.Skip("benchmarks.export_speed has no report_rows/run_rows/run function")
+def _suite_export(plan: Plan) -> list[dict]:
+    return bench_export.run_rows(
+        quick=plan.quick, device=plan.device, threads=torch.get_num_threads(), width=plan.channels
+    )
+
+
+def _suite_precision(plan: Plan) -> list[dict]:
+    return bench_precision.report_rows(
+        quick=plan.quick, device=plan.device, threads=torch.get_num_threads(), width=plan.channels
+    )
 
 
 def _on_cuda(plan: Plan) -> bool:
     return plan.device.startswith("cuda")
 
 
+# (name in report.json, title, runner); each runner raises gen.Skip with the reason it cannot run here.
 SUITES = (
-    ("palette_speed", "Palettes, every provider (benchmarks/palette_speed.py)", _suite_palette_speed),
-    ("native_speed", "Fused GroupNorm ops, native vs eager (benchmarks/native_speed.py)", _suite_native_speed),
+    ("palette_speed", "Palettes, every provider (benchmarks/bench_palette.py)", _suite_palettes),
+    ("native_speed", "Fused GroupNorm ops, native vs eager (benchmarks/bench_native.py)", _suite_native),
     ("gpu_kernels", "Fused Triton ops on the GPU (benchmarks/gpu_kernels.py)", _suite_gpu_kernels),
-    ("export_speed", "Export runtimes (benchmarks/export_speed.py)", _suite_export_speed),
-    ("precision_speed", "CPU engines at reduced precision (benchmarks/precision_speed.py)", _suite_export_speed),
+    ("export_speed", "Export runtimes (benchmarks/bench_export.py)", _suite_export),
+    ("precision_speed", "CPU engines at reduced precision (benchmarks/bench_precision.py)", _suite_precision),
 )
 
 
 def suite_results(plan: Plan) -> dict[str, dict]:
-    """Run every per-subject suite that exists here; each gives rows, or a skip/error reason."""
-    import importlib
-
+    """Run every per-subject suite; each gives rows, or a skip/error reason."""
     results = {}
-    for name, title, adapter in SUITES:
+    for name, title, run in SUITES:
         entry = {"title": title, "status": "ok", "reason": None, "rows": []}
         results[name] = entry
         started = time.perf_counter()
         try:
-            module = importlib.import_module(f"benchmarks.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"benchmarks.{name}":
-                entry["status"], entry["reason"] = "error", _first_line(exc)
-            else:
-                entry["status"], entry["reason"] = "skipped", f"benchmarks/{name}.py is not present"
-            continue
-        except Exception as exc:
-            entry["status"], entry["reason"] = "error", _first_line(exc)
-            continue
-        try:
-            entry["rows"] = adapter(module, plan)
+            entry["rows"] = run(plan)
         except gen.Skip as skip:
             entry["status"], entry["reason"] = "skipped", str(skip)
-        except Exception as exc:
+        except Exception as exc:  # one suite's failure is its row; the report goes on
             entry["status"], entry["reason"] = "error", _first_line(exc)
             traceback.print_exc(file=sys.stderr)
         entry["seconds"] = time.perf_counter() - started
@@ -930,7 +896,7 @@ def write_markdown(path: Path, report: dict, rows: list[Row]) -> None:
         lines.append(f"| {t['target']} | {t['status']} | {value or '-'} | {t['best'] or '-'} | {t.get('reason', '')} |")
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += ["Plots: " + ", ".join(f"[{p}]({p})" for p in report["plots"]), ""]
-    path.write_text("\n".join(lines))
+    write_text(path, "\n".join(lines))
 
 
 def write_plots(out: Path, rows: list[Row]) -> list[str]:
@@ -1051,26 +1017,13 @@ def run_report(plan: Plan, out: Path | None = None) -> dict:
         env["cpu"]["load_average_end"] = list(os.getloadavg())
     report["plots"] = write_plots(out, rows)
     report["duration_s"] = time.perf_counter() - started
-    (out / "report.json").write_text(json.dumps(_json_ready(report), indent=1, allow_nan=False) + "\n")
+    write_json(out / "report.json", report, indent=1)
     write_markdown(out / "report.md", report, rows)
     print(
         f"[report] wrote {out / 'report.md'}, report.json and {len(report['plots'])} plots "
         f"in {report['duration_s']:.0f} s"
     )
     return report
-
-
-def _json_ready(value):
-    """Strict JSON: NaN and infinities become null; tuples lists; dtypes and paths strings."""
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (torch.dtype, torch.device, Path)):
-        return str(value)
-    return value
 
 
 def main(argv=None) -> int:

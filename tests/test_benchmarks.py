@@ -5,6 +5,7 @@ Nothing here asserts a speed. The quick report (tiny model, 128x128, one round) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -162,3 +163,43 @@ def test_suite_rows_render_as_tables():
     assert "| shape | eager.median_s | ratio | note |" in md
     assert "| 1x64x8x8 | 0.5 | 2 | - |" in md
     assert "skipped: not present" in md
+
+
+def test_suites_call_the_subject_files_directly(monkeypatch):
+    """Each suite of the report calls its subject file's function by name: a renamed function or a
+    changed signature fails here, not as a skipped suite in a long run."""
+    from benchmarks import bench_palette
+
+    calls = {}
+
+    def recorder(name, rows):
+        def record(*args, **kwargs):
+            calls[name] = (args, kwargs)
+            return rows
+
+        return record
+
+    palette_row = bench_palette.Row(provider="cv2", device="cpu", size=128, n=1)
+    monkeypatch.setattr(report.bench_palette, "run", recorder("palette", [palette_row]))
+    monkeypatch.setattr(report.bench_native, "bench_group_norm_act", recorder("native", [{"ratio": 2.0}]))
+    monkeypatch.setattr(report.native, "NATIVE_AVAILABLE", True)
+    monkeypatch.setattr(report.bench_export, "run_rows", recorder("export", [{"variant": "eager"}]))
+    monkeypatch.setattr(report.bench_precision, "report_rows", recorder("precision", [{"provider": "eager"}]))
+    plan = report.plan_from_args(report.parse_args(["--quick", "--device", "cpu"]))
+    results = report.suite_results(plan)
+    assert {name: r["status"] for name, r in results.items()} == {
+        "palette_speed": "ok",
+        "native_speed": "ok",
+        "gpu_kernels": "skipped",  # needs a CUDA GPU
+        "export_speed": "ok",
+        "precision_speed": "ok",
+    }
+    assert results["palette_speed"]["rows"] == [dataclasses.asdict(palette_row)]
+    assert results["native_speed"]["rows"] == [{"ratio": 2.0}]
+    assert calls["native"][0] == (128, 2, "cpu")
+    for name in ("export", "precision"):
+        assert calls[name][1]["quick"] is True and calls[name][1]["device"] == "cpu", calls[name]
+    assert calls["palette"][1]["providers"] == ["cv2", "sklearn", "eager", "native"]
+    # Without the extension the native suite says why instead of failing.
+    monkeypatch.setattr(report.native, "NATIVE_AVAILABLE", False)
+    assert report.suite_results(plan)["native_speed"]["status"] == "skipped"
