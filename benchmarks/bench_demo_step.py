@@ -40,9 +40,9 @@ def _trainer(backend: str, out: str):
 
 
 def _batch(trainer) -> dict:
-    from colorizer.train.loop import _collate
+    from colorizer.data import collate
 
-    return _collate([trainer.dataset[i] for i in range(trainer.cfg.batch_size)])
+    return collate([trainer.dataset[i] for i in range(trainer.cfg.batch_size)])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -57,6 +57,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.output import write_json, write_text
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The targets (GPU, unchanged): (description, comparison, bound).
@@ -116,8 +118,6 @@ class Report:
         return self.add(step, name, "error", error=f"{type(exc).__name__}: {exc}", traceback=text[-6000:])
 
     def write(self) -> None:
-        from benchmarks.output import write_json, write_text  # the project's atomic writer
-
         with self.lock:
             doc = {"meta": self.meta, "rows": self.rows}
             write_json(self.out / "gpu_check.json", doc, indent=1)

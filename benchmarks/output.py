@@ -1,7 +1,8 @@
 """The one way benchmark results are written: JSON and Markdown, each file atomically.
 
 ``write_result(out, stem, report, markdown)`` writes ``out/<stem>.json`` and ``out/<stem>.md`` with
-the project's atomic writer (a killed run leaves the previous table, never half of one);
+the project's one atomic writer, ``colorizer.atomic`` (a killed run leaves the previous table, never
+half of one; standard library only, so the GPU check can use it before torch is imported);
 ``write_json`` / ``write_text`` write one file. JSON is strict: NaN and infinities become null, and
 values JSON does not know (dtypes, paths, devices) are written as strings.
 """
@@ -12,7 +13,7 @@ import json
 import math
 from pathlib import Path
 
-from colorizer.checkpoint import atomic_write_bytes
+from colorizer import atomic
 
 
 def json_ready(value):
@@ -31,13 +32,13 @@ def json_ready(value):
 def write_json(path: str | Path, data, indent: int = 2) -> Path:
     path = Path(path)
     text = json.dumps(json_ready(data), indent=indent, allow_nan=False) + "\n"
-    atomic_write_bytes(str(path), text.encode())
+    atomic.write_bytes(path, text.encode())
     return path
 
 
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
-    atomic_write_bytes(str(path), text.encode())
+    atomic.write_bytes(path, text.encode())
     return path
 
 
