@@ -15,19 +15,21 @@ out, so the per-image ``seed`` (N,) is declared ``dims: [1]`` with ``reshape: { 
 
 A repository is often shared: only the two folders above are ever written, and only when the folder
 of that name is absent or holds exactly a model written here (a same-name folder with anything else
-is refused, nothing deleted). Our folder is replaced atomically: the new one is complete beside it
-(a hidden ``.colorizer_onnx.*.tmp``) before a rename puts it in place. Files get the usual
-umask-respecting modes (0644 / 0755 typically), so a server running as another user can read them.
+is refused, nothing deleted). Our folder is replaced atomically (``colorizer.atomic.replace_directory``):
+the new one is complete and fsync'ed beside it (a hidden ``.colorizer_onnx.*.tmp``) before a rename
+puts it in place. Files get the usual umask-respecting modes (0644 / 0755 typically), so a server
+running as another user can read them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import tempfile
 
+from colorizer import atomic
 from colorizer.errors import ConfigError
-from colorizer.export.artifact import check_output_folder, current_umask
+from colorizer.export.artifact import check_output_folder
 from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
 
 ONNX_MODEL_NAME = "colorizer_onnx"
@@ -185,50 +187,24 @@ def write_triton_repo(
                 f"{target} exists and is not a {name} model written by colorizer-export; "
                 "move it away or choose another --triton-repo folder (nothing was written)"
             )
-    mask = current_umask()
     try:
         os.makedirs(directory, mode=0o777, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create Triton model repository {directory}: {exc.strerror or exc}") from exc
-    built: list[tuple[str, str]] = []  # (temporary folder, final folder)
     try:
-        for name, _, source, filename, _ in models:
-            tmp = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-            built.append((tmp, os.path.join(directory, name)))
-            version_dir = os.path.join(tmp, "1")
-            os.makedirs(version_dir)
-            shutil.copyfile(source, os.path.join(version_dir, filename))
-            with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
-                f.write(texts[name])
-            for path in (tmp, version_dir):
-                os.chmod(path, 0o777 & ~mask)  # mkdtemp makes 0700; a server may run as another user
-            for path in (os.path.join(version_dir, filename), os.path.join(tmp, "config.pbtxt")):
-                os.chmod(path, 0o666 & ~mask)
-        for tmp, final in built:
-            _replace_folder(tmp, final)
+        # Every model folder is complete under its temporary name before any of them replaces ours
+        # (colorizer.atomic.replace_directory; on an error none is swapped in and the temporaries go).
+        with contextlib.ExitStack() as stack:
+            for name, _, source, filename, _ in models:
+                tmp = stack.enter_context(atomic.replace_directory(os.path.join(directory, name)))
+                version_dir = os.path.join(tmp, "1")
+                os.makedirs(version_dir)
+                shutil.copyfile(source, os.path.join(version_dir, filename))
+                with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
+                    f.write(texts[name])
     except OSError as exc:
         raise ConfigError(f"cannot write Triton model repository {directory}: {exc.strerror or exc}") from exc
-    finally:
-        for tmp, _ in built:
-            shutil.rmtree(tmp, ignore_errors=True)
     return [os.path.join(directory, name, "config.pbtxt") for name, *_ in models]
-
-
-def _replace_folder(tmp: str, final: str) -> None:
-    """Move the complete folder ``tmp`` onto ``final`` (one of ours, or absent)."""
-    if not os.path.lexists(final):
-        os.rename(tmp, final)
-        return
-    parent = os.path.dirname(final)
-    old = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.", suffix=".old", dir=parent)
-    os.rename(final, os.path.join(old, "previous"))
-    try:
-        os.rename(tmp, final)
-    except OSError:
-        os.rename(os.path.join(old, "previous"), final)  # put ours back; nothing lost
-        os.rmdir(old)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
