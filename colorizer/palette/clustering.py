@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -492,19 +494,43 @@ def _openmp_controller():
     return ThreadpoolController().select(user_api="openmp")
 
 
-def _one_openmp_thread(op: Callable, device: torch.device) -> None:
-    """Worker-thread initializer: this thread's torch ops, and ``op``'s, run on one OpenMP thread.
+def _on_one_openmp_thread(op: Callable, device: torch.device, fn: Callable, *args):
+    """Run ``fn(*args)`` in a palette worker thread whose torch ops, and ``op``'s, use one OpenMP thread.
 
     OpenMP keeps the thread count per thread (the nthreads-var ICV of the thread's task), so
     ``omp_set_num_threads(1)`` here (through threadpoolctl, which finds the OpenMP runtime torch
-    loaded) changes neither torch's setting for the process nor any other thread's; the worker
-    thread ends with the call. ATen sets a thread's count from the process setting the first time
-    the thread runs a parallel loop, once per shared library (a compiled extension such as
-    ``colorizer._C`` keeps its own flag), so torch and ``op`` each run once on a tiny input first.
+    loaded) changes neither torch's setting for the process nor any other thread's. ATen sets a
+    thread's count from the process setting the first time the thread runs a parallel loop, once
+    per shared library (a compiled extension such as ``colorizer._C`` keeps its own flag), so torch
+    and ``op`` each run once on a tiny input first (microseconds).
     """
     torch.get_num_threads()
     op(torch.zeros(1, 1, 3, device=device), torch.zeros(1, 1, 3, device=device))
     _openmp_controller().limit(limits=1)
+    return fn(*args)
+
+
+# Worker threads are kept for the process: a new thread paid ~7 ms of per-thread library setup on
+# its first K-means (measured, one 256 px image: 8 ms in a kept thread, 15 ms in a new one). A forked
+# child (a DataLoader worker) starts without them.
+_EXECUTORS: dict[int, ThreadPoolExecutor] = {}
+_EXECUTORS_LOCK = threading.Lock()
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    with _EXECUTORS_LOCK:
+        if workers not in _EXECUTORS:
+            _EXECUTORS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="colorizer-palette")
+        return _EXECUTORS[workers]
+
+
+def _forget_executors_after_fork() -> None:
+    global _EXECUTORS_LOCK
+    _EXECUTORS.clear()
+    _EXECUTORS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_executors_after_fork)
 
 
 def kmeans_batch(
@@ -526,11 +552,11 @@ def kmeans_batch(
 
     CPU layout: the whole batch's (R*K, P) distance slabs would not fit in cache, so each image is
     clustered on its own, in ``threads`` Python worker threads (default ``torch.get_num_threads()``;
-    torch ops release the GIL), each running its torch ops on one OpenMP thread (see
-    ``_one_openmp_thread``): one image's ops are too small to split, and splitting them on a busy
-    machine cost up to 10x (measured on a shared 2-core box). torch's thread setting for the process
-    and the calling thread is not touched. Each image gets a generator seeded with ``seed``, so its
-    palette depends neither on the rest of the batch nor on scheduling.
+    torch ops release the GIL; the threads are kept for later calls), each running its torch ops on
+    one OpenMP thread (see ``_on_one_openmp_thread``): one image's ops are too small to split, and
+    splitting them on a busy machine cost up to 10x (measured on a shared 2-core box). torch's thread
+    setting for the process and the calling thread is not touched. Each image gets a generator seeded
+    with ``seed``, so its palette depends neither on the rest of the batch nor on scheduling.
     """
     p = points.shape[1]
     step = step_for(op)
@@ -551,8 +577,9 @@ def kmeans_batch(
         else:
             # Also one image (or threads=1) runs in a worker thread, where its ops get one OpenMP
             # thread without changing the caller's.
-            with ThreadPoolExecutor(min(workers, n_img), "palette", _one_openmp_thread, (op, points.device)) as pool:
-                results = list(pool.map(one, range(n_img)))
+            pool = _executor(workers)  # (threads start as tasks need them)
+            futures = [pool.submit(_on_one_openmp_thread, op, points.device, one, i) for i in range(n_img)]
+            results = [f.result() for f in futures]
         return torch.cat([c for c, _ in results]), torch.cat([n for _, n in results])
     # Batched (GPU): rows padded to the batch's largest number of distinct colors (weight 0), in
     # chunks of images whose seeding temporaries (n, R, trials, P) stay under SEEDING_ELEMENTS.
