@@ -429,7 +429,17 @@ def test_backend_steps_match_the_oracle(weighted):
         assert get_ops(name).kmeans_assign_accumulate(points, centers, weights, with_labels=False)[0] is None
 
 
-def test_cpu_threads_leave_the_process_thread_count_alone(monkeypatch):
+@pytest.fixture
+def palette_threads():
+    """For tests that run the CPU worker threads: stop them afterwards (they are kept for the process
+    otherwise, and this process goes on to run other tests)."""
+    yield
+    for pool in clustering._EXECUTORS.values():
+        pool.shutdown()
+    clustering._EXECUTORS.clear()
+
+
+def test_cpu_threads_leave_the_process_thread_count_alone(monkeypatch, palette_threads):
     """The per-image CPU layout runs images in Python threads without touching torch.set_num_threads."""
     rng = np.random.default_rng(4)
     imgs = np.stack([synthetic_drawing(32, rng) for _ in range(3)])
@@ -446,7 +456,7 @@ def test_cpu_threads_leave_the_process_thread_count_alone(monkeypatch):
         pal.extract_palette(imgs, threads=0)
 
 
-def test_cpu_images_run_on_one_openmp_thread_each(monkeypatch):
+def test_cpu_images_run_on_one_openmp_thread_each(monkeypatch, palette_threads):
     """With several intra-op threads set by the caller, each image's ops still run on one (in a worker
     thread), and the caller's count is the same afterwards, in its thread and in new ones."""
     import threading
