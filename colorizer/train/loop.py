@@ -1021,9 +1021,6 @@ def _batch_skipped(batch: dict) -> int:
     return int(skipped.sum()) if isinstance(skipped, torch.Tensor) else int(skipped)
 
 
-_collate = collate  # the old private name (benchmarks/bench_demo_step.py imports it)
-
-
 def train(config: TrainConfig, dataset=None) -> TrainResult:
     """Run training as configured (single process, or one DDP process under torchrun)."""
     return Trainer(config, dataset=dataset).fit()
