@@ -8,7 +8,7 @@ parity gate. Here the statistics are taken in levels: over W, then H, then the c
 every float32 sum then has at most max(W, H, C/G) terms, and the variance is taken of the centered
 values (two passes). The result matches torch's GroupNorm to float32 rounding; the
 cost is a few more elementwise passes than InstanceNormalization (measured in
-benchmarks/export_speed.py). ``LEGACY_OPS`` keeps the plain decomposition for comparison. This module
+benchmarks/bench_export.py). ``LEGACY_OPS`` keeps the plain decomposition for comparison. This module
 is the ``onnx`` backend of ``colorizer.ops`` (``make_opset``); ``EXPORT_OPS`` is ``get_ops("onnx")``.
 """
 
