@@ -5,6 +5,7 @@
     colorizer-export --checkpoint G.pth --onnx model.onnx --triton-repo models/
     colorizer-export --checkpoint G.pth --openvino ov_model/ --precision bf16|int8 [--calibration DIR]
     colorizer-export --formats
+    colorizer-export --verify model.onnx|model.plan|ov_model/ --checkpoint G.pth
 
 Every artifact passes its parity gate before it is written (see colorizer.export.verify); on any
 error the command prints one line, exits non-zero (2 for bad input or a missing dependency, 3 for a
@@ -12,6 +13,11 @@ failed parity gate) and leaves no file behind. A thin layer over the formats tab
 (``colorizer.export.formats``): the common options are here; each format's flag comes from its row,
 and its own options, checks and build step from its module (``cli_options``, ``cli_check``,
 ``cli_export``, around the library builder: ``export_onnx``, ``build_engine``, ...).
+
+``--verify ARTIFACT`` re-checks an artifact that already exists (``verify.verify_artifact``: its
+row's runner and verifier, the gate its builder ran) against the checkpoint: it prints the report
+and exits 0 when it passes, 3 when it does not, 2 (one line) for a missing or unknown file; it
+writes nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(fmt.flag, metavar=fmt.metavar, help=fmt.help)
         fmt.load_module().cli_options(p)
     p.add_argument("--formats", action="store_true", help="print the export formats table and exit")
+    p.add_argument(
+        "--verify",
+        metavar="ARTIFACT",
+        help="re-check an existing export (a file, or an OpenVINO folder) against --checkpoint with its "
+        "format's parity gate; writes nothing (exit 0: passed, 3: failed)",
+    )
     return p
 
 
@@ -107,13 +119,12 @@ def run(argv=None) -> int:
     if args.formats:
         print(formats.formats_table())
         return 0
+    if args.verify:
+        return _verify(args)
     batch, size = _validate(args)
-    from colorizer import pretrained
-    from colorizer.checkpoint import resolve_checkpoint
     from colorizer.export.verify import ParityError
 
-    # A file, a training run folder, or a bundled model's name (like colorize and eval).
-    model, sha256 = load_checkpoint(resolve_checkpoint(pretrained.resolve(args.checkpoint)))
+    model, sha256 = _load_model(args)
     with tempfile.TemporaryDirectory(prefix="colorizer-export-") as scratch:
         job = formats.ExportJob(args, model, sha256, batch, size, scratch)
         for fmt in formats.build_order(f.name for f in formats.FORMATS if job.requested(f)):
@@ -127,6 +138,36 @@ def run(argv=None) -> int:
             if done.message:
                 print(done.message)
             job.outputs[fmt.name] = done.result
+    return 0
+
+
+def _load_model(args):
+    """(generator, sha256) of --checkpoint: a file, a training run folder, or a bundled model's name
+    (like colorize and eval)."""
+    from colorizer import pretrained
+    from colorizer.checkpoint import resolve_checkpoint
+
+    return load_checkpoint(resolve_checkpoint(pretrained.resolve(args.checkpoint)))
+
+
+def _verify(args) -> int:
+    """--verify: the existing artifact's parity gate; the report on stdout, exit 3 when it fails."""
+    from colorizer.export.verify import ParityError, verify_artifact
+
+    given = [fmt.flag for fmt in formats.FORMATS if getattr(args, fmt.dest)]
+    if given:
+        raise ConfigError(f"--verify checks an existing artifact; give it without {', '.join(given)}")
+    if not args.checkpoint:
+        raise ConfigError("--verify needs --checkpoint (the generator to check the artifact against)")
+    _, path = formats.find_artifact(args.verify)  # a bad path fails before the checkpoint is loaded
+    model, _ = _load_model(args)
+    try:
+        report = verify_artifact(path, model)
+    except ParityError as exc:
+        if exc.report is not None:
+            print(exc.report.format())
+        raise
+    print(report.format())
     return 0
 
 

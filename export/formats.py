@@ -1,4 +1,4 @@
-"""The export formats, one row each; ``colorizer-export``, ``load_engine`` and the parity gates read it.
+"""The export formats, one row each; ``colorizer-export``, ``load_engine`` and ``verify_artifact`` read it.
 
 A format is one module plus one row here (the ultralytics exporter's habit). The row names the
 module, and the module holds everything else:
@@ -8,6 +8,11 @@ module, and the module holds everything else:
 - ``runner``: ``"module:attribute"`` of the callable ``load_engine`` calls as
   ``runner(path, device=..., **kwargs) -> EngineRunner`` for the format's files (None: the artifact is
   not run directly, e.g. a Triton repository).
+- ``verifier``: ``"module:function"`` of the parity gate, ``verify(runner, model, *, cases=None) ->
+  ParityReport``, taking a runner of the format's files (reading the noise mode, precision and
+  shapes the artifact records) and the eager generator. The builder gates with it before anything is
+  left on disk, and ``verify_artifact`` / ``colorizer-export --verify`` re-check an existing file
+  with it (None: nothing of its own to check).
 - the ``colorizer-export`` step, three functions every format module defines under these names:
   ``cli_options(parser)`` adds the format's own options (its flag comes from the row);
   ``cli_check(args, batch, size)`` checks them before any work (called for every format, requested
@@ -39,6 +44,7 @@ class ExportFormat:
     module: str  # holds the builder and the colorizer-export step (cli_options, cli_check, cli_export)
     builder: str  # library function in ``module`` that writes it, parity gate included
     runner: str | None  # "module:attribute" behind load_engine; None: not run directly
+    verifier: str | None  # "module:function": verify(runner, model, *, cases=None) -> ParityReport
     runtime: str  # what runs it
     requires: tuple[str, ...]  # Python packages (and "cuda" for a GPU)
     gpu: bool
@@ -58,8 +64,19 @@ class ExportFormat:
         """The callable behind load_engine for this format's files."""
         if self.runner is None:
             raise ValueError(f"{self.name} artifacts are not run directly")
-        module, _, attribute = self.runner.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _resolve(self.runner)
+
+    def load_verifier(self):
+        """The parity gate for this format's files: ``verify(runner, model, *, cases=None) -> ParityReport``."""
+        if self.verifier is None:
+            raise ValueError(f"{self.name} artifacts have no parity check of their own")
+        return _resolve(self.verifier)
+
+
+def _resolve(spec: str):
+    """The object a "module:attribute" string names."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 @dataclass
@@ -104,6 +121,7 @@ FORMATS: tuple[ExportFormat, ...] = (
         module="colorizer.export.onnx_export",
         builder="export_onnx",
         runner="colorizer.export.runtime:OnnxRunner",
+        verifier="colorizer.export.onnx_export:verify_runner",
         runtime="onnxruntime (CPU; CUDA provider with onnxruntime-gpu)",
         requires=("onnx", "onnxruntime"),
         gpu=False,
@@ -118,6 +136,7 @@ FORMATS: tuple[ExportFormat, ...] = (
         module="colorizer.export.tensorrt",
         builder="build_engine",
         runner="colorizer.export.tensorrt:load_runner",
+        verifier="colorizer.export.tensorrt:verify_runner",
         runtime="TensorRT (GPU)",
         requires=("tensorrt", "cuda"),
         gpu=True,
@@ -134,6 +153,7 @@ FORMATS: tuple[ExportFormat, ...] = (
         module="colorizer.export.openvino",
         builder="export_openvino",
         runner="colorizer.export.openvino:OpenVinoRunner",
+        verifier="colorizer.export.openvino:verify_runner",
         runtime="OpenVINO (CPU plugin)",
         requires=("openvino", "nncf (int8)"),
         gpu=False,
@@ -150,6 +170,7 @@ FORMATS: tuple[ExportFormat, ...] = (
         module="colorizer.export.triton_repo",
         builder="write_triton_repo",
         runner=None,
+        verifier=None,
         runtime="Triton Inference Server (onnxruntime and tensorrt_plan backends)",
         requires=(),
         gpu=False,
@@ -174,6 +195,31 @@ def format_for_path(path: str) -> ExportFormat:
             return fmt
     known = ", ".join(s for f in FORMATS for s in f.suffixes if s != "/")
     raise ConfigError(f"{path}: unknown engine file type {suffix or '(no suffix)'}; expected one of {known}")
+
+
+def find_artifact(path: str) -> tuple[ExportFormat, str]:
+    """(row, file) of an existing artifact that can be run and checked: a file with a known suffix,
+    or a folder holding exactly one such file (an OpenVINO folder: its model.xml). ConfigError (one
+    line) otherwise."""
+    if os.path.isdir(path):
+        found = []
+        for entry in sorted(os.listdir(path)):
+            try:
+                fmt = format_for_path(entry)
+            except ConfigError:
+                continue
+            if fmt.verifier is not None and os.path.isfile(os.path.join(path, entry)):
+                found.append((fmt, os.path.join(path, entry)))
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)}"
+            raise ConfigError(f"{path} is a folder with {what} exported model files; give the file itself")
+        return found[0]
+    if not os.path.isfile(path):
+        raise ConfigError(f"artifact {path} does not exist")
+    fmt = format_for_path(path)
+    if fmt.verifier is None or fmt.runner is None:
+        raise ConfigError(f"{path}: {fmt.name} artifacts have no parity check of their own")
+    return fmt, path
 
 
 def build_order(requested) -> list[ExportFormat]:

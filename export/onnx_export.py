@@ -357,6 +357,17 @@ def export_onnx(
     )
 
 
+def verify_runner(runner, model: UNetGenerator, *, cases=None):
+    """The ONNX row's verifier (colorizer.export.formats): the parity gate of ``verify_onnx`` for an
+    ``OnnxRunner`` (``load_engine`` of a .onnx file), on the execution provider it runs and in the
+    noise mode the file records. ``export_onnx`` gates on every provider at once with ``verify_onnx``.
+    """
+    from colorizer.export.verify import runner_parity
+
+    provider = runner.session.get_providers()[0]
+    return runner_parity(runner, model, backend=f"onnxruntime:{provider}", cases=cases)
+
+
 # ------------------------------------------------------------------------------------------------
 # The colorizer-export step (colorizer.export.formats): the graph every other format is built from.
 

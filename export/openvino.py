@@ -66,7 +66,6 @@ from colorizer.export.onnx_export import (
     OUTPUT_NAME,
     check_generator,
     check_noise_mode,
-    example_inputs,
     export_onnx,
     graph_metadata,
     input_names,
@@ -379,43 +378,26 @@ def read_openvino_metadata(model) -> dict[str, str]:
 # Gates
 
 
-def eager_reference(model: UNetGenerator, precision: str):
-    """The eager CPU model whose error the numerical gate scales: fp32, or autocast bf16 (bf16, int8)."""
-    from colorizer.export.verify import reference_models
-
-    m64, m32 = reference_models(model)
-    dtype = None if precision == "fp32" else torch.bfloat16
-
-    def run(x, maps):
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            return m32(x.float(), noise=maps).float()
-
-    return m64, run
-
-
 def verify_openvino(runner: OpenVinoRunner, model: UNetGenerator, *, precision: str, cases=None):
-    """Numerical gate: relative L2 vs float64 at most LOW_PRECISION_GATES[precision] x eager's error."""
-    from colorizer.export.onnx_export import generator_input
-    from colorizer.export.verify import DEFAULT_CASES, ParityCase, ParityReport, allowed_error, eager_noise
-    from colorizer.testing import LOW_PRECISION_GATES, relative_l2
+    """Numerical gate: relative L2 vs float64 at most LOW_PRECISION_GATES[precision] x the error of
+    the eager CPU model in fp32 (fp32) or under autocast bf16 (bf16, int8)."""
+    from colorizer.export.verify import runner_parity
+    from colorizer.testing import LOW_PRECISION_GATES
 
-    factor = LOW_PRECISION_GATES[precision]
-    cases = tuple(cases or DEFAULT_CASES)
-    report = ParityReport(artifact=runner.path)
-    m64, eager = eager_reference(model, precision)
-    for i, (batch, height, width) in enumerate(cases):
-        inputs = example_inputs(runner.noise, batch, height, width, seed=1000 + i)
-        maps = eager_noise(runner.noise, inputs, height, width)
-        x = generator_input(inputs[0], inputs[1])
-        with torch.inference_mode():
-            oracle = m64(x.double(), noise=maps if isinstance(maps, str) else [m.double() for m in maps])
-        ref_err = relative_l2(eager(x, maps), oracle)
-        out = runner.run(*inputs)
-        err = relative_l2(out, oracle) if out.shape == oracle.shape else float("inf")
-        report.cases.append(
-            ParityCase(f"openvino:{precision}", batch, height, width, err, ref_err, allowed_error(ref_err, factor))
-        )
-    return report
+    return runner_parity(
+        runner,
+        model,
+        backend=f"openvino:{precision}",
+        cases=cases,
+        factor=LOW_PRECISION_GATES[precision],
+        autocast=None if precision == "fp32" else torch.bfloat16,
+    )
+
+
+def verify_runner(runner: OpenVinoRunner, model: UNetGenerator, *, cases=None):
+    """The OpenVINO row's verifier (colorizer.export.formats): the numerical gate at the precision
+    the IR records (``runner.precision``, from its rt_info). ``export_openvino`` gates with it too."""
+    return verify_openvino(runner, model, precision=runner.precision, cases=cases)
 
 
 @dataclass
@@ -575,7 +557,7 @@ def export_openvino(
             runner.path = os.path.join(folder, XML_NAME)
             parity = functional_report = None
             if verify:
-                parity = verify_openvino(runner, model, precision=precision, cases=cases)
+                parity = verify_runner(runner, model, cases=cases)  # at the precision the IR records
                 parity.raise_if_failed(f"OpenVINO {precision} export {folder}")
             if functional:
                 functional_report = functional_gate(

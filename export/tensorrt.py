@@ -193,8 +193,8 @@ def build_engine(
     precision: fp32 | fp16 | bf16. batch, size: ``ShapeRange`` or "MIN:OPT:MAX" strings; size values
     are square image sides (multiples of 128). timing_cache: a file read before and written after the
     build (default ``<plan folder>/timing.cache``; "" disables it). model: the eager Sketch2Color;
-    when given, the engine passes ``verify.verify_engine`` (parity against float64, at most 2x eager
-    autocast's error) before anything is written. Raises MissingDependencyError without TensorRT or
+    when given, the engine passes ``verify_runner`` (``verify.verify_engine``: parity against float64,
+    at most 2x eager autocast's error) before anything is written. Raises MissingDependencyError without TensorRT or
     a GPU, ConfigError for bad options, ParityError when the gate fails.
     """
     if precision not in PRECISIONS:
@@ -266,13 +266,9 @@ def build_engine(
         with open(tmp_plan, "wb") as f:
             f.write(memoryview(serialized))
         if model is not None:
-            from colorizer.export.verify import verify_engine
-
-            runner = TensorRTRunner(tmp_plan, noise=metadata.get("noise_mode", "seeded"))
+            runner = TensorRTRunner(tmp_plan, noise=metadata.get("noise_mode", "seeded"), sidecar=sidecar)
             runner.path = plan_path
-            report = verify_engine(
-                runner, model, noise=runner.noise, precision=precision, cases=verify_cases or _gate_cases(batch, size)
-            )
+            report = verify_runner(runner, model, cases=verify_cases)  # precision and profile from the sidecar
             report.raise_if_failed(f"TensorRT build {plan_path}")
             sidecar["parity"] = [asdict(c) | {"passed": c.passed} for c in report.cases]
         with atomic_output(plan_path + SIDECAR_SUFFIX, "engine sidecar") as tmp_json:
@@ -296,9 +292,15 @@ def build_engine(
 
 
 class TensorRTRunner(EngineRunner):
-    """A deserialized TensorRT engine; inputs and outputs are torch CUDA tensors."""
+    """A deserialized TensorRT engine; inputs and outputs are torch CUDA tensors.
 
-    def __init__(self, path: str, device: str | torch.device = "cuda", noise: str | None = None):
+    ``metadata``: its sidecar (``sidecar``, else ``<plan>.json`` when it exists, else {}): precision,
+    profile, noise mode. noise: overrides the sidecar's noise mode.
+    """
+
+    def __init__(
+        self, path: str, device: str | torch.device = "cuda", noise: str | None = None, sidecar: dict | None = None
+    ):
         trt = require_tensorrt()
         self.trt = trt
         self.path = path
@@ -316,12 +318,9 @@ class TensorRTRunner(EngineRunner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
-        if noise is None:
-            sidecar = path + SIDECAR_SUFFIX
-            if os.path.isfile(sidecar):
-                with open(sidecar) as f:
-                    noise = json.load(f).get("noise_mode")
-        self.noise = noise or noise_mode_from_inputs(self.input_names)
+        self.metadata = read_sidecar(path) if sidecar is None else dict(sidecar)
+        self.noise = noise or self.metadata.get("noise_mode") or noise_mode_from_inputs(self.input_names)
+        self.precision = self.metadata.get("precision")
         self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
         for trt_name, torch_type in (("bfloat16", torch.bfloat16), ("int64", torch.int64)):
             if hasattr(trt, trt_name):  # TensorRT >= 9
@@ -346,6 +345,39 @@ class TensorRTRunner(EngineRunner):
             raise RuntimeError(f"TensorRT failed to run {self.path}")
         stream.synchronize()
         return out.float()
+
+
+def read_sidecar(path: str) -> dict:
+    """The JSON sidecar of the plan at ``path`` ({} when there is none; ConfigError when unreadable)."""
+    sidecar = path + SIDECAR_SUFFIX
+    if not os.path.isfile(sidecar):
+        return {}
+    try:
+        with open(sidecar) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the engine sidecar {sidecar}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{sidecar} is not an engine sidecar (expected a JSON object)")
+    return data
+
+
+def verify_runner(runner: TensorRTRunner, model, *, cases=None):
+    """The TensorRT row's verifier (colorizer.export.formats): ``verify.verify_engine`` at the
+    precision the engine's sidecar records, on cases inside its recorded profile (``_gate_cases``)
+    unless ``cases`` are given. ``build_engine`` gates with it too. ConfigError without a sidecar."""
+    from colorizer.export.verify import verify_engine
+
+    meta = runner.metadata
+    precision = meta.get("precision")
+    if precision not in PRECISIONS or not (cases or ("batch" in meta and "size" in meta)):
+        raise ConfigError(
+            f"{runner.path}: its sidecar {runner.path}{SIDECAR_SUFFIX} (precision, profile) is missing or incomplete; "
+            "the parity check needs it"
+        )
+    if not cases:
+        cases = _gate_cases(ShapeRange.parse(meta["batch"], "batch"), ShapeRange.parse(meta["size"], "size"))
+    return verify_engine(runner, model, noise=runner.noise, precision=precision, cases=cases)
 
 
 def load_runner(path: str, device: str | torch.device = "cuda", **kwargs) -> TensorRTRunner:

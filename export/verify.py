@@ -10,6 +10,12 @@ float64 at 256x256 for the reference model); for a TensorRT fp16 / bf16 engine i
 in that dtype on the GPU.
 
 Default cases: two sizes (128 and 256 per side, non-square included) and two batch sizes.
+
+``verify_artifact(path, model)`` re-checks an artifact that already exists (after copying it to
+another machine, say): its row in ``colorizer.export.formats`` (found by the file's suffix) names
+the runner that loads it and the ``verifier`` that gates it, ``verifier(runner, model, *, cases=None)
+-> ParityReport``, the same function its builder gates with (``runner_parity`` does the work for
+a runner on the CPU).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 from colorizer.errors import ColorizerError, MissingDependencyError
 from colorizer.export.onnx_export import (
     OUTPUT_NAME,
+    check_generator,
     example_inputs,
     generator_input,
     input_names,
@@ -72,31 +79,38 @@ class ParityCase:
 
 @dataclass
 class ParityReport:
-    """All cases of one gate run; ``passed`` when every case passed."""
+    """All cases of one gate run; ``passed`` when every case passed.
+
+    factor: the gate's factor over the eager error (None: ``WHOLE_MODEL_ERROR_FACTOR``);
+    reference: the eager model whose error it scales, as the header names it.
+    """
 
     artifact: str
     cases: list[ParityCase] = field(default_factory=list)
+    factor: float | None = None
+    reference: str = "eager fp32"
 
     @property
     def passed(self) -> bool:
         return bool(self.cases) and all(c.passed for c in self.cases)
 
     def format(self) -> str:
-        factor = WHOLE_MODEL_ERROR_FACTOR
-        head = f"parity of {self.artifact} (relative L2 vs the float64 model; allowed = {factor}x eager)"
+        factor = WHOLE_MODEL_ERROR_FACTOR if self.factor is None else self.factor
+        head = f"parity of {self.artifact} (relative L2 vs the float64 model; allowed = {factor}x {self.reference})"
         return "\n".join([head] + ["  " + c.line() for c in self.cases])
 
     def worst(self) -> ParityCase:
         return max(self.cases, key=lambda c: c.error / c.allowed)
 
-    def raise_if_failed(self, what: str) -> None:
+    def raise_if_failed(self, what: str, outcome: str = "nothing was written") -> None:
+        """ParityError (with this report) unless every case passed; ``outcome`` ends its message."""
         if not self.cases:
-            raise ParityError(f"{what}: no parity case ran")
+            raise ParityError(f"{what}: no parity case ran", self)
         if not self.passed:
             w = self.worst()
             raise ParityError(
                 f"{what} failed its parity gate: {w.backend} at {w.batch}x{w.height}x{w.width} has relative "
-                f"error {w.error:.3e} > allowed {w.allowed:.3e} (eager {w.reference_error:.3e}); nothing was written",
+                f"error {w.error:.3e} > allowed {w.allowed:.3e} (eager {w.reference_error:.3e}); {outcome}",
                 self,
             )
 
@@ -186,7 +200,7 @@ def verify_onnx(
     except ImportError as exc:
         raise MissingDependencyError("the ONNX parity gate needs onnxruntime: pip install onnxruntime") from exc
     cases = tuple(cases or DEFAULT_CASES)
-    report = ParityReport(artifact=path)
+    report = ParityReport(artifact=path, factor=WHOLE_MODEL_ERROR_FACTOR if factor is None else factor)
     sessions = {}
     for provider in onnx_providers(providers):
         options = ort.SessionOptions()
@@ -226,7 +240,11 @@ def verify_engine(
 
     dtype = PRECISIONS[precision]
     cases = tuple(cases or DEFAULT_CASES)
-    report = ParityReport(artifact=getattr(runner, "path", "engine"))
+    report = ParityReport(
+        artifact=getattr(runner, "path", "engine"),
+        factor=WHOLE_MODEL_ERROR_FACTOR if factor is None else factor,
+        reference="eager fp32 (CUDA)" if dtype == torch.float32 else f"eager autocast {precision} (CUDA)",
+    )
     device = torch.device("cuda")
     gpu_model = _copy(model).to(device).float().eval()
     models = reference_models(model)
@@ -244,4 +262,65 @@ def verify_engine(
         report.cases.append(
             ParityCase(f"tensorrt:{precision}", batch, height, width, err, ref_err, allowed_error(ref_err, factor))
         )
+    return report
+
+
+def runner_parity(
+    runner,
+    model: UNetGenerator,
+    *,
+    backend: str,
+    cases=None,
+    factor: float | None = None,
+    autocast: torch.dtype | None = None,
+) -> ParityReport:
+    """The parity gate of any ``EngineRunner`` whose ``run`` takes CPU tensors: ``runner.run`` on the
+    fixed inputs of ``cases`` (default ``DEFAULT_CASES``) in the runner's noise mode, against the
+    float64 model; allowed ``factor`` (default WHOLE_MODEL_ERROR_FACTOR) x the error of the eager
+    model in fp32, or under ``torch.autocast("cpu", autocast)`` when given. Returns the report
+    (``backend`` names its cases); does not raise on failure.
+    """
+    cases = tuple(cases or DEFAULT_CASES)
+    reference = "eager fp32" if autocast is None else f"eager autocast {str(autocast).removeprefix('torch.')}"
+    report = ParityReport(
+        artifact=runner.path, factor=WHOLE_MODEL_ERROR_FACTOR if factor is None else factor, reference=reference
+    )
+    m64, m32 = reference_models(model)
+    for i, (batch, height, width) in enumerate(cases):
+        inputs = example_inputs(runner.noise, batch, height, width, seed=1000 + i)
+        maps = eager_noise(runner.noise, inputs, height, width)
+        x = generator_input(inputs[0], inputs[1])
+        with torch.inference_mode():
+            oracle = m64(x.double(), noise=maps if isinstance(maps, str) else [m.double() for m in maps])
+            with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
+                eager = m32(x.float(), noise=maps).float()
+        ref_err = relative_l2(eager, oracle)
+        out = runner.run(*inputs)
+        err = relative_l2(out, oracle) if out.shape == oracle.shape else float("inf")
+        report.cases.append(ParityCase(backend, batch, height, width, err, ref_err, allowed_error(ref_err, factor)))
+    return report
+
+
+def verify_artifact(path: str, model: UNetGenerator | str, cases=None, *, device: str = "cpu") -> ParityReport:
+    """Re-check an exported artifact that already exists against a generator (or a checkpoint path).
+
+    The artifact's row in ``colorizer.export.formats`` is found by its suffix (an OpenVINO folder:
+    its ``model.xml``); the row's runner loads it (``load_engine``, on ``device``) and the row's
+    verifier runs the gate its builder ran, with the noise mode, precision and shapes the artifact
+    records. cases: (batch, height, width) triples (default: the builder's). Returns the passing
+    report; raises ParityError (exit code 3, ``.report`` attached) when it fails, ConfigError for a
+    missing or unknown file, MissingDependencyError when its runtime is missing here.
+    """
+    from colorizer.export.formats import find_artifact
+    from colorizer.export.runtime import load_engine
+
+    fmt, path = find_artifact(path)
+    if isinstance(model, str):
+        from colorizer.export.onnx_export import load_checkpoint
+
+        model, _ = load_checkpoint(model)
+    check_generator(model)
+    runner = load_engine(path, device=device)
+    report = fmt.load_verifier()(runner, model, cases=cases)
+    report.raise_if_failed(f"{fmt.name} artifact {path}", "it does not match this generator")
     return report

@@ -1,8 +1,10 @@
-"""The formats table drives colorizer-export and load_engine: a new format is one module plus one row.
+"""The formats table drives colorizer-export, load_engine and verify_artifact: a new format is one
+module plus one row.
 
 The toy format below is exactly that (a module object and a row added to ``FORMATS``): its flag and
 option appear in the CLI, its check runs before any work, its step runs and prints what it wrote,
-``--formats`` lists it and ``load_engine`` runs its files, with no other file touched.
+``--formats`` lists it, ``load_engine`` runs its files and ``verify_artifact`` / ``--verify`` check
+them with its verifier, with no other file touched.
 """
 
 import os
@@ -13,10 +15,11 @@ import pytest
 import torch
 
 from colorizer.errors import ConfigError
-from colorizer.export import formats, load_engine
+from colorizer.export import ParityError, formats, load_engine, verify_artifact
 from colorizer.export.cli import main
 from colorizer.export.onnx_export import generator_input
 from colorizer.export.runtime import EngineRunner
+from tests.export.conftest import small_generator
 
 
 def _toy_module() -> types.ModuleType:
@@ -54,7 +57,13 @@ def _toy_module() -> types.ModuleType:
         path = save_toy(job.model, job.args.toy, level=job.args.toy_level)
         return formats.Exported(path, f"wrote toy {path}")
 
-    module.save_toy, module.ToyRunner = save_toy, ToyRunner
+    def verify_toy(runner, model, *, cases=None):
+        from colorizer.export.verify import runner_parity
+
+        calls.append(("verify", runner.path))
+        return runner_parity(runner, model, backend="toy", cases=cases)
+
+    module.save_toy, module.ToyRunner, module.verify_toy = save_toy, ToyRunner, verify_toy
     module.cli_options, module.cli_check, module.cli_export = cli_options, cli_check, cli_export
     return module
 
@@ -68,6 +77,7 @@ TOY = formats.ExportFormat(
     module="toy_format",
     builder="save_toy",
     runner="toy_format:ToyRunner",
+    verifier="toy_format:verify_toy",
     runtime="eager PyTorch",
     requires=(),
     gpu=False,
@@ -83,7 +93,7 @@ def toy(monkeypatch):
     return module
 
 
-def test_a_new_format_is_one_module_and_one_row(toy, checkpoint, generator, tmp_path, capsys):
+def test_a_new_format_is_one_module_and_one_row(toy, checkpoint, generator, tmp_path, capsys, monkeypatch):
     out = tmp_path / "g.toy"
     assert main(["--checkpoint", checkpoint, "--toy", str(out), "--toy-level", "3"]) == 0
     captured = capsys.readouterr()
@@ -101,6 +111,18 @@ def test_a_new_format_is_one_module_and_one_row(toy, checkpoint, generator, tmp_
     torch.testing.assert_close(runner(x), expected)
     assert main(["--formats"]) == 0
     assert "toy" in capsys.readouterr().out
+    # verify_artifact finds the row's verifier by suffix and runs it on the row's runner.
+    report = verify_artifact(str(out), generator, cases=((1, 128, 128),))
+    assert report.passed and [c.backend for c in report.cases] == ["toy"] and toy.calls[-1] == ("verify", str(out))
+    with pytest.raises(ParityError, match="toy artifact"):  # another generator's file does not pass
+        verify_artifact(str(out), small_generator(seed=1), cases=((1, 128, 128),))
+    # ... and so does colorizer-export --verify.
+    from colorizer.export import verify
+
+    monkeypatch.setattr(verify, "DEFAULT_CASES", ((1, 128, 128),))
+    assert main(["--verify", str(out), "--checkpoint", checkpoint]) == 0
+    assert capsys.readouterr().out.startswith(f"parity of {out} ")
+    assert sorted(os.listdir(tmp_path)) == ["g.toy"]
 
 
 def test_a_new_formats_check_runs_first_and_fails_with_one_line(toy, checkpoint, tmp_path, capsys):
@@ -132,3 +154,8 @@ def test_every_row_resolves_to_its_module():
             assert module.DEFAULT_PRECISION in module.PRECISIONS
         if fmt.runner is not None:
             assert callable(fmt.load_runner())  # the runtimes themselves are imported when a runner is made
+        if fmt.verifier is not None:
+            assert fmt.runner is not None and callable(fmt.load_verifier())  # it is handed the row's runner
+        else:
+            with pytest.raises(ValueError, match="no parity check"):
+                fmt.load_verifier()

@@ -117,6 +117,48 @@ def _cpu_has_bf16() -> bool:
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def test_verify_artifact_rechecks_the_folder_or_its_xml(ov_exports, generator, checkpoint, capsys, monkeypatch):
+    """An existing IR is re-checked with the row's verifier, at the precision its rt_info records."""
+    from colorizer.export import verify_artifact
+    from colorizer.testing import LOW_PRECISION_GATES
+
+    for precision, which in (("fp32", "folder"), ("bf16", "xml")):
+        result = ov_exports(precision)
+        before = sorted(os.listdir(result.folder))
+        report = verify_artifact(getattr(result, which), generator, cases=TEST_CASES[:1])
+        assert report.passed and report.artifact == result.xml
+        assert [c.backend for c in report.cases] == [f"openvino:{precision}"]
+        assert report.factor == LOW_PRECISION_GATES[precision]
+        # The builder's gate on the same inputs (OpenVINO compiled again: the same numbers, up to threading).
+        assert report.cases[0].error == pytest.approx(result.parity.cases[0].error, rel=1e-2)
+        assert report.cases[0].reference_error == result.parity.cases[0].reference_error
+        assert sorted(os.listdir(result.folder)) == before
+    from colorizer.export import verify
+
+    monkeypatch.setattr(verify, "DEFAULT_CASES", TEST_CASES[:1])
+    assert main(["--verify", ov_exports("fp32").folder, "--checkpoint", checkpoint]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"parity of {ov_exports('fp32').xml} ") and "openvino:fp32" in out and "FAIL" not in out
+
+
+def test_parity_header_states_the_factor_applied(ov_exports, generator):
+    """int8's gate allows 4x eager autocast bf16's error, bf16's 2x: the report's header says which."""
+    from colorizer.export.verify import ERROR_FLOOR
+    from colorizer.testing import LOW_PRECISION_GATES, WHOLE_MODEL_ERROR_FACTOR
+
+    runner = xo.OpenVinoRunner(ov_exports("fp32").xml)
+    report = xo.verify_openvino(runner, generator, precision="int8", cases=TEST_CASES[:1])
+    assert report.factor == LOW_PRECISION_GATES["int8"] != WHOLE_MODEL_ERROR_FACTOR
+    head = report.format().splitlines()[0]
+    assert head.endswith(f"allowed = {LOW_PRECISION_GATES['int8']}x eager autocast bfloat16)"), head
+    case = report.cases[0]
+    assert case.allowed == LOW_PRECISION_GATES["int8"] * max(case.reference_error, ERROR_FLOOR)
+    bf16 = ov_exports("bf16").parity.format().splitlines()[0]
+    assert bf16.endswith(f"allowed = {LOW_PRECISION_GATES['bf16']}x eager autocast bfloat16)"), bf16
+    fp32 = ov_exports("fp32").parity.format().splitlines()[0]
+    assert fp32.endswith(f"allowed = {LOW_PRECISION_GATES['fp32']}x eager fp32)"), fp32
+
+
 def test_mark_fp32_writes_the_precise_attribute(ov_exports, tmp_path):
     result = ov_exports("bf16")
     tree = ET.parse(result.xml)
