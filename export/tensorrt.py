@@ -193,9 +193,10 @@ def build_engine(
     precision: fp32 | fp16 | bf16. batch, size: ``ShapeRange`` or "MIN:OPT:MAX" strings; size values
     are square image sides (multiples of 128). timing_cache: a file read before and written after the
     build (default ``<plan folder>/timing.cache``; "" disables it). model: the eager Sketch2Color;
-    when given, the engine passes ``verify_runner`` (``verify.verify_engine``: parity against float64,
-    at most 2x eager autocast's error) before anything is written. Raises MissingDependencyError without TensorRT or
-    a GPU, ConfigError for bad options, ParityError when the gate fails.
+    when given, the engine passes ``verify_runner`` (``verify.verify_engine``: parity against
+    float64, at most 2x eager autocast's error) before anything is written. Raises
+    MissingDependencyError without TensorRT or a GPU, ConfigError for bad options, ParityError when
+    the gate fails.
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
