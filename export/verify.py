@@ -274,7 +274,7 @@ def runner_parity(
     factor: float | None = None,
     autocast: torch.dtype | None = None,
 ) -> ParityReport:
-    """The parity gate of any ``EngineRunner`` whose ``run`` takes CPU tensors: ``runner.run`` on the
+    """The parity gate of any ``EngineRunner`` (its ``run`` takes CPU tensors): ``runner.run`` on the
     fixed inputs of ``cases`` (default ``DEFAULT_CASES``) in the runner's noise mode, against the
     float64 model; allowed ``factor`` (default WHOLE_MODEL_ERROR_FACTOR) x the error of the eager
     model in fp32, or under ``torch.autocast("cpu", autocast)`` when given. Returns the report
@@ -295,7 +295,7 @@ def runner_parity(
             with torch.autocast("cpu", dtype=autocast or torch.bfloat16, enabled=autocast is not None):
                 eager = m32(x.float(), noise=maps).float()
         ref_err = relative_l2(eager, oracle)
-        out = runner.run(*inputs)
+        out = runner.run(*inputs).float().cpu()  # a runner on a GPU returns its device's tensors
         err = relative_l2(out, oracle) if out.shape == oracle.shape else float("inf")
         report.cases.append(ParityCase(backend, batch, height, width, err, ref_err, allowed_error(ref_err, factor)))
     return report
