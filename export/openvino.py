@@ -50,6 +50,7 @@ the inference precision hint, the fp32 node groups and the gate results.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -110,6 +111,23 @@ def require_openvino():
     import openvino as ov
 
     return ov
+
+
+@functools.cache
+def shared_core():
+    """The process's one ``openvino.Core``: every OpenVINO call of this package goes through it.
+
+    Why one. The CPU plugin gives the thread that creates it an alternate signal stack of its own
+    (``sigaltstack``, sized for AMX state) and, when the plugin is destroyed, unmaps that stack but
+    restores the previous one only if its own is still the current one. Two plugin instances (two
+    Cores, e.g. two runners) released in creation order therefore leave the thread's signal stack
+    pointing at unmapped memory, and the next Python signal handler on that thread (Ctrl-C, SIGTERM,
+    the SIGCHLD handler of a DataLoader with workers) is a segfault instead of its exception.
+    Measured with OpenVINO 2026.4.1 (tests/export/test_openvino_signals.py). One Core held for the
+    life of the process holds one CPU plugin, whose stack stays mapped; short-lived Cores that NNCF
+    opens inside it nest and unwind in order.
+    """
+    return require_openvino().Core()
 
 
 def require_nncf():
@@ -313,14 +331,14 @@ class OpenVinoRunner(EngineRunner):
     """
 
     def __init__(self, path: str, device="cpu", threads: int | None = None, precision_hint: str | None = None):
-        ov = require_openvino()
+        require_openvino()  # one line if OpenVINO is missing, before anything else
         self.device = torch.device(device)
         if self.device.type != "cpu":
             raise ConfigError("an OpenVINO engine runs on the CPU here; use --device cpu")
         if os.path.isdir(path):
             path = os.path.join(path, XML_NAME)
         self.path = path
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(path)
         except RuntimeError as exc:
@@ -368,7 +386,7 @@ class OpenVinoRunner(EngineRunner):
 def read_openvino_metadata(model) -> dict[str, str]:
     """The ``colorizer`` rt_info section of an OpenVINO model (a path or an ov.Model) as a dict."""
     if isinstance(model, str):
-        model = require_openvino().Core().read_model(model)
+        model = shared_core().read_model(model)
     if not model.has_rt_info(["colorizer"]):
         return {}
     return {key: model.get_rt_info(["colorizer", key]).astype(str) for key in model.get_rt_info()["colorizer"]}
