@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from colorizer.errors import ConfigError, ImageError, run_cli
+from colorizer.errors import ArgumentParser, ConfigError, ImageError, run_cli
 
 
 def _list_images(path: Path) -> list[Path]:
@@ -353,9 +353,7 @@ def cmd_demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from colorizer.ops import BACKENDS  # read now: a backend added with register_backend is a choice
 
-    parser = argparse.ArgumentParser(
-        prog="colorizer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = ArgumentParser(prog="colorizer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("colorize", help="colorize a sketch or a folder of sketches")

@@ -1,6 +1,8 @@
 """User-facing errors. Every command-line entry point catches ColorizerError, prints its message as
 one line and exits non-zero; anything else is a bug and keeps its traceback."""
 
+import argparse
+
 
 class ColorizerError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -35,6 +37,15 @@ class KernelsUnavailable(MissingDependencyError, RuntimeError):
 
 class ResourceError(ColorizerError):
     """Not enough memory (or another machine resource) for the work asked; says what to do."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for our commands: a usage error (unknown option, bad choice, missing argument) is a
+    ConfigError, so run_cli prints it as one line and exits 2, instead of argparse's usage block.
+    Subcommand parsers inherit the class (``add_subparsers`` uses the parent's type)."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
 def one_line(text: str) -> str:

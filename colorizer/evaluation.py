@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from colorizer.errors import ConfigError, DataError, ImageError
+from colorizer.errors import ArgumentParser, ConfigError, DataError, ImageError
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -898,12 +898,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
     parser.add_argument("--overwrite", action="store_true", help="replace the report files in --out if present")
     parser.set_defaults(fn=run_eval)
-    parser.error = _usage_error  # one line and exit 2 through run_cli, not argparse's usage block
     return parser
-
-
-def _usage_error(message: str):
-    raise ConfigError(f"colorizer eval: {message} (see colorizer eval --help)")
 
 
 def run_eval(args) -> int:
@@ -934,7 +929,7 @@ def main(argv=None) -> int:
     from colorizer.errors import run_cli
 
     def _main(argv):
-        parser = add_eval_arguments(argparse.ArgumentParser(prog="colorizer eval", description=__doc__.split("\n")[0]))
+        parser = add_eval_arguments(ArgumentParser(prog="colorizer eval", description=__doc__.split("\n")[0]))
         args = parser.parse_args(argv)
         return args.fn(args)
 

@@ -26,7 +26,7 @@ import argparse
 import sys
 import tempfile
 
-from colorizer.errors import ConfigError, run_cli
+from colorizer.errors import ArgumentParser, ConfigError, run_cli
 from colorizer.export import formats
 from colorizer.export.onnx_export import DEFAULT_OPSET, NOISE_MODES, check_noise_mode, check_opset, load_checkpoint
 from colorizer.export.tensorrt import ShapeRange, check_size_range
@@ -45,7 +45,7 @@ def _precision_help() -> tuple[list[str], str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="colorizer-export",
         description="Export a Sketch2Color generator to ONNX, TensorRT and a Triton model repository.",
     )

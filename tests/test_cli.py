@@ -465,3 +465,41 @@ def test_warnings_are_one_readable_line(tmp_path, capsys):
 
     assert run_cli(noisy) == 0
     assert capsys.readouterr().err == "warning: first line\n"
+
+
+@pytest.mark.parametrize(
+    "entry, argv, says",
+    [
+        ("colorizer", ["--colour"], "colorizer: the following arguments are required: command"),
+        ("colorizer", ["info", "--colour"], "colorizer: unrecognized arguments: --colour"),
+        ("colorizer", ["frob"], "invalid choice: 'frob'"),
+        ("colorizer", ["colorize", "--sketch", "s.png"], "colorizer colorize: the following arguments are required"),
+        ("colorizer", ["colorize", "--kernels", "zzz", "--sketch", "s", "--out", "o"], "invalid choice: 'zzz'"),
+        ("colorizer", ["eval", "demo", "--kernels", "zzz"], "colorizer eval: argument --kernels"),
+        ("eval", ["demo", "--frob"], "colorizer eval: unrecognized arguments: --frob"),
+        ("train", ["--bogus"], "python -m colorizer.train: unrecognized arguments: --bogus"),
+        ("train", ["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+        ("export", ["--frob"], "colorizer-export: unrecognized arguments: --frob"),
+    ],
+)
+def test_usage_errors_are_one_line(entry, argv, says, capsys):
+    """A mistyped option or subcommand is one 'error:' line naming the command and pointing at --help,
+    exit 2, not argparse's multi-line usage block (the same for every command we ship)."""
+    if entry == "colorizer":
+        fn = main
+    elif entry == "eval":
+        from colorizer.evaluation import main as fn
+    elif entry == "train":
+        from colorizer.errors import run_cli
+        from colorizer.train.__main__ import main as train_main
+
+        def fn(argv):
+            return run_cli(train_main, argv)
+    else:
+        from colorizer.export.cli import main as fn
+    code = fn(argv)
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    line = _one_error_line(err)
+    assert says in line and line.endswith("--help)"), line
+    assert "usage:" not in err

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from colorizer.data.registry import DATASET_KINDS
-from colorizer.errors import ConfigError
+from colorizer.errors import ArgumentParser, ConfigError
 from colorizer.losses import LOSS_TERMS
 
 PRESETS = ("reference", "tiny", "demo")
@@ -298,7 +298,7 @@ def apply(config: TrainConfig, values: dict, source: str) -> TrainConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m colorizer.train",
         description=(
             "Train the reference-based sketch colorizer (GAN). Values come from the defaults (the reference's), "
