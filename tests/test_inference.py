@@ -1,9 +1,11 @@
 """Inference path: sizes, determinism, and flat memory under a long loop."""
 
-import gc
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from colorizer.models import Sketch2Color
 from colorizer.palette import parse_palette
 
 SMALL = (64, 64, 64, 64)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_padding_and_restore_round_trip():
@@ -56,19 +59,37 @@ def test_colorizer_matches_model_and_is_deterministic():
     assert (ours - direct[0]).abs().max() < 1.5 / 127.5
 
 
+MEMORY_LOOP = """
+import gc, json
+import numpy as np, psutil, torch
+from colorizer.inference import Colorizer
+from colorizer.models import Sketch2Color
+from colorizer.palette import parse_palette
+
+torch.manual_seed(0)
+col = Colorizer(Sketch2Color(channels=(64, 64, 64, 64)))
+rng = np.random.default_rng(0)
+sketch = np.where(rng.random((128, 128, 3)) < 0.05, 0, 255).astype(np.uint8)
+pal = parse_palette("#ff0000,#00ff00,#0000ff")
+proc = psutil.Process()
+rss = []
+for i in range(1000):
+    col.colorize(sketch, pal, seed=i)
+    if i in (199, 999):
+        gc.collect()
+        rss.append(proc.memory_info().rss)
+print(json.dumps(rss))
+"""
+
+
 def test_memory_is_flat_over_1000_colorizations():
-    """Issue 8: 1,000 colorizations in a loop (small size) with flat resident memory."""
-    torch.manual_seed(0)
-    col = Colorizer(Sketch2Color(channels=SMALL))
-    rng = np.random.default_rng(0)
-    sketch = np.where(rng.random((128, 128, 3)) < 0.05, 0, 255).astype(np.uint8)
-    pal = parse_palette("#ff0000,#00ff00,#0000ff")
-    proc = psutil.Process()
-    rss = []
-    for i in range(1000):
-        col.colorize(sketch, pal, seed=i)
-        if i in (199, 999):
-            gc.collect()
-            rss.append(proc.memory_info().rss)
+    """Issue 8: 1,000 colorizations in a loop (small size) with flat resident memory.
+
+    In a process of its own: resident memory is the whole process's, and inside a pytest-xdist worker
+    it also counted what earlier tests' threads and allocator arenas did meanwhile (+21 MiB in two of
+    three full runs, while the same loop alone stays within 5 MiB over 2,500 colorizations)."""
+    result = subprocess.run([sys.executable, "-c", MEMORY_LOOP], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rss = json.loads(result.stdout.strip().splitlines()[-1])
     growth_mb = (rss[1] - rss[0]) / 2**20
     assert growth_mb < 16, f"resident memory grew by {growth_mb:.1f} MiB between colorization 200 and 1000"
