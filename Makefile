@@ -27,8 +27,9 @@ demo: $(STAMP)
 # Two xdist workers (one per core, one torch thread each); a test file stays on one worker so its
 # module-level fixtures are built once. A worker that dies is not replaced: under --dist loadfile
 # xdist can hang after replacing one (pytest-xdist #784, #1323), so the run stops and names the test.
+# Files go out in collection order, heaviest first (tests/conftest.py HEAVY_FILES_FIRST).
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not gpu" -n 2 --dist loadfile --max-worker-restart=0 --durations=15
+	$(PY) -m pytest -q -m "not slow and not gpu" -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart=0 --durations=15
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

@@ -66,6 +66,7 @@ from colorizer.inference import Colorizer
 from colorizer.models import Sketch2Color
 from colorizer.palette import parse_palette
 
+torch.set_num_threads(THREADS)  # the test process's own count (one per xdist worker)
 torch.manual_seed(0)
 col = Colorizer(Sketch2Color(channels=(64, 64, 64, 64)))
 rng = np.random.default_rng(0)
@@ -88,7 +89,13 @@ def test_memory_is_flat_over_1000_colorizations():
     In a process of its own: resident memory is the whole process's, and inside a pytest-xdist worker
     it also counted what earlier tests' threads and allocator arenas did meanwhile (+21 MiB in two of
     three full runs, while the same loop alone stays within 5 MiB over 2,500 colorizations)."""
-    result = subprocess.run([sys.executable, "-c", MEMORY_LOOP], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_LOOP.replace("THREADS", str(torch.get_num_threads()))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     rss = json.loads(result.stdout.strip().splitlines()[-1])
     growth_mb = (rss[1] - rss[0]) / 2**20
