@@ -60,13 +60,13 @@ def test_colorizer_matches_model_and_is_deterministic():
 
 
 MEMORY_LOOP = """
-import gc, json
+import gc, json, sys
 import numpy as np, psutil, torch
 from colorizer.inference import Colorizer
 from colorizer.models import Sketch2Color
 from colorizer.palette import parse_palette
 
-torch.set_num_threads(THREADS)  # the test process's own count (one per xdist worker)
+torch.set_num_threads(int(sys.argv[1]))  # the test process's own count (one per xdist worker)
 torch.manual_seed(0)
 col = Colorizer(Sketch2Color(channels=(64, 64, 64, 64)))
 rng = np.random.default_rng(0)
@@ -90,7 +90,7 @@ def test_memory_is_flat_over_1000_colorizations():
     it also counted what earlier tests' threads and allocator arenas did meanwhile (+21 MiB in two of
     three full runs, while the same loop alone stays within 5 MiB over 2,500 colorizations)."""
     result = subprocess.run(
-        [sys.executable, "-c", MEMORY_LOOP.replace("THREADS", str(torch.get_num_threads()))],
+        [sys.executable, "-c", MEMORY_LOOP, str(torch.get_num_threads())],
         cwd=ROOT,
         capture_output=True,
         text=True,

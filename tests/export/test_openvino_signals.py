@@ -56,9 +56,3 @@ def test_python_signal_handlers_survive_runners_released_in_creation_order(tmp_p
     )
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-2000:]}"
     assert result.stdout.split() == ["handler", "ran", "alive"], result.stdout
-
-
-def test_runners_share_one_core(tmp_path):
-    from colorizer.export import openvino as xo
-
-    assert xo.shared_core() is xo.shared_core()
