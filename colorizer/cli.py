@@ -211,7 +211,7 @@ def _outside(paths: list[Path], folder: Path) -> list[Path]:
 def cmd_colorize(args) -> int:
     from colorizer.data import load_image, save_image
     from colorizer.progress import progress_bar
-    from colorizer.seeds import check_seed
+    from colorizer.limits import check_seed
 
     seed = check_seed(args.seed, "--seed")
     if args.size is not None:
@@ -303,7 +303,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def cmd_palette(args) -> int:
     from colorizer.data import load_image
     from colorizer.palette import MAX_K, extract_palette
-    from colorizer.seeds import check_seed
+    from colorizer.limits import check_seed
 
     if not 1 <= args.k <= MAX_K:
         raise ConfigError(f"--k must be from 1 to {MAX_K} colors, got {args.k}")

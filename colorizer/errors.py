@@ -19,7 +19,23 @@ class CheckpointError(ColorizerError):
 
 
 class ConfigError(ColorizerError, ValueError):
-    """A bad configuration value or command-line option."""
+    """A bad configuration value or command-line option.
+
+    ``option``: the library parameter the message is about, when the message starts with its name
+    (``ConfigError("noise_seed must be ...", option="noise_seed")``). Library code names its parameters,
+    never a command's flags; ``run_cli`` prints the flag instead (``--noise-seed must be ...``).
+    """
+
+    def __init__(self, message: str = "", option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+    def for_command_line(self) -> str:
+        """The message with a leading parameter name written as the command's flag."""
+        text = one_line(self)
+        if self.option and text.startswith(self.option):
+            return "--" + self.option.replace("_", "-") + text[len(self.option) :]
+        return text
 
 
 class DataError(ColorizerError):
@@ -80,7 +96,8 @@ def run_cli(main_fn, argv=None) -> int:
         try:
             return int(main_fn(argv) or 0)
         except ColorizerError as exc:
-            print(f"error: {one_line(exc)}", file=sys.stderr)
+            text = exc.for_command_line() if isinstance(exc, ConfigError) else one_line(exc)
+            print(f"error: {text}", file=sys.stderr)
             return exc.exit_code
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

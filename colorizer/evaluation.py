@@ -66,6 +66,7 @@ import numpy as np
 import torch
 
 from colorizer.errors import ArgumentParser, ConfigError, DataError, ImageError
+from colorizer.limits import MAX_SEED, check_size
 
 __all__ = [
     "DEFAULT_COUNT",
@@ -92,7 +93,6 @@ __all__ = [
 # The synthetic stream the evaluation draws from. The trainer's synthetic data uses its --seed (0 by
 # default and in every preset); do not train with this seed.
 EVAL_SEED = 907_717
-MAX_SEED = 2**31 - 1  # one seed range everywhere (an exported graph's int32 seed input)
 DEFAULT_COUNT = 64
 DEFAULT_SIZE = 256
 DEFAULT_NOISE_SEED = 0
@@ -159,14 +159,6 @@ class EvalSet:
         return int(self.colors.shape[1])
 
 
-def _check_size(size: int) -> int:
-    from colorizer.models import SIZE_MULTIPLE
-
-    if int(size) != size or size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
-        raise ConfigError(f"--size must be a positive multiple of {SIZE_MULTIPLE}, got {size}")
-    return int(size)
-
-
 def _check_count(count: int) -> int:
     if int(count) != count or count < 2:
         raise ConfigError(f"--count must be at least 2 (a palette swap needs two drawings), got {count}")
@@ -183,7 +175,7 @@ def synthetic_set(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: in
     """Drawings ``render_labeled_drawing(seed, i, size)``, i < count, with labels and palettes."""
     from colorizer.data.synthetic import ROLES, render_labeled_drawing
 
-    count, size = _check_count(count), _check_size(size)
+    count, size = _check_count(count), check_size(size, "size")
     if int(seed) != seed or not 0 <= seed <= MAX_SEED:
         raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
     drawings = [render_labeled_drawing(int(seed), i, size) for i in range(count)]
@@ -214,7 +206,7 @@ def folder_set(root: str | os.PathLike, count: int = DEFAULT_COUNT, size: int = 
     from colorizer.data.transforms import augment_pair
     from colorizer.sketch import xdog
 
-    count, size = _check_count(count), _check_size(size)
+    count, size = _check_count(count), check_size(size, "size")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"--data-root {root}: no such folder")
@@ -826,7 +818,7 @@ def evaluate(
         raise ConfigError("--data-root is only used with --data folder")
     if int(batch_size) != batch_size or batch_size < 1:
         raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
-    count, size = _check_count(count), _check_size(size)
+    count, size = _check_count(count), check_size(size, "size")
     if int(noise_seed) != noise_seed or not 0 <= noise_seed <= MAX_SEED - count + 1:
         raise ConfigError(
             f"--noise-seed must be in [0, {MAX_SEED - count + 1}] (picture i uses noise_seed + i), got {noise_seed}"

@@ -7,14 +7,14 @@ sketch's original size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from colorizer.models import SIZE_MULTIPLE, fold_weight_standardization
+from colorizer.limits import check_size, padded_size
+from colorizer.models import fold_weight_standardization
 
 PAPER = 1.0  # white in [-1, 1]
 
@@ -27,27 +27,6 @@ def sketch_to_tensor(sketch: np.ndarray) -> torch.Tensor:
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
     gray = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / 255.0 * 2.0 - 1.0
     return gray.unsqueeze(0).repeat(3, 1, 1)
-
-
-def padded_size(height: int, width: int) -> tuple[int, int]:
-    return (
-        max(SIZE_MULTIPLE, math.ceil(height / SIZE_MULTIPLE) * SIZE_MULTIPLE),
-        max(SIZE_MULTIPLE, math.ceil(width / SIZE_MULTIPLE) * SIZE_MULTIPLE),
-    )
-
-
-MAX_SIDE = 16384  # the in-graph noise of an exported model needs H * W < 2**28 (colorizer.export.seeded_noise)
-
-
-def check_size(size: int) -> int:
-    """``size`` (for ``--size``) if it is a multiple of 128 in [128, MAX_SIDE], else ConfigError."""
-    if isinstance(size, bool) or not hasattr(size, "__index__") or size % SIZE_MULTIPLE or not 0 < size <= MAX_SIDE:
-        from colorizer.errors import ConfigError
-
-        raise ConfigError(
-            f"--size must be a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIDE}, got {size}"
-        )
-    return size
 
 
 def fit_to_model(sketch: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -99,9 +78,9 @@ class Colorizer:
         from colorizer.palette import palette_planes
 
         if not isinstance(seed, torch.Tensor):
-            from colorizer.seeds import check_seed
+            from colorizer.limits import check_seed
 
-            seed = check_seed(seed)  # 0 <= seed < 2**31 on every path (colorizer.seeds)
+            seed = check_seed(seed)  # 0 <= seed < 2**31 on every path (colorizer.limits)
         h, w = sketches.shape[-2:]
         x = fit_to_model(sketches.to(self.device, torch.float32), size)
         if palettes.dim() == 2:

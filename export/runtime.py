@@ -59,7 +59,7 @@ class EngineRunner:
             if seeds.numel() != batch:
                 raise ValueError(f"got {seeds.numel()} seeds for a batch of {batch}")
         else:
-            from colorizer.seeds import check_seed as check_one
+            from colorizer.limits import check_seed as check_one
 
             base = check_one(seed, "seed")  # 0 <= seed < 2**31: never wrapped into another seed
             seeds = (torch.arange(batch, dtype=torch.int64) + base) % (MAX_SEED + 1)

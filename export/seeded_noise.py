@@ -11,7 +11,7 @@ floor agree), Range, Cast, then Log / Sqrt / Cos in float32. Every integer inter
 
 Algorithm (version 2; ``NOISE_ALGORITHM`` is written into the ONNX metadata):
 
-1. The seed ``s`` (int32, 0 <= s < 2**31, the project's seed range, ``colorizer.seeds``): its low
+1. The seed ``s`` (int32, 0 <= s < 2**31, the project's seed range, ``colorizer.limits``): its low
    30 bits, split into 15-bit halves, pass twice through a 6-round Feistel network with fixed round
    keys, giving (kL, kR). The six round keys of step 2 are kL, kR, then four mixes
    (a kL + b kR + c) mod 2**15, the first of them plus 2**14 times bit 30 of s. The key tuple
@@ -38,6 +38,7 @@ import math
 
 import torch
 
+from colorizer.limits import MAX_SEED
 from colorizer.models.generator import noise_shapes
 
 NOISE_ALGORITHM = "colorizer-feistel-boxmuller-v2"
@@ -49,7 +50,6 @@ _ROUND_MULT = (31081, 21911, 30011, 24989, 27361, 28933)
 _KEY_MULT_L = (4093, 1021, 3067, 2039, 4091, 509)
 _KEY_MULT_R = (2053, 4079, 1031, 3061, 257, 4073)
 _KEY_ADD = (17, 8191, 127, 16127, 3001, 24001)
-MAX_SEED = 2**31 - 1
 U0_MIN = 2.0**-14
 
 

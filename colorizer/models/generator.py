@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from colorizer.limits import SIZE_MULTIPLE
 from colorizer.models.layers import (
     AttentionGate,
     NoiseInjection,
@@ -34,7 +35,7 @@ from colorizer.ops import OpSet
 REFERENCE_CHANNELS = (64, 128, 256, 512)
 NUM_LEVELS = 7
 NUM_NOISE = 8
-SIZE_MULTIPLE = 2**NUM_LEVELS  # 128
+assert SIZE_MULTIPLE == 2**NUM_LEVELS, "colorizer.limits.SIZE_MULTIPLE is the generator's 7 halvings"
 
 
 def level_channels(channels: Sequence[int]) -> list[int]:

@@ -292,8 +292,8 @@ MAX_K = 256  # colors per palette: beyond this it is no longer a palette, and th
 
 
 def _check_k_and_seed(k, seed) -> None:
-    """ConfigError (one line) for k outside 1..MAX_K or a seed outside colorizer.seeds' range."""
-    from colorizer.seeds import check_seed
+    """ConfigError (one line) for k outside 1..MAX_K or a seed outside colorizer.limits' range."""
+    from colorizer.limits import check_seed
 
     if isinstance(k, bool) or not hasattr(k, "__index__") or not 1 <= int(k) <= MAX_K:
         raise ConfigError(f"palette: k must be an integer from 1 to {MAX_K} colors, got {k!r}")

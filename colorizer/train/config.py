@@ -153,7 +153,7 @@ class TrainConfig:
         for name in ("workers", "max_steps", "ckpt_every", "sample_every", "seed", "warmup_steps"):
             if getattr(self, name) < 0:
                 bad(name, "must be >= 0")
-        from colorizer.seeds import MAX_SEED
+        from colorizer.limits import MAX_SEED
 
         if self.seed > MAX_SEED:
             bad("seed", f"must be in [0, {MAX_SEED}] (2**31 - 1), the seed range of every colorizer command")

@@ -7,8 +7,8 @@ import torch
 
 from colorizer.errors import ConfigError
 from colorizer.export.seeded_noise import MAX_SEED, seeded_noise
-from colorizer.seeds import MAX_SEED as PROJECT_MAX_SEED
-from colorizer.seeds import check_seed
+from colorizer.limits import MAX_SEED as PROJECT_MAX_SEED
+from colorizer.limits import check_seed
 
 noise_module = importlib.import_module("colorizer.export.seeded_noise")
 
