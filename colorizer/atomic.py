@@ -5,15 +5,22 @@ folder, is flushed and fsync'ed, is moved onto the final name with ``os.replace`
 filesystem), and then the folder itself is fsync'ed so the rename survives a power loss. On any
 failure the temporary is removed and whatever was at the final name is untouched.
 
-There is one temporary-name pattern, ``.<final name>.<random>.tmp`` (plus the final name's suffix
-again for ``output_path``, whose callers hand the path to tools that look at the extension), so
-``remove_stale_temp_files`` finds what a killed writer left behind, whoever wrote it.
+There is one temporary-name pattern, ``.<final name>.p<pid>_<random>.tmp`` (plus the final name's
+suffix again for ``output_path``, whose callers hand the path to tools that look at the extension), so
+``remove_stale_temp_files`` finds what a killed writer left behind, whoever wrote it; the writer's
+process id in the name lets the sweep leave the temporaries of a writer that is still running (two
+exports into one folder) alone. Scratch folders in the system temp folder (``scratch_directory``)
+carry the process id the same way, and ``remove_stale_scratch`` removes those of dead processes.
 
 - ``write_bytes(path, data)``: bytes in memory.
 - ``write_with(path, write)``: ``write(file)`` streams into an open binary file (PIL, csv, ...).
+  With ``exclusive=True`` (also ``write_bytes``) the file is created only where no file has its name
+  at the moment it is put in place (a hard link, which fails if the name exists), else FileExistsError.
 - ``output_path(path)``: a context manager yielding a temporary path for a library that insists on
   writing by name (onnx.save, TensorRT).
 - ``replace_directory(path)``: the same for a whole folder (built under a temporary name, swapped in).
+- ``commit_new(tmp, path)``: create-exclusive commit (a hard link), for a writer that must not replace
+  a file that appeared at ``path`` after it checked (``output_path(..., commit=...)`` takes it).
 
 New files get the mode a plain ``open()`` would give them (0o666 less the umask): a served model or
 a shared picture must be readable by other users, not mkstemp's 0600.
@@ -22,6 +29,7 @@ a shared picture must be readable by other users, not mkstemp's 0600.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -30,8 +38,9 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 TEMP_MARK = ".tmp"
-# .<final name>.<mkstemp's random part>.tmp[<final suffix>]; the random part is [a-z0-9_].
+# .<final name>.p<pid>_<mkstemp's random part>.tmp[<final suffix>]; the random part is [a-z0-9_].
 _TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]+\.tmp(\.[A-Za-z0-9_]+)?$")
+_WRITER_PID = re.compile(r"\.p(\d+)_[A-Za-z0-9_]*\.tmp(\.[A-Za-z0-9_]+)?$")
 _ASIDE_MARK = ".old"  # an existing folder moved aside by replace_directory (never swept: it may be the only copy)
 
 
@@ -58,7 +67,27 @@ def _temp_affixes(path: str, keep_suffix: bool) -> tuple[str, str, str]:
     """(folder, prefix, suffix) of the temporary for ``path``, for tempfile.mkstemp / mkdtemp."""
     folder, name = os.path.split(os.path.abspath(path))
     suffix = TEMP_MARK + (os.path.splitext(name)[1] if keep_suffix else "")
-    return folder, f".{name}.", suffix
+    return folder, f".{name}.p{os.getpid()}_", suffix
+
+
+def _process_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists here (ours included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def writer_alive(name: str) -> bool:
+    """True when the temporary ``name`` records the process id of a process that is still running
+    (its writer may still be writing it). Names without one (older writers) count as dead."""
+    match = _WRITER_PID.search(name)
+    return bool(match) and _process_alive(int(match.group(1)))
 
 
 def fsync_dir(directory: str) -> None:
@@ -96,15 +125,72 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _commit(tmp: str, path: str) -> None:
-    """Give ``tmp`` a plain file's mode, move it onto ``path`` and make the rename durable."""
+def _commit(tmp: str, path: str, exclusive: bool = False) -> None:
+    """Give ``tmp`` a plain file's mode, move it onto ``path`` and make the rename durable.
+
+    exclusive: never replace anything at ``path``; FileExistsError when something is there (see
+    ``_link_into_place``).
+    """
     os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600
-    os.replace(tmp, path)
+    if exclusive:
+        _link_into_place(tmp, path)
+    else:
+        os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
-def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+def _link_into_place(tmp: str, path: str) -> None:
+    """Give the complete file ``tmp`` the name ``path`` only if no file has that name; FileExistsError else.
+
+    The check and the naming are one step: ``os.link`` fails with EEXIST when ``path`` exists, however
+    recently it appeared (another process writing the same output), where a check before ``os.replace``
+    would leave a window in which that file is silently replaced. ``tmp`` is then unlinked. On a file
+    system without hard links (FAT, some network mounts) the name is claimed with O_CREAT | O_EXCL
+    instead and the complete file renamed over that empty placeholder: still never over a file of
+    someone else, though a reader may see the empty placeholder for an instant.
+    """
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # FileExistsError if taken
+        os.close(fd)
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+# errno values of a file system that cannot make hard links (link() is then no test of existence).
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
+
+
+def commit_new(tmp: str, path: str) -> None:
+    """Like the plain commit, but create-exclusive: FileExistsError when something is at ``path``
+    (appeared after the caller checked), which is then left untouched. A hard link where the
+    filesystem has them (the check and the creation are one step), else a rename after a check."""
+    os.chmod(tmp, 0o666 & ~current_umask())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # no hard links here (FAT, some network filesystems)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "File exists", path) from None
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], exclusive: bool = False) -> None:
     """Atomically replace ``path`` with what ``write(file)`` writes into an open binary file.
+
+    exclusive: create ``path`` only if nothing has that name when the complete file is put in place;
+    otherwise raise FileExistsError and leave what is there untouched (the check and the naming are
+    one atomic step, so a file another process wrote meanwhile is never replaced).
 
     Raises what ``write`` or the OS raises (ENOSPC, EROFS, EACCES, ...); the temporary is then
     removed and whatever was at ``path`` before is untouched.
@@ -117,24 +203,28 @@ def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        _commit(tmp, path)
+        _commit(tmp, path, exclusive)
     except BaseException:
         _remove(tmp)
         raise
 
 
-def write_bytes(path: str | os.PathLike, data: bytes | memoryview) -> None:
-    """Atomically replace ``path`` with ``data``; see ``write_with``."""
-    write_with(path, lambda f: _write_fully(f.fileno(), data))
+def write_bytes(path: str | os.PathLike, data: bytes | memoryview, exclusive: bool = False) -> None:
+    """Atomically replace ``path`` with ``data``; see ``write_with`` (and its ``exclusive``)."""
+    write_with(path, lambda f: _write_fully(f.fileno(), data), exclusive)
 
 
 @contextlib.contextmanager
-def output_path(path: str | os.PathLike, keep_suffix: bool = True) -> Iterator[str]:
+def output_path(
+    path: str | os.PathLike, keep_suffix: bool = True, commit: Callable[[str, str], None] | None = None
+) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on normal exit move it onto ``path``, else delete it.
 
     For libraries that write by file name. With ``keep_suffix`` the temporary ends in ``path``'s
-    suffix too (``.model.onnx.x1y2.tmp.onnx``), for tools that pick a reader by extension. The file
-    is fsync'ed before the rename. Raises OSError when no temporary can be made there.
+    suffix too (``.model.onnx.p12_x1y2.tmp.onnx``), for tools that pick a reader by extension. The
+    file is fsync'ed before the rename. ``commit(tmp, path)`` replaces the plain rename (e.g. a
+    check under a lock, then ``commit_new``); the temporary is removed if it raises. Raises OSError
+    when no temporary can be made there.
     """
     path = os.fspath(path)
     folder, prefix, suffix = _temp_affixes(path, keep_suffix)
@@ -143,7 +233,7 @@ def output_path(path: str | os.PathLike, keep_suffix: bool = True) -> Iterator[s
     try:
         yield tmp
         _fsync_path(tmp)
-        _commit(tmp, path)
+        (commit or _commit)(tmp, path)
     except BaseException:
         _remove(tmp)
         raise
@@ -185,14 +275,25 @@ def replace_directory(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def make_temp_directory(path: str | os.PathLike) -> str:
+    """A new empty folder next to ``path`` with the temporary-name pattern (the caller removes it)."""
+    folder, prefix, suffix = _temp_affixes(os.fspath(path), keep_suffix=False)
+    tmp = tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.chmod(tmp, 0o777 & ~current_umask())
+    return tmp
+
+
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
-    """Delete the temporaries (files or folders) that killed writers left in ``directory``; their paths."""
+    """Delete the temporaries (files or folders) that killed writers left in ``directory``; their paths.
+
+    A temporary whose recorded writer process is still running is left alone (``writer_alive``).
+    """
     removed: list[str] = []
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         return removed
     for name in sorted(os.listdir(directory)):
-        if not is_temp_name(name):
+        if not is_temp_name(name) or writer_alive(name):
             continue
         path = os.path.join(directory, name)
         try:
@@ -200,6 +301,42 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
                 shutil.rmtree(path)
             else:
                 os.unlink(path)
+            removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str) -> Iterator[str]:
+    """A scratch folder in the system temp folder, ``<prefix>p<pid>_<random>``, removed on exit (also
+    on an exception or a signal turned into one); ``remove_stale_scratch(prefix)`` removes those that
+    killed processes left."""
+    folder = tempfile.mkdtemp(prefix=f"{prefix}p{os.getpid()}_")
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def remove_stale_scratch(prefix: str) -> list[str]:
+    """Delete the ``scratch_directory(prefix)`` folders in the system temp folder whose process is gone."""
+    pattern = re.compile(re.escape(prefix) + r"p(\d+)_[A-Za-z0-9_]+$")
+    root = tempfile.gettempdir()
+    removed = []
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return removed
+    for name in names:
+        match = pattern.match(name)
+        path = os.path.join(root, name)
+        if not match or _process_alive(int(match.group(1))) or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        try:
+            if os.stat(path).st_uid != os.getuid():  # another user's: not ours to judge
+                continue
+            shutil.rmtree(path)
             removed.append(path)
         except OSError:
             pass

@@ -33,14 +33,66 @@ def test_every_writer_uses_the_one_pattern_and_the_sweep_finds_it(tmp_path, monk
     monkeypatch.undo()
     assert len(seen) == 4 and all(atomic.is_temp_name(name) for name in seen), seen
     assert sorted(os.listdir(tmp_path)) == ["a.safetensors", "b.png", "c.onnx", "d"]
-    # The same names, left behind by killed writers, are swept; results and other files are not.
-    for name in seen[:3]:
+    # Each name records its writer's process id: the same names, left behind by a killed writer
+    # (a process id that no longer runs), are swept; results and other files are not.
+    assert all(f".p{os.getpid()}_" in name for name in seen), seen
+    dead = _dead_pid()
+    stale = [name.replace(f".p{os.getpid()}_", f".p{dead}_") for name in seen]
+    for name in stale[:3]:
         (tmp_path / name).write_bytes(b"half")
-    (tmp_path / seen[3]).mkdir()
+    (tmp_path / stale[3]).mkdir()
     (tmp_path / ".hidden").write_text("mine")
     removed = atomic.remove_stale_temp_files(tmp_path)
-    assert sorted(os.path.basename(p) for p in removed) == sorted(seen)
+    assert sorted(os.path.basename(p) for p in removed) == sorted(stale)
     assert sorted(os.listdir(tmp_path)) == [".hidden", "a.safetensors", "b.png", "c.onnx", "d"]
+
+
+def _dead_pid() -> int:
+    """The process id of a child that has exited (and been reaped)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_sweep_leaves_a_running_writers_temporaries(tmp_path):
+    """Two writers into one folder (two exports): the second one's sweep must not delete the first
+    one's temporary while it is still being written."""
+    with atomic.output_path(tmp_path / "model.onnx") as tmp:
+        open(tmp, "wb").write(b"half written")
+        assert atomic.remove_stale_temp_files(tmp_path) == []
+        assert os.path.exists(tmp)
+    assert (tmp_path / "model.onnx").read_bytes() == b"half written"
+
+
+def test_scratch_folders_of_dead_processes_are_swept(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = _dead_pid()
+    (tmp_path / f"colorizer-test-p{dead}_abc123").mkdir()
+    (tmp_path / f"colorizer-test-p{dead}_abc123" / "model.onnx").write_bytes(b"x" * 100)
+    (tmp_path / "colorizer-test-unrelated").mkdir()
+    with atomic.scratch_directory("colorizer-test-") as live:
+        assert os.path.basename(live).startswith(f"colorizer-test-p{os.getpid()}_")
+        removed = atomic.remove_stale_scratch("colorizer-test-")
+        assert removed == [str(tmp_path / f"colorizer-test-p{dead}_abc123")]
+        assert os.path.isdir(live)
+    assert sorted(os.listdir(tmp_path)) == ["colorizer-test-unrelated"]
+
+
+def test_commit_new_never_replaces_a_file_that_appeared(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(FileExistsError), atomic.output_path(target, commit=atomic.commit_new) as tmp:
+        open(tmp, "wb").write(b"ours")
+        target.write_bytes(b"theirs, written after the check")
+    assert target.read_bytes() == b"theirs, written after the check" and os.listdir(tmp_path) == ["out.png"]
+    target.unlink()
+    with atomic.output_path(target, commit=atomic.commit_new) as tmp:
+        open(tmp, "wb").write(b"ours")
+    assert target.read_bytes() == b"ours" and os.listdir(tmp_path) == ["out.png"]
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
