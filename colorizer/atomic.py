@@ -168,21 +168,9 @@ _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, err
 
 
 def commit_new(tmp: str, path: str) -> None:
-    """Like the plain commit, but create-exclusive: FileExistsError when something is at ``path``
-    (appeared after the caller checked), which is then left untouched. A hard link where the
-    filesystem has them (the check and the creation are one step), else a rename after a check."""
-    os.chmod(tmp, 0o666 & ~current_umask())
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise
-    except OSError:  # no hard links here (FAT, some network filesystems)
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "File exists", path) from None
-        os.replace(tmp, path)
-    else:
-        os.unlink(tmp)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    """The exclusive commit as a public ``commit`` for ``output_path``: FileExistsError when something is
+    at ``path`` (appeared after the caller checked), which is then left untouched (``_link_into_place``)."""
+    _commit(tmp, path, exclusive=True)
 
 
 def write_with(path: str | os.PathLike, write: Callable[[BinaryIO], object], exclusive: bool = False) -> None:
