@@ -38,3 +38,17 @@ def test_run_demo_shows_the_bundled_model_first_then_trains_and_scores(tmp_path,
         assert (out / name).is_file(), name
     assert load_image(out / "swap_panel.png").shape[0] == 256 + STRIP_HEIGHT
     assert list((out / "train" / "checkpoints").glob("*.safetensors"))
+
+
+def test_a_rerun_on_one_machine_with_one_thread_count_repeats_training_bit_for_bit(tmp_path):
+    # What README's "What `make demo` shows" promises (issue 22 item 17): the same machine, torch build
+    # and thread count give the same weights. Not across thread counts or CPUs: the convolutions'
+    # weight gradients are summed in an order that depends on both (measured in the README).
+    from colorizer.checkpoint import read_checkpoint
+    from colorizer.train import Trainer
+    from tests.test_train_support import payload_diffs, tiny_config
+
+    runs = [Trainer(tiny_config(tmp_path / name, max_steps=1), log=lambda m: None).fit() for name in "ab"]
+    a, _ = read_checkpoint(runs[0].checkpoint)
+    b, _ = read_checkpoint(runs[1].checkpoint)
+    assert payload_diffs(a, b) == []
