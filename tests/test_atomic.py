@@ -135,3 +135,32 @@ def test_replace_directory_swaps_in_the_new_folder_only_when_complete(tmp_path):
     with atomic.replace_directory(target) as tmp:
         open(os.path.join(tmp, "v3"), "w").write("3")
     assert os.listdir(target) == ["v3"] and os.listdir(tmp_path) == ["model"]
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_exclusive_write_keeps_a_file_that_appeared_while_writing(tmp_path, monkeypatch, hard_links):
+    # Issue 22 item 3: the existence check and the naming are one step; a file another process wrote
+    # between a caller's check and the write is never replaced (also where link() is not supported).
+    if not hard_links:
+
+        def no_link(src, dst):
+            raise OSError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(atomic.os, "link", no_link)
+    path = tmp_path / "out.png"
+
+    def racing(f):
+        f.write(b"ours")
+        path.write_bytes(b"theirs")  # the other writer finishes first
+
+    with pytest.raises(FileExistsError):
+        atomic.write_with(path, racing, exclusive=True)
+    assert path.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.png"]
+    with pytest.raises(FileExistsError):
+        atomic.write_bytes(path, b"ours", exclusive=True)
+    assert path.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["out.png"]
+    # Where the name is free the file is created whole, with a plain mode, and no temporary is left.
+    atomic.write_bytes(tmp_path / "new.png", b"ours", exclusive=True)
+    assert (tmp_path / "new.png").read_bytes() == b"ours"
+    assert (tmp_path / "new.png").stat().st_mode & 0o777 == 0o666 & ~atomic.current_umask()
+    assert sorted(os.listdir(tmp_path)) == ["new.png", "out.png"]
