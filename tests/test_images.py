@@ -292,3 +292,56 @@ def test_loaded_arrays_are_writable(tmp_path):
     out = load_image(_png(tmp_path / "w.png", _gradient()))
     assert out.flags.writeable and out.flags.c_contiguous
     out[0, 0] = 1  # callers may modify what they get
+
+
+def test_scan_folder_lists_each_entry_once_with_an_accurate_reason(tmp_path):
+    # Issue 22 item 13: a link loop once listed a dangling link once per nesting level (42 times) and a
+    # folder as "not a picture type". One walk: each entry once, loops not followed, true reasons.
+    import os
+
+    from colorizer.data.images import NOT_A_PICTURE, find_images, scan_folder
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    _png_file = root / "a.png"
+    Image.new("RGB", (4, 4)).save(_png_file)
+    (root / "notes.txt").write_text("x")
+    (root / "sub" / "b.png").write_bytes(_png_file.read_bytes())
+    (root / "sub" / "up").symlink_to(root, target_is_directory=True)  # a loop
+    (root / "gone.png").symlink_to(tmp_path / "deleted.png")  # dangling
+    (root / "self").symlink_to(root / "self")  # a link to itself
+    os.mkfifo(root / "pipe.png")
+    scan = scan_folder(root)
+    rel = {p.relative_to(root).as_posix(): why for p, why in scan.others}
+    assert [p.relative_to(root).as_posix() for p in scan.images] == ["a.png", "sub/b.png"]
+    assert find_images(root) == scan.images
+    assert rel == {
+        "gone.png": "a broken link",
+        "notes.txt": NOT_A_PICTURE,
+        "pipe.png": "not a regular file (a pipe, socket or device)",
+        "self": "a link that points back to itself",
+        "sub/up": "a link to a folder searched already (not followed again)",
+    }
+    assert len(scan.others) == len(rel)  # each once
+
+
+def test_a_pipe_named_like_a_picture_is_refused_not_read(tmp_path):
+    # Opening a FIFO for reading blocks until a writer comes; it is refused from its type instead.
+    import os
+
+    os.mkfifo(tmp_path / "p.png")
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path / "p.png")
+
+
+def test_save_image_exclusive_keeps_a_file_that_is_there(tmp_path):
+    path = tmp_path / "o.png"
+    path.write_bytes(b"theirs")
+    with pytest.raises(FileExistsError):
+        save_image(path, np.zeros((4, 4, 3), np.uint8), exclusive=True)
+    assert path.read_bytes() == b"theirs"
+    save_image(tmp_path / "new.png", np.zeros((4, 4, 3), np.uint8), exclusive=True)
+    assert load_image(tmp_path / "new.png", min_size=None).shape == (4, 4, 3)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ColorizerError, match="afile is a file, not a folder"):
+        save_image(tmp_path / "afile" / "o.png", np.zeros((4, 4, 3), np.uint8))

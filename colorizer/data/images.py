@@ -21,8 +21,11 @@ Conversions done by ``load_image`` (the issue's "converted, not rejected" inputs
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -53,23 +56,76 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def find_images(root: str | os.PathLike) -> list[Path]:
     """All image files under ``root``, recursively, by extension, sorted by path (deterministic).
 
-    Hidden files and folders (names starting with '.') are ignored.
+    Hidden files and folders (names starting with '.') are ignored; see ``scan_folder``.
     """
-    found = []
-    seen = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        # Symlinked folders are followed (data sets are often linked in), each real folder once,
-        # so a link cycle cannot loop forever.
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirnames[:] = []
+    return scan_folder(root).images
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """What ``scan_folder`` found: ``images`` (sorted paths) and ``others`` ((path, reason), sorted):
+    every other entry a user would expect to be read, with why it is not (a broken link, not a
+    picture type, not a regular file, a link back to a folder searched already, an unreadable folder)."""
+
+    images: list[Path]
+    others: list[tuple[Path, str]]
+
+
+NOT_A_PICTURE = "not a picture type (" + ", ".join(IMAGE_EXTENSIONS) + ")"
+
+
+def scan_folder(root: str | os.PathLike) -> FolderScan:
+    """One walk of ``root``: its image files (by extension) and every other entry with the reason.
+
+    Symlinked folders are followed (data sets are often linked in), each real folder once: a link to a
+    folder searched already (a loop, or a second link to one folder) is listed in ``others`` and not
+    followed, so each file is listed once however the links nest. Hidden names are ignored. Raises
+    ImageError when ``root`` itself cannot be listed.
+    """
+    root = Path(root)
+    images: list[Path] = []
+    others: list[tuple[Path, str]] = []
+    seen: set[tuple[int, int]] = set()
+    stack: list[tuple[Path, bool]] = [(root, False)]  # (folder, reached through a link)
+    while stack:
+        folder, linked = stack.pop()
+        try:
+            info = os.stat(folder)
+            if (info.st_dev, info.st_ino) in seen:
+                others.append((folder, "a link to a folder searched already (not followed again)"))
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda e: e.name)
+        except OSError as exc:
+            if folder == root:
+                raise ImageError(f"{root}: cannot list the folder ({exc.strerror or exc})") from None
+            others.append((folder, f"cannot list the folder ({exc.strerror or exc})"))
             continue
-        seen.add(real)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in filenames:
-            if not name.startswith(".") and is_image_file(name):
-                found.append(Path(dirpath) / name)
-    return sorted(found)
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            try:
+                mode = entry.stat().st_mode  # follows links
+            except OSError as exc:
+                if entry.is_symlink():
+                    loop = exc.errno == errno.ELOOP
+                    others.append((path, "a link that points back to itself" if loop else "a broken link"))
+                else:
+                    others.append((path, f"cannot read ({exc.strerror or exc})"))
+                continue
+            if stat.S_ISDIR(mode):
+                subfolders.append((path, entry.is_symlink()))
+            elif not stat.S_ISREG(mode):
+                others.append((path, "not a regular file (a pipe, socket or device)"))
+            elif is_image_file(entry.name):
+                images.append(path)
+            else:
+                others.append((path, NOT_A_PICTURE))
+        stack.extend(reversed(subfolders))
+    return FolderScan(sorted(images), sorted(others))
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
@@ -166,9 +222,12 @@ def load_image(
     """
     name = os.fspath(path)
     try:
-        if os.path.isdir(name):
+        info = os.stat(name)
+        if stat.S_ISDIR(info.st_mode):
             raise ImageError(f"{name}: is a folder, not an image file")
-        if os.path.getsize(name) == 0:
+        if not stat.S_ISREG(info.st_mode):  # a pipe would block the read; a device has no picture
+            raise ImageError(f"{name}: not a regular file (a pipe, socket or device), not an image file")
+        if info.st_size == 0:
             raise ImageError(f"{name}: empty file (0 bytes)")
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
@@ -241,7 +300,7 @@ def _as_pil(image) -> Image.Image:
     raise ValueError(f"save_image expects a uint8 (H, W) or (H, W, 3) array, got {arr.shape}")
 
 
-def save_image(path: str | os.PathLike, image) -> Path:
+def save_image(path: str | os.PathLike, image, exclusive: bool = False) -> Path:
     """Write ``image`` to ``path`` atomically; the format comes from the file extension.
 
     image: a float tensor (3, H, W) or (1, 3, H, W) in [-1, 1], a uint8 array (H, W, 3) or (H, W)
@@ -249,6 +308,10 @@ def save_image(path: str | os.PathLike, image) -> Path:
     temporary file in the destination folder and moved over ``path`` (``colorizer.atomic``), so readers
     see either the old file or the complete new one. A write failure (read-only folder, disk full)
     raises ColorizerError naming the path and leaves any previous file intact.
+
+    exclusive: write only if no file has the name ``path`` when the picture is put in place (one
+    atomic step, ``colorizer.atomic.write_with``); else FileExistsError (not translated: the caller
+    decides what a file that appeared meanwhile means) and that file is untouched.
     """
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
@@ -257,7 +320,14 @@ def save_image(path: str | os.PathLike, image) -> Path:
     pil = _as_pil(image)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic.write_with(path, lambda f: pil.save(f, format=fmt))
+    except FileExistsError as exc:  # a file where a folder is needed
+        raise ColorizerError(f"cannot write {path}: {exc.filename or path.parent} is a file, not a folder") from None
+    except OSError as exc:
+        raise ColorizerError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        atomic.write_with(path, lambda f: pil.save(f, format=fmt), exclusive=exclusive)
+    except FileExistsError:
+        raise  # only with exclusive: a file took the name meanwhile
     except OSError as exc:
         raise ColorizerError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
