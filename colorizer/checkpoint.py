@@ -367,6 +367,10 @@ def _load_state(path: str, key: str) -> tuple[dict, dict]:
             return load(data), {}
         except Exception as exc:
             raise CheckpointError(f"{path} is damaged (truncated?): {exc}") from exc
+    if not looks_like_torch_file(data[:512]):
+        raise CheckpointError(
+            f"{path} is not a checkpoint: by its first bytes neither a safetensors file nor a torch .pth (zip, pickle)"
+        )
     del data
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -381,6 +385,14 @@ def _load_state(path: str, key: str) -> tuple[dict, dict]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: {key} is not a state dict of tensors")
     return dict(obj), {}
+
+
+def looks_like_torch_file(head: bytes) -> bool:
+    """True when ``head`` (a file's first 512 bytes) starts like something ``torch.save`` writes: a zip
+    archive (torch >= 1.6), a pickle (the legacy format; torch writes protocol 2, opcode 0x80) or a tar
+    archive (torch < 0.4). A text file or any other format is not one, and torch.load's error for it
+    would say something unrelated (a pickle opcode, "Weights only load failed")."""
+    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80" or head[257:262] == b"ustar"
 
 
 def torch_load_reason(exc: Exception) -> str:
