@@ -1,0 +1,233 @@
+"""``colorizer serve``: the options and the command (the service itself is ``colorizer.serve.app``).
+
+    colorizer serve                                   # the bundled model on 127.0.0.1:8000, the page at /
+    colorizer serve ov_bf16/model.xml --port 9000     # any model load_runner resolves
+    colorizer serve runs/demo --max-batch 8 --max-wait-ms 5 --kernels native
+
+The model is loaded before the port is bound (a bad model is one error line and exit 2), then warmed up;
+``/readyz`` answers 200 and the command prints ``ready: URL`` only after the warm-up. SIGTERM or Ctrl-C:
+stop accepting, finish what is queued and in flight, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import threading
+
+API_KEY_ENV = "COLORIZER_API_KEY"
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from colorizer.runtime.device import AUTO, backend_choices
+    from colorizer.serve.policy import BATCH_SHAPES
+    from colorizer.serve.settings import ServeSettings
+
+    d = ServeSettings()
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="a bundled model's name, a training run folder, a checkpoint file, or an exported engine (.onnx, "
+        "OpenVINO model.xml, .plan) (default: the bundled model)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one and prints it)")
+    p.add_argument("--device", default=AUTO, help="torch device: auto (cuda if present), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--kernels", default=AUTO, choices=list(backend_choices()), help="op backend of a torch model (default auto)"
+    )
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=None,
+        help="most pictures per model call (default: per device and format, colorizer.serve.policy: 1 on a CPU, "
+        "where a batch was measured not to pay; 8 on a GPU)",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=d.max_wait_ms,
+        help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g}; never waits with --max-batch 1)",
+    )
+    p.add_argument(
+        "--batch-shape",
+        choices=BATCH_SHAPES,
+        default=None,
+        help="fixed: pad every batch to --max-batch pictures, so a picture is bit-identical alone or batched; "
+        "any: run batches as they come (default: fixed on a CPU, any on a GPU)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=d.max_queue,
+        help=f"pictures that may wait; more get 503 with Retry-After (default {d.max_queue})",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=d.max_upload_mb,
+        help=f"largest request body in MB; larger gets 413 (default {d.max_upload_mb:g})",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=d.max_pixels,
+        help=f"largest picture (width * height); larger gets 413 (default {d.max_pixels} = 2048 x 2048)",
+    )
+    p.add_argument(
+        "--upload-timeout-s",
+        type=float,
+        default=d.upload_timeout_s,
+        help=f"seconds an upload may take to arrive; slower gets 408 (default {d.upload_timeout_s:g})",
+    )
+    p.add_argument(
+        "--api-key",
+        default=None,
+        help=f"require 'Authorization: Bearer KEY' on /v1/* (default: the {API_KEY_ENV} environment variable; "
+        "none: open). Prefer the variable: a command line is visible to other users of the machine",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow browser pages from this origin (repeatable; default: no CORS)",
+    )
+    p.add_argument(
+        "--warmup-size", type=int, default=d.warmup_size, help=f"side of the warm-up pictures (default {d.warmup_size})"
+    )
+    p.add_argument("--access-log", action="store_true", help="log every request (default: errors and lifecycle only)")
+    p.add_argument(
+        "--drain-timeout-s",
+        type=float,
+        default=120.0,
+        help="at SIGTERM / Ctrl-C, seconds to finish queued and in-flight requests before exiting (default 120)",
+    )
+    p.set_defaults(fn=cmd_serve)
+
+
+def settings_from_args(args, runner):
+    """ServeSettings from the parsed options, the policy filling what was not given."""
+    from colorizer.errors import ConfigError
+    from colorizer.limits import check_size
+    from colorizer.serve.policy import FIXED, default_batch_shape, default_max_batch
+    from colorizer.serve.settings import ServeSettings
+
+    device_type = runner.device.type
+    max_batch = args.max_batch if args.max_batch is not None else default_max_batch(device_type, runner.format)
+    for name, value, low in (
+        ("max_batch", max_batch, 1),
+        ("max_queue", args.max_queue, 1),
+        ("max_pixels", args.max_pixels, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"{name} must be at least {low}, got {value}", option=name)
+    for name, value in (
+        ("max_wait_ms", args.max_wait_ms),
+        ("max_upload_mb", args.max_upload_mb),
+        ("upload_timeout_s", args.upload_timeout_s),
+    ):
+        if not value >= 0:
+            raise ConfigError(f"{name} must be a number >= 0, got {value}", option=name)
+    check_size(args.warmup_size, "warmup_size")
+    shape = args.batch_shape or default_batch_shape(device_type)
+    return ServeSettings(
+        max_batch=max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        upload_timeout_s=args.upload_timeout_s,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        cors_origins=tuple(args.cors_origin),
+        warmup_size=args.warmup_size,
+        fixed_batch=shape == FIXED and max_batch > 1,
+    )
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    from colorizer.errors import ConfigError
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"port must be from 0 to 65535, got {port}", option="port")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"host {host!r}: not an address of this machine ({exc.strerror})", option="host") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc})", option="port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_serve(args) -> int:
+    from colorizer.errors import ColorizerError, MissingDependencyError
+
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import python_multipart  # noqa: F401
+        import uvicorn
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"colorizer serve needs the serve extra (missing {exc.name}): pip install 'colorizer[serve]'"
+        ) from None
+    from colorizer.runtime.load import load_runner
+    from colorizer.serve.app import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    model = args.model
+    if model is None:
+        from colorizer.pretrained import DEFAULT
+
+        model = DEFAULT
+    runner = load_runner(model, device=args.device, kernels=args.kernels)
+    settings = settings_from_args(args, runner)
+    sock = _bind(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}/"
+    app = create_app(runner, settings)
+    config = uvicorn.Config(
+        app,
+        log_level="info",
+        access_log=args.access_log,
+        timeout_graceful_shutdown=args.drain_timeout_s,
+        timeout_keep_alive=5,
+    )
+    server = uvicorn.Server(config)
+    service = app.state.service
+    key = "on (Bearer token)" if settings.api_key else "off"
+    print(
+        f"colorizer serve: {runner!r}, max batch {settings.max_batch} "
+        f"({'fixed shape' if settings.fixed_batch else 'any shape'}), wait {settings.max_wait_ms:g} ms, "
+        f"queue {settings.max_queue}, API key {key}; listening on {url}, warming up",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def announce():
+        service.warmed.wait()
+        if service.warmup_error is not None:
+            server.should_exit = True
+        else:
+            print(f"ready: {url}", file=sys.stderr, flush=True)
+
+    threading.Thread(target=announce, name="colorizer-announce", daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if service.warmup_error is not None:
+        raise ColorizerError(f"the model failed to warm up: {service.warmup_error}")
+    return 0
