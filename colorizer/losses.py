@@ -3,8 +3,11 @@
 - Discriminator, LSGAN with soft real labels: ``MSE(D(real), 0.9) + MSE(D(fake.detach()), 0)``.
 - Generator: ``w_gan * MSE(D(fake), 0.9) + w_l1 * L1(fake, real) + w_feature * MSE(VGG(fake), VGG(real))
   + w_tv * TV(fake)``, weights from the design note by default (1, 100, 1e-4, 1e-2). The terms are
-  declared once, in ``LOSS_TERMS``; ``LossWeights``, the trainer's ``w_*`` options and their checks,
-  and the train_log.csv columns are derived from it. A new term is one function and one row.
+  declared in ``LOSS_TERMS``; the train_log.csv columns, the checks of the ``w_*`` options and the
+  loss's dict are derived from it. ``LossWeights`` and the trainer's ``w_*`` fields are written out
+  (so grep and type checkers find them) and checked against it at import (``check_loss_fields``).
+  A new term is one function and one row here, plus one field in ``LossWeights`` and one ``w_`` field
+  in ``colorizer/train/config.py``.
 - ``VGGFeatures``: the first four layers of an ImageNet VGG16 (conv1_1, ReLU, conv1_2, ReLU), applied
   to the [-1, 1] image as it is (no ImageNet normalisation, as the reference). ImageNet weights cannot
   be downloaded here, so they come from a user-given file in torchvision's ``vgg16`` state-dict layout
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
@@ -136,12 +139,16 @@ def l1_term(x: LossInputs) -> torch.Tensor:
 
 
 def feature_term(x: LossInputs) -> torch.Tensor:
-    """MSE of VGG16 conv1_2 features (0 without a VGG); the real image's features carry no gradient."""
+    """MSE of VGG16 conv1_2 features (0 without a VGG); the real image's features carry no gradient.
+
+    The images enter the VGG in its own parameter dtype: a bf16 fake (mixed precision) meets float32
+    weights outside autocast."""
     if x.vgg is None:
         return torch.zeros((), device=x.fake.device)
+    dtype = next(x.vgg.parameters()).dtype
     with torch.no_grad():
-        target = x.vgg(x.real)
-    return F.mse_loss(x.vgg(x.fake).float(), target.float())
+        target = x.vgg(x.real.to(dtype))
+    return F.mse_loss(x.vgg(x.fake.to(dtype)).float(), target.float())
 
 
 def tv_term(x: LossInputs) -> torch.Tensor:
@@ -187,13 +194,41 @@ LOSS_TERMS: tuple[LossTerm, ...] = (
 )
 LOSS_NAMES: tuple[str, ...] = tuple(term.name for term in LOSS_TERMS)
 
-# Weights of the generator loss terms (the design note's values by default), one field per term:
-# LossWeights(gan=1.0, l1=100.0, feature=1e-4, tv=1e-2).
-LossWeights = make_dataclass(
-    "LossWeights", [(t.name, float, field(default=t.default)) for t in LOSS_TERMS], frozen=True
-)
-LossWeights.__module__ = __name__
-LossWeights.__doc__ = "Weights of the generator loss terms (LOSS_TERMS; the design note's values by default)."
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the generator loss terms: one field per row of ``LOSS_TERMS``, same name, same
+    default (the design note's values). ``check_loss_fields`` (run at import) fails when they drift."""
+
+    gan: float = 1.0
+    l1: float = 100.0
+    feature: float = 1e-4
+    tv: float = 1e-2
+
+
+def check_loss_fields(owner: str, found: dict[str, tuple[float, str | None]], prefix: str = "") -> None:
+    """Raise TypeError naming ``owner`` unless ``found`` ({field name: (default, help or None)}) has one
+    field per ``LOSS_TERMS`` row, ``prefix + name``, in its order, with its default (and help).
+
+    The places that list the loss terms field by field (``LossWeights``, ``TrainConfig``'s ``w_*``) call
+    it when their module is imported, so a term added to the table but forgotten in one of them fails
+    at once, naming the place.
+    """
+    expected = [prefix + term.name for term in LOSS_TERMS]
+    if list(found) != expected:
+        missing = [n for n in expected if n not in found]
+        extra = [n for n in found if n not in expected]
+        detail = f"missing {', '.join(missing) or '-'}; not in LOSS_TERMS {', '.join(extra) or '-'}"
+        raise TypeError(f"{owner}: its loss-weight fields must be {', '.join(expected)} (LOSS_TERMS order): {detail}")
+    for term in LOSS_TERMS:
+        default, help_text = found[prefix + term.name]
+        if default != term.default:
+            raise TypeError(f"{owner}: {prefix}{term.name} defaults to {default!r}, LOSS_TERMS says {term.default!r}")
+        if help_text is not None and help_text != term.help:
+            raise TypeError(f"{owner}: the help of {prefix}{term.name} differs from its LOSS_TERMS row")
+
+
+check_loss_fields("LossWeights", {f.name: (f.default, None) for f in fields(LossWeights)})
 DEFAULT_WEIGHTS = LossWeights()
 
 

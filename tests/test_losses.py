@@ -141,9 +141,10 @@ def test_vgg_bad_files_raise_checkpoint_error(tmp_path):
         VGGFeatures.from_file(str(junk))
 
 
-def test_every_place_a_loss_term_appears_is_derived_from_the_one_table():
-    """LOSS_TERMS is the one declaration: LossWeights, generator_loss's dict, the w_* options (file
-    keys, flags, checks) and the train_log.csv columns follow it, in its order."""
+def test_every_place_a_loss_term_appears_matches_the_one_table():
+    """LOSS_TERMS is the one declaration: LossWeights and the w_* options (written out) match it (names,
+    order, defaults, help); generator_loss's dict, the flags, checks and the train_log.csv columns
+    follow it, in its order."""
     import dataclasses
 
     from colorizer.errors import ConfigError
@@ -155,6 +156,11 @@ def test_every_place_a_loss_term_appears_is_derived_from_the_one_table():
     assert tuple(f.name for f in dataclasses.fields(LossWeights)) == LOSS_NAMES
     assert LOG_FIELDS[:4] == ("step", "epoch", "loss_d", "loss_g") and LOG_FIELDS[4:8] == LOSS_NAMES
     assert [f.name for f in fields() if f.name.startswith("w_")] == [t.config_field for t in LOSS_TERMS]
+    by_name = {f.name: f for f in fields()}
+    for term in LOSS_TERMS:
+        assert by_name[term.config_field].default == term.default
+        assert by_name[term.config_field].metadata["help"] == term.help
+        assert {f.name: f.default for f in dataclasses.fields(LossWeights)}[term.name] == term.default
     config = TrainConfig()
     assert LossWeights(**{t.name: getattr(config, t.config_field) for t in LOSS_TERMS}) == LossWeights()
     _, parts = generator_loss(torch.full((1, 1), 0.5), torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4))
@@ -178,3 +184,34 @@ def test_a_costly_term_at_weight_zero_is_not_computed():
     assert parts["feature"].item() == 0.0 and calls == []
     generator_loss(torch.full((1, 1), 0.5), fake, real, LossWeights(), CountingVGG())
     assert len(calls) == 2  # the fake and the real image
+
+
+def test_a_new_loss_term_forgotten_in_one_place_fails_naming_it(monkeypatch):
+    """A toy term added to LOSS_TERMS: the field-by-field places (LossWeights, TrainConfig's w_*) fail
+    their import-time check naming themselves; everything derived (generator_loss, the CSV columns,
+    the checks of the options) picks the term up once the fields exist."""
+    import dataclasses
+
+    from colorizer import losses
+    from colorizer.train import config as train_config
+
+    toy = losses.LossTerm("toy", 0.5, "weight of a toy term", lambda x: x.fake32.abs().mean())
+    monkeypatch.setattr(losses, "LOSS_TERMS", (*losses.LOSS_TERMS, toy))
+    weights = {f.name: (f.default, None) for f in dataclasses.fields(LossWeights)}
+    with pytest.raises(TypeError, match=r"^LossWeights: .*missing toy"):
+        losses.check_loss_fields("LossWeights", weights)
+    w_fields = {f.name: (f.default, f.metadata["help"]) for f in train_config.fields() if f.name.startswith("w_")}
+    with pytest.raises(TypeError, match=r"^TrainConfig: .*missing w_toy"):
+        losses.check_loss_fields("TrainConfig", w_fields, prefix="w_")
+    with pytest.raises(TypeError, match=r"^TrainConfig: w_l1 defaults to 10.0"):
+        losses.check_loss_fields("TrainConfig", {**w_fields, "w_l1": (10.0, None), "w_toy": (0.5, None)}, "w_")
+    with pytest.raises(TypeError, match="TrainConfig: w_tv_typo has no row"):
+        train_config._loss_weight("tv_typo")
+
+    # With the field added, the rest follows the table: the loss computes and reports the term.
+    toy_weights = dataclasses.make_dataclass("ToyWeights", [("toy", float, 0.5)], bases=(LossWeights,), frozen=True)
+    losses.check_loss_fields("ToyWeights", {f.name: (f.default, None) for f in dataclasses.fields(toy_weights)})
+    fake, real = torch.zeros(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    total, parts = generator_loss(torch.full((1, 1), 0.9), fake, real, toy_weights(), None)
+    assert tuple(parts) == ("gan", "l1", "feature", "tv", "toy") and parts["toy"].item() == 0.0
+    assert_close(total, 100.0 * parts["l1"] + 1e-2 * parts["tv"])

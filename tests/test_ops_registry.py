@@ -34,12 +34,30 @@ def registry(tmp_path, monkeypatch):
 
 def test_opset_fields_are_the_op_names():
     assert [f.name for f in dataclasses.fields(OpSet)] == ["name", *OP_NAMES]
+    assert all(f.default is getattr(reference, f.name) for f in dataclasses.fields(OpSet)[1:])
     eager = get_ops("eager")
     assert all(getattr(eager, op) is getattr(reference, op) for op in OP_NAMES)
     # An OpSet given some ops runs the reference for the others.
     partial = OpSet(name="partial", noise_inject=reference.noise_inject)
     assert partial.group_norm_act is reference.group_norm_act
     assert partial.kmeans_assign_accumulate is reference.kmeans_assign_accumulate
+
+
+def test_a_new_op_forgotten_in_opset_fails_naming_it():
+    """An op added to OP_NAMES (with its reference function) but not written into OpSet fails the
+    import-time check, naming OpSet and the op; with the field, a registered backend's version of it
+    is what get_ops gives, and every other backend gets the reference."""
+    with pytest.raises(TypeError, match=r"^OpSet \(colorizer/ops/backends.py\): .*missing toy_op"):
+        backends.check_op_fields((*OP_NAMES, "toy_op"))
+    with pytest.raises(TypeError, match="not in OP_NAMES group_norm_act"):
+        backends.check_op_fields(tuple(n for n in OP_NAMES if n != "group_norm_act"))
+
+    def toy_op(x):
+        return x + 1
+
+    toy_set = dataclasses.make_dataclass("ToyOpSet", [("toy_op", object, toy_op)], bases=(OpSet,), frozen=True)
+    assert [f.name for f in dataclasses.fields(toy_set)] == ["name", *OP_NAMES, "toy_op"]
+    assert toy_set(name="eager").toy_op(torch.zeros(1)).item() == 1.0
 
 
 def test_onnx_backend_is_the_export_graph_ops():
@@ -65,8 +83,8 @@ def test_a_backend_with_an_unknown_op_is_refused(registry):
 
 def test_registered_backend_works_from_the_command_lines(registry):
     from colorizer.cli import build_parser
-    from colorizer.evaluation import kernel_choices
     from colorizer.models import Sketch2Color
+    from colorizer.runtime.device import backend_choices
     from colorizer.train.config import resolve_config
 
     registry(
@@ -84,7 +102,9 @@ def test_registered_backend_works_from_the_command_lines(registry):
     args = build_parser().parse_args(["colorize", "--sketch", "s.png", "--out", "o.png", "--kernels", "mine"])
     assert args.kernels == "mine"
     assert resolve_config(["--data", "synthetic", "--kernels", "mine"])[0].kernels == "mine"
-    assert "mine" in kernel_choices()
+    assert "mine" in backend_choices()
+    args = build_parser().parse_args(["eval", "demo", "--kernels", "mine"])
+    assert args.kernels == "mine"
     with pytest.raises(ConfigError, match="kernels"):
         resolve_config(["--data", "synthetic", "--kernels", "theirs"])
     model = Sketch2Color(channels=(64,), kernels="mine")

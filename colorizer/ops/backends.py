@@ -1,8 +1,9 @@
 """Backend registry: maps a name (``eager``, ``triton``, ``native``, ``onnx``) to an OpSet.
 
-``OpSet`` is built from the one list of op names, ``reference.OP_NAMES``: one field per op, each
-defaulting to the reference (``eager``) function of that name, so a backend that leaves an op out
-runs the eager one in its place. Fast backends register lazily: their module is imported only when
+``OpSet`` has one field per name in ``reference.OP_NAMES`` (written out, so grep and type checkers
+find ``ops.group_norm_act``; ``check_op_fields`` fails at import when the two differ), each defaulting
+to the reference (``eager``) function of that name, so a backend that leaves an op out runs the eager
+one in its place. Fast backends register lazily: their module is imported only when
 the backend is asked for, so ``import colorizer`` never needs Triton, the compiled extension or the
 export package. The command-line choices (``--kernels``) are the names in ``BACKENDS``, read when the
 parser is built, so a backend added with ``register_backend`` is accepted there too.
@@ -25,19 +26,45 @@ __all__ = [
     "KernelsUnavailable",
     "OpSet",
     "available_backends",
+    "check_op_fields",
     "get_ops",
     "register_backend",
 ]
 
-# OpSet(name, weight_standardize, group_norm_act, ...): frozen, compared by value; every op field
-# defaults to reference.<op>, so OpSet(name="x", group_norm_act=f) is eager except for that op.
-OpSet = dataclasses.make_dataclass(
-    "OpSet",
-    [("name", str)] + [(op, Callable, dataclasses.field(default=getattr(reference, op))) for op in OP_NAMES],
-    frozen=True,
-)
-OpSet.__module__ = __name__  # (make_dataclass's module= needs Python 3.12) pickling finds it here
-OpSet.__doc__ = "The functions a model calls, one per name in ``reference.OP_NAMES``, and the backend's name."
+
+@dataclasses.dataclass(frozen=True)
+class OpSet:
+    """The functions a model calls, one field per name in ``reference.OP_NAMES`` (same order), and the
+    backend's name. Frozen, compared by value; every op defaults to the reference function of that
+    name, so ``OpSet(name="x", group_norm_act=f)`` is eager except for that op. ``check_op_fields``
+    (run at import) fails when the fields and OP_NAMES drift apart."""
+
+    name: str
+    weight_standardize: Callable = reference.weight_standardize
+    group_norm_act: Callable = reference.group_norm_act
+    noise_inject: Callable = reference.noise_inject
+    attention_gate: Callable = reference.attention_gate
+    kmeans_assign_accumulate: Callable = reference.kmeans_assign_accumulate
+
+
+def check_op_fields(op_names: tuple[str, ...] = OP_NAMES) -> None:
+    """Raise TypeError unless OpSet has a field per name in ``op_names`` (in order, after ``name``),
+    each defaulting to ``reference.<op>``: an op added to OP_NAMES but not to OpSet fails at import."""
+    ops = [f for f in dataclasses.fields(OpSet) if f.name != "name"]
+    have = [f.name for f in ops]
+    if have != list(op_names):
+        missing = [n for n in op_names if n not in have]
+        extra = [n for n in have if n not in op_names]
+        raise TypeError(
+            f"OpSet (colorizer/ops/backends.py): its op fields must be reference.OP_NAMES in order: "
+            f"missing {', '.join(missing) or '-'}; not in OP_NAMES {', '.join(extra) or '-'}"
+        )
+    for f in ops:
+        if f.default is not getattr(reference, f.name, None):
+            raise TypeError(f"OpSet.{f.name} must default to colorizer.ops.reference.{f.name}")
+
+
+check_op_fields()
 
 EAGER = OpSet(name="eager")
 

@@ -17,7 +17,7 @@ from importlib import resources
 
 from colorizer.data.registry import DATASET_KINDS
 from colorizer.errors import ArgumentParser, ConfigError
-from colorizer.losses import LOSS_TERMS
+from colorizer.losses import LOSS_TERMS, check_loss_fields
 
 PRESETS = ("reference", "tiny", "demo")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -33,6 +33,14 @@ def _f(default, help: str, **kw):  # noqa: A002 (argparse's word)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
+
+
+def _loss_weight(name: str):
+    """The ``w_<name>`` field of a generator loss term: default and help from its LOSS_TERMS row."""
+    term = next((t for t in LOSS_TERMS if t.name == name), None)
+    if term is None:
+        raise TypeError(f"TrainConfig: w_{name} has no row in colorizer.losses.LOSS_TERMS")
+    return _f(term.default, term.help)
 
 
 @dataclass
@@ -66,10 +74,11 @@ class TrainConfig:
     lr_schedule: str = _f("constant", "learning rate after the warmup: constant | cosine (to 0 at the last step)")
     warmup_steps: int = _f(0, "raise the learning rates linearly from 0 over the first N steps")
     # losses: one field w_<name> per generator loss term, in the order of colorizer.losses.LOSS_TERMS
-    for _term in LOSS_TERMS:
-        __annotations__[_term.config_field] = "float"
-        vars()[_term.config_field] = _f(_term.default, _term.help)
-    del _term
+    # (default and help from its row; check_loss_fields below fails at import when one is missing)
+    w_gan: float = _loss_weight("gan")
+    w_l1: float = _loss_weight("l1")
+    w_feature: float = _loss_weight("feature")
+    w_tv: float = _loss_weight("tv")
     vgg_weights: str | None = _f(None, "torchvision vgg16 state dict (.pth/.safetensors); none = no feature loss")
     # performance
     device: str = _f("auto", "auto | cpu | cuda (auto: cuda when available)")
@@ -197,6 +206,13 @@ class TrainConfig:
 
 def fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(TrainConfig)
+
+
+check_loss_fields(
+    "TrainConfig",
+    {f.name: (f.default, f.metadata["help"]) for f in fields() if f.name.startswith("w_")},
+    prefix="w_",
+)
 
 
 _HINTS = typing.get_type_hints(TrainConfig)
