@@ -170,6 +170,24 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _graceful_server(uvicorn):
+    """uvicorn.Server that, after a SIGTERM / Ctrl-C it handled (stop accepting, drain, lifespan shutdown),
+    returns instead of raising the signal again: the drain is the graceful end, so the command exits 0
+    (uvicorn re-raises captured signals for the previous handler, which for our commands means exit 143)."""
+    import contextlib
+
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            with super().capture_signals():
+                yield
+                self.stopped_by = list(getattr(self, "_captured_signals", ()))
+                if hasattr(self, "_captured_signals"):
+                    self._captured_signals.clear()
+
+    return GracefulServer
+
+
 def cmd_serve(args) -> int:
     from colorizer.errors import ColorizerError, MissingDependencyError
 
@@ -205,7 +223,7 @@ def cmd_serve(args) -> int:
         timeout_graceful_shutdown=args.drain_timeout_s,
         timeout_keep_alive=5,
     )
-    server = uvicorn.Server(config)
+    server = _graceful_server(uvicorn)(config)
     service = app.state.service
     key = "on (Bearer token)" if settings.api_key else "off"
     print(
@@ -230,4 +248,6 @@ def cmd_serve(args) -> int:
         sock.close()
     if service.warmup_error is not None:
         raise ColorizerError(f"the model failed to warm up: {service.warmup_error}")
+    if getattr(server, "stopped_by", None):
+        print("colorizer serve: stopped; every queued and in-flight request was answered", file=sys.stderr)
     return 0
