@@ -1,35 +1,40 @@
-"""The GAN train step in images/s: the reference pipeline against our lean step, per provider.
+"""The GAN train step in images/s: the reference pipeline against the trainer's own step, per provider.
 
 One timed round is one training step on one batch, data path included (from decoded 8-bit crops to the
 optimizer updates); images/s = batch / seconds per step. Decoding, cropping and flipping are left
 out of both pipelines (identical work in both, and not the subject).
+
+Every provider runs the trainer's step, ``colorizer.train.step.GanStep`` (what ``Trainer.train_step``
+calls): models from ``build_models``, Adam as configured, D frozen during G's backward, the non-finite
+check on every update, GradScalers with fp16, DDP/compile wrappers as the trainer makes them. There is
+no copy of the step here; what differs between the rows is configuration and the data path.
 
 The reference pipeline (``reference_step``), as the public reference trains (delta6189/Anime-Sketch-
 Colorizer ``dataloader.py`` and ``train.ipynb``): eager fp32; per sample, in the data-loading path, a
 0.25x ``INTER_AREA`` resize and ``cv2.kmeans(K=9, criteria=(EPS + MAX_ITER, 10, 1.0), attempts=10,
 KMEANS_PP_CENTERS)``, nine full-size uint8 color images converted to tensors and normalised; then
 TWO generator forwards per step (one whose output is detached for the D update, one for the G
-update); LSGAN + 100 L1 + feature + TV losses (SPEC.md weights); Adam(2e-4, (0.5, 0.999)).
-The data path runs in the step's process, as a DataLoader with ``num_workers=0`` would; with worker
-processes the cv2 work overlaps the device work, up to the number of workers.
-``reference_step(..., published_sketches=True)`` also regenerates each sample's sketch with a
-Color2Sketch network at batch 1, as the published data loader does (a second row, for the record).
+update), each update being ``GanStep``'s. The data path runs in the step's process, as a DataLoader
+with ``num_workers=0`` would; with worker processes the cv2 work overlaps the device work, up to the
+number of workers. ``reference_step(..., published_sketches=True)`` also regenerates each sample's
+sketch with a Color2Sketch network at batch 1, as the published data loader does (a second row, for
+the record).
 
-The lean step (``lean_step``): palettes for the whole batch on the device with
-``colorizer.palette.extract_palette``, ONE generator forward whose output is detached for D, the same
-losses and optimizers. Providers: eager fp32, eager bf16 (autocast, fp32 master weights; channels_last
-on a GPU), torch.compile of G, and the ``triton`` / ``native`` kernel backends.
+The trainer's step (``lean_step``, the ``lean-*`` rows): ``GanStep.inputs`` (palettes for the whole batch
+on the device with ``colorizer.palette.extract_palette``, the condition) and ``GanStep.step`` (ONE
+generator forward whose output is detached for D). Providers: eager fp32, ``--amp bf16`` (autocast,
+fp32 master weights; channels_last on a GPU; skipped on a CPU without native bf16, where the trainer
+trains in float32), ``--compile``, and ``--kernels triton`` / ``native``.
 
-Losses: ``colorizer.losses`` with its default weights. VGG: ImageNet weights cannot be downloaded here,
-so the feature loss runs ``colorizer.losses.VGGFeatures`` randomly initialised (VGG16 conv1_1, ReLU,
-conv1_2, ReLU; frozen). Its cost is what counts.
+Losses: ``colorizer.losses`` with the trainer's default weights. VGG: ImageNet weights cannot be
+downloaded here, so the feature loss runs ``colorizer.losses.VGGFeatures`` randomly initialised (VGG16
+conv1_1, ReLU, conv1_2, ReLU; frozen). Its cost is what counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -40,6 +45,8 @@ from benchmarks.ceilings import DTYPES_BY_NAME, Work, count_work
 from benchmarks.palette_cv2 import reference_palettes
 from benchmarks.timing import synchronized
 from colorizer import losses
+from colorizer.train.config import TrainConfig
+from colorizer.train.step import GanStep, build_models
 
 REFERENCE_WIDTH = (64, 128, 256, 512)
 PALETTE_K = 9
@@ -59,13 +66,13 @@ PROVIDERS = (
     "lean-native",
 )
 DESCRIPTIONS = {
-    "reference": "reference pipeline: cv2 palettes per sample, two G forwards, eager fp32",
+    "reference": "reference pipeline: cv2 palettes per sample, two G forwards (the trainer's updates), eager fp32",
     "reference-published": "reference pipeline + Color2Sketch sketch per sample (as the published loader)",
-    "lean-eager": "lean step: device palettes, one G forward, eager fp32",
-    "lean-bf16": "lean step, bf16 autocast (fp32 master weights)",
-    "lean-compile": "lean step, torch.compile of G (D eager: spectral norm)",
-    "lean-triton": "lean step on the Triton kernels",
-    "lean-native": "lean step on the native extension",
+    "lean-eager": "the trainer's step (GanStep): device palettes, one G forward, eager fp32",
+    "lean-bf16": "the trainer's step, --amp bf16 (autocast, fp32 master weights)",
+    "lean-compile": "the trainer's step, --compile (G compiled; D eager: spectral norm)",
+    "lean-triton": "the trainer's step, --kernels triton",
+    "lean-native": "the trainer's step, --kernels native",
 }
 
 
@@ -86,76 +93,57 @@ class TrainCase:
 
 
 # --------------------------------------------------------------------------------------------------
-# Losses: colorizer.losses (SPEC.md "Losses and training"), its default weights.
+# The trainer's step, configured for a case
 
 
-def discriminator_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
-    return losses.discriminator_loss(d_real, d_fake)
+def train_config(
+    case: TrainCase, kernels: str = "eager", amp: str = "none", compile: bool = False, channels_last: bool = False
+) -> TrainConfig:
+    """The TrainConfig of a case: its widths, batch and size, the trainer's defaults for the rest."""
+    return TrainConfig(
+        data="synthetic",
+        channels=tuple(case.channels),
+        d_channels=tuple(case.disc_channels),
+        kernels=kernels,
+        batch_size=case.batch,
+        size=case.size,
+        amp=amp,
+        compile=compile,
+        channels_last=channels_last,
+    )
 
 
-def generator_loss(d_fake: torch.Tensor, fake: torch.Tensor, real: torch.Tensor, vgg: nn.Module) -> torch.Tensor:
-    total, _ = losses.generator_loss(d_fake, fake, real, losses.DEFAULT_WEIGHTS, vgg)
-    return total
-
-
-# --------------------------------------------------------------------------------------------------
-# Models and optimizers
-
-
-@dataclass
-class GAN:
-    generator: nn.Module
-    discriminator: nn.Module
-    vgg: nn.Module
-    opt_g: torch.optim.Optimizer | None
-    opt_d: torch.optim.Optimizer | None
-    autocast_dtype: torch.dtype | None = None
-    channels_last: bool = False
-    sketcher: nn.Module | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-def build_gan(
+def build_step(
     case: TrainCase,
     kernels: str = "eager",
-    autocast_dtype: torch.dtype | None = None,
+    amp: str = "none",
     compile: bool = False,
     channels_last: bool = False,
     sketcher: bool = False,
-    optimizers: bool = True,
     dtype: torch.dtype = torch.float32,
-    seed: int = 0,
-) -> GAN:
-    """Generator, discriminator, VGG stand-in and Adam optimizers on ``case.device``.
+) -> tuple[GanStep, nn.Module | None]:
+    """(the trainer's GanStep on ``case.device``, a Color2Sketch network or None).
 
+    The VGG of the feature term is ``VGGFeatures`` with random weights (its cost is what counts).
     dtype: parameter dtype (float32 for training; lower only for counting work on the meta device).
     """
-    from colorizer.models import Color2Sketch, Discriminator, Sketch2Color
+    from colorizer.models import Color2Sketch
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = Sketch2Color(channels=case.channels, kernels=kernels)
-        discriminator = Discriminator(channels=case.disc_channels, kernels=kernels)
-        vgg = losses.VGGFeatures()  # random weights: the timing stand-in for ImageNet VGG16's first layers
-        sketch_net = Color2Sketch(channels=case.channels).eval() if sketcher else None
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    to = dict(device=case.device, dtype=dtype, memory_format=memory_format)
-    generator, discriminator, vgg = generator.to(**to).train(), discriminator.to(**to).train(), vgg.to(**to)
-    if sketch_net is not None:
-        sketch_net = sketch_net.to(device=case.device)
-    opt_g = opt_d = None
-    if optimizers:
-        opt_g = torch.optim.Adam([p for p in generator.parameters() if p.requires_grad], lr=2e-4, betas=(0.5, 0.999))
-        opt_d = torch.optim.Adam(
-            [p for p in discriminator.parameters() if p.requires_grad], lr=2e-4, betas=(0.5, 0.999)
-        )
+    config = train_config(case, kernels=kernels, amp=amp, compile=compile, channels_last=channels_last)
+    device = torch.device(case.device)
     if compile:
         torch._dynamo.reset()  # a fresh cache per run: a full one silently falls back to eager
-        # Only G is compiled: D's spectral norm updates its power-iteration vectors in place on every
-        # forward, and D runs twice (real, fake) before one backward, which compiled autograd rejects
-        # ("modified by an inplace operation"). G is >95% of the step's FLOPs.
-        generator = torch.compile(generator)
-    return GAN(generator, discriminator, vgg, opt_g, opt_d, autocast_dtype, channels_last, sketch_net)
+    with torch.random.fork_rng(devices=[]):
+        generator, discriminator = build_models(config, device)
+        vgg = losses.VGGFeatures()  # random weights: the timing stand-in for ImageNet VGG16's first layers
+        sketch_net = Color2Sketch(channels=case.channels).eval() if sketcher else None
+    vgg = vgg.to(device=device, dtype=dtype)
+    if dtype != torch.float32:
+        generator.to(dtype=dtype)
+        discriminator.to(dtype=dtype)
+    if sketch_net is not None:
+        sketch_net = sketch_net.to(device=device)
+    return GanStep(config, generator, discriminator, device, vgg=vgg), sketch_net
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,71 +257,35 @@ def reference_inputs(batch: Batch, device: str, sketcher: nn.Module | None = Non
     return condition, torch.stack(images).to(device)
 
 
-def lean_inputs(batch: Batch):
-    """The lean data path: palettes batched on the device; (condition, real) on the device."""
-    from colorizer.palette import extract_palette, palette_planes
-
+def lean_inputs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trainer's data path before its step: (color, sketch) float (N, 3, S, S) in [-1, 1] on the
+    device, as ``colorizer.data.collate`` gives them."""
     images = batch.images_device
     n, h, w, _ = images.shape
-    planes = palette_planes(extract_palette(images, k=PALETTE_K), h, w)
-    real = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    color = images.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     sketch = batch.sketches_device.float().div(127.5).sub(1.0)[:, None].expand(n, 3, h, w)
-    return torch.cat((sketch, planes), dim=1), real
+    return color, sketch
 
 
 # --------------------------------------------------------------------------------------------------
-# Steps
+# Steps: both are GanStep's updates; only the number of generator forwards differs.
 
 
-def _autocast(gan: GAN, device: str):
-    kind = torch.device(device).type
-    if kind not in ("cpu", "cuda"):  # the meta device (work counting) has no autocast
-        return contextlib.nullcontext()
-    if gan.autocast_dtype is None:
-        return torch.autocast(device_type=kind, enabled=False)
-    return torch.autocast(device_type=kind, dtype=gan.autocast_dtype)
+def reference_step(step: GanStep, condition: torch.Tensor, real: torch.Tensor) -> None:
+    """The reference's two generator forwards: one detached for D, a fresh one for G."""
+    fake = step.generate(condition)
+    loss_d = step.d_backward(condition, real, fake.detach())
+    step.apply(step.opt_d, step.scaler_d, loss_d, step.d_trainable)
+    fake = step.generate(condition)
+    loss_g, _ = step.g_backward(condition, real, fake)
+    step.apply(step.opt_g, step.scaler_g, loss_g, step.g_trainable)
 
 
-def _d_update(gan: GAN, condition, real, fake_detached, device, step: bool = True):
-    with _autocast(gan, device):
-        loss_d = discriminator_loss(gan.discriminator(condition, real), gan.discriminator(condition, fake_detached))
-    if gan.opt_d is not None:
-        gan.opt_d.zero_grad(set_to_none=True)
-    loss_d.backward()
-    if step and gan.opt_d is not None:
-        gan.opt_d.step()
-    return loss_d
-
-
-def _g_update(gan: GAN, condition, real, fake, device, step: bool = True):
-    with _autocast(gan, device):
-        loss_g = generator_loss(gan.discriminator(condition, fake), fake, real, gan.vgg)
-    if gan.opt_g is not None:
-        gan.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    if step and gan.opt_g is not None:
-        gan.opt_g.step()
-    return loss_g
-
-
-def reference_step(gan: GAN, condition, real, device: str):
-    """Two generator forwards: one detached for D, a fresh one for G. Returns (loss_d, loss_g)."""
-    with _autocast(gan, device):
-        fake = gan.generator(condition)
-    loss_d = _d_update(gan, condition, real, fake.detach(), device)
-    with _autocast(gan, device):
-        fake = gan.generator(condition)
-    return loss_d, _g_update(gan, condition, real, fake, device)
-
-
-def lean_step(gan: GAN, condition, real, device: str, step: bool = True):
-    """One generator forward, detached for D and reused for G. Returns (loss_d, loss_g)."""
-    if gan.channels_last:
-        condition = condition.contiguous(memory_format=torch.channels_last)
-    with _autocast(gan, device):
-        fake = gan.generator(condition)
-    loss_d = _d_update(gan, condition, real, fake.detach(), device, step)
-    return loss_d, _g_update(gan, condition, real, fake, device, step)
+def lean_step(step: GanStep, color: torch.Tensor, sketch: torch.Tensor, palette_seed: int = 0) -> dict[str, float]:
+    """The trainer's step (``Trainer.train_step`` without the learning-rate schedule): palettes and
+    condition (``GanStep.inputs``), then ``GanStep.step``. Returns its losses."""
+    color, _, condition = step.inputs(color, sketch, palette_seed)
+    return step.step(color, condition)
 
 
 @dataclass
@@ -352,21 +304,21 @@ def prepare(provider: str, case: TrainCase) -> PreparedStep:
     batch = make_batch(case)
     if provider.startswith("reference"):
         published = provider == "reference-published"
-        gan = build_gan(case, sketcher=published)
+        step, sketcher = build_step(case, sketcher=published)
 
         def run():
-            condition, real = reference_inputs(batch, case.device, gan.sketcher)
-            reference_step(gan, condition, real, case.device)
+            condition, real = reference_inputs(batch, case.device, sketcher)
+            reference_step(step, condition, real)
 
         note = "cv2.kmeans per sample, 2 G forwards" + (", Color2Sketch per sample" if published else "")
         return PreparedStep(run=run, runs_on=case.device, dtype="float32", note=note)
 
     notes = []
-    kernels, autocast_dtype, compile_models, dtype = "eager", None, False, "float32"
+    kernels, amp, compile_models, dtype = "eager", "none", False, "float32"
     if provider == "lean-bf16":
         if on_cuda and not torch.cuda.is_bf16_supported():
             raise Skip("this GPU has no bf16")
-        autocast_dtype, dtype = torch.bfloat16, "bfloat16"
+        amp, dtype = "bf16", "bfloat16"
     elif provider == "lean-compile":
         compile_models = True
     elif provider in ("lean-triton", "lean-native"):
@@ -379,32 +331,36 @@ def prepare(provider: str, case: TrainCase) -> PreparedStep:
             get_ops(kernels)
         except KernelsUnavailable as exc:
             raise Skip(str(exc).splitlines()[0]) from exc
-    gan = build_gan(case, kernels=kernels, autocast_dtype=autocast_dtype, compile=compile_models, channels_last=on_cuda)
+    step, _ = build_step(case, kernels=kernels, amp=amp, compile=compile_models, channels_last=on_cuda)
+    if amp != "none" and step.amp_dtype is None:  # the trainer would train in float32 here
+        raise Skip(step.amp_note.removeprefix("note: "))
     if on_cuda:
         notes.append("channels_last")
 
     def run():
-        condition, real = lean_inputs(batch)
-        lean_step(gan, condition, real, case.device)
+        lean_step(step, *lean_inputs(batch))
 
     return PreparedStep(run=run, runs_on=case.device, dtype=dtype, note="; ".join(notes))
 
 
 def train_step_work(case: TrainCase, dtype: str = "float32") -> Work:
-    """Work of the lean step (one G forward, G and D backward, VGG on fake and real), counted on the
-    meta device with parameters in ``dtype``, plus Adam's traffic (7 fp32 words per trainable
-    parameter). The palette is left out (it is not matmul or copy work; see the palette rows)."""
+    """Work of the trainer's step (one G forward, G and D backward, VGG on fake and real: ``GanStep``'s
+    ``generate``, ``d_backward`` and ``g_backward``), counted on the meta device with parameters in
+    ``dtype``, plus Adam's traffic (7 fp32 words per trainable parameter). The palette is left out (it
+    is not matmul or copy work; see the palette rows)."""
     meta = TrainCase(case.channels, case.batch, case.size, "meta", case.disc_channels)
     with torch.device("meta"):
-        gan = build_gan(meta, optimizers=False, dtype=DTYPES_BY_NAME[dtype])
+        step, _ = build_step(meta, dtype=DTYPES_BY_NAME[dtype])
         condition = torch.empty(case.batch, 30, case.size, case.size, dtype=DTYPES_BY_NAME[dtype])
         real = torch.empty(case.batch, 3, case.size, case.size, dtype=DTYPES_BY_NAME[dtype])
 
     def run():
-        lean_step(gan, condition, real, "meta", step=False)
+        fake = step.generate(condition)
+        step.d_backward(condition, real, fake.detach())
+        step.g_backward(condition, real, fake)
 
     work = count_work(run, items=case.batch)
-    params = sum(p.numel() for m in (gan.generator, gan.discriminator) for p in m.parameters() if p.requires_grad)
+    params = sum(p.numel() for p in step.g_trainable + step.d_trainable)
     adam = float(params * ADAM_WORDS_PER_PARAM * 4)
     return Work(flops=work.flops, bytes=work.bytes + adam, eager_bytes=work.eager_bytes + adam, items=case.batch)
 

@@ -6,7 +6,8 @@ Writes ``report.md`` (tables), ``report.json`` (everything, machine-readable) an
 1. the environment (device, driver, versions, git revision, threads, date);
 2. the ceilings measured now: matmul FLOP/s per dtype and copy bandwidth (``benchmarks.ceilings``);
 3. generator inference per provider, dtype, batch and size (``benchmarks.bench_generator``);
-4. the GAN train step, reference pipeline against the lean step (``benchmarks.bench_train_step``);
+4. the GAN train step, reference pipeline against the trainer's own step (``colorizer.train.step.GanStep``,
+   timed by ``benchmarks.bench_train_step``);
 5. palettes/s, the reference cv2 loop against ``colorizer.palette.extract_palette``;
 6. for every row: median, p20/p80, throughput, ratio to eager and to the reference, the floor
    (FLOPs over the matmul rate, bytes over the copy bandwidth) and the percentage of it reached;
@@ -441,7 +442,7 @@ def train_rows(plan: Plan, ceilings: Ceilings, works: WorkCache) -> list[Row]:
                 _error_row(row, exc)
                 continue
             row.set_timing(timing, batch)
-            # The floor is the lean step's work, whichever pipeline is measured: the reference's
+            # The floor is the trainer's step's work, whichever pipeline is measured: the reference's
             # second forward and CPU palettes are waste the floor does not grant.
             work = works.get(
                 ("train", plan.channels, plan.disc_channels, batch, plan.train_size, row.dtype),
@@ -705,7 +706,7 @@ LEAN_TRAIN = tuple(p for p in train.PROVIDERS if p.startswith("lean"))
 TARGETS = (
     Target(
         name="train-gpu",
-        text="GAN train step >= 1,000 images/s (batch 32, bf16, 256x256)",
+        text="GAN train step (the trainer's GanStep) >= 1,000 images/s (batch 32, bf16, 256x256)",
         device="cuda",
         section="train_step",
         batch=32,
@@ -869,7 +870,7 @@ def write_markdown(path: Path, report: dict, rows: list[Row]) -> None:
     lines += [""] + [f"- {n}" for n in ceilings["notes"]] + [""]
     titles = {
         "inference": "Generator inference",
-        "train_step": "GAN train step (reference pipeline vs lean step)",
+        "train_step": "GAN train step (reference pipeline vs the trainer's step)",
         "palettes": "Palettes",
     }
     for section, title in titles.items():
@@ -958,8 +959,12 @@ NOTES = [
     "palettes = the cv2 loop.",
     "Floor = max(FLOPs / matmul rate of the row's dtype, bytes / copy bandwidth). FLOPs by "
     "torch.utils.flop_counter (multiply-add = 2); bytes = each convolution's input, weight and output once "
-    "(ideal fusion; see benchmarks/ceilings.py). The train-step floor is the lean step's work plus Adam's traffic, "
-    "for every train row.",
+    "(ideal fusion; see benchmarks/ceilings.py). The train-step floor is the trainer's step's work plus Adam's "
+    "traffic, for every train row.",
+    "Train rows: every row runs the trainer's own step (colorizer.train.step.GanStep, what Trainer.train_step "
+    "calls: D frozen in G's backward, non-finite checks, GradScaler with fp16); lean-* = that step as the trainer "
+    "runs it (device palettes, one G forward), reference = the same updates behind the reference's data path "
+    "(cv2 palettes per sample) and its two G forwards.",
     "A % of floor above 100 means the measured ceiling was low (quick mode's small matmul, a busy machine): "
     "the ceilings and the rows are timed minutes apart; compare the load averages at start and end.",
     "bf16/fp16 rows run the model with weights and activations in that dtype. At random initialisation the deep "

@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from colorizer.atomic import remove_stale_temp_files
@@ -53,15 +52,7 @@ from colorizer.atomic import write_bytes as atomic_write_bytes
 from colorizer.checkpoint import CheckpointManager, config_hash, read_checkpoint
 from colorizer.data import SkippedFileWarning, build_dataset, collate
 from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError
-from colorizer.losses import (
-    LOSS_NAMES,
-    LOSS_TERMS,
-    REAL_LABEL,
-    LossWeights,
-    VGGFeatures,
-    discriminator_loss,
-    generator_loss,
-)
+from colorizer.losses import LOSS_NAMES, VGGFeatures
 from colorizer.train.config import TrainConfig, dump_yaml
 from colorizer.train.distributed import (
     DistContext,
@@ -71,9 +62,9 @@ from colorizer.train.distributed import (
     gather_objects,
     init_distributed,
 )
+from colorizer.train.step import GanStep, build_models
 from colorizer.train.visuals import CsvLog, sample_grid, write_loss_curve, write_png
 
-PALETTE_K = 9
 EXIT_SIGNAL_BASE = 128
 
 
@@ -229,15 +220,6 @@ def _worker_init(_worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _grads_finite(params: list[torch.Tensor]) -> torch.Tensor:
-    """0-dim bool tensor: every gradient of ``params`` is finite (no host sync)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.tensor(True)
-    norms = torch._foreach_norm(grads) if hasattr(torch, "_foreach_norm") else [g.norm() for g in grads]
-    return torch.isfinite(torch.stack([n.float() for n in norms]).sum())
-
-
 class Trainer:
     """Trains a Sketch2Color generator and a Discriminator as configured.
 
@@ -371,46 +353,20 @@ class Trainer:
         return build_dataset(cfg.data, **kwargs)
 
     def _build_models(self) -> None:
-        from colorizer.models import Discriminator, Sketch2Color
-
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)  # the same initial weights on every process
-        try:
-            self.G = Sketch2Color(channels=cfg.channels, kernels=cfg.kernels)
-            self.D = Discriminator(channels=cfg.d_channels, kernels=cfg.kernels)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.G.to(self.device, memory_format=memory_format)
-        self.D.to(self.device, memory_format=memory_format)
-        self.G.train()
-        self.D.train()
-        self.d_trainable = [p for p in self.D.parameters() if p.requires_grad]
-        self.g_trainable = [p for p in self.G.parameters() if p.requires_grad]
-        g_params = self.g_trainable
-        if cfg.lr_g_norm is not None:  # two groups: conv weights at lr_g, the 1-D parameters at lr_g_norm
-            g_params = [
-                {"params": [p for p in self.g_trainable if p.dim() > 1]},
-                {"params": [p for p in self.g_trainable if p.dim() <= 1], "lr": cfg.lr_g_norm},
-            ]
-        self.opt_g = torch.optim.Adam(g_params, lr=cfg.lr_g, betas=tuple(cfg.betas_g))
-        self.opt_d = torch.optim.Adam(self.d_trainable, lr=cfg.lr_d, betas=tuple(cfg.betas_d))
+        G, D = build_models(cfg, self.device)
+        vgg = VGGFeatures.from_file(cfg.vgg_weights).to(self.device) if cfg.vgg_weights else None
+        self.gan = GanStep(cfg, G, D, self.device, vgg=vgg, ctx=self.ctx)
+        # The step's parts under the names the trainer (checkpoints, resume, tests) uses.
+        self.G, self.D, self.opt_g, self.opt_d = G, D, self.gan.opt_g, self.gan.opt_d
+        self.scaler_g, self.scaler_d, self.vgg = self.gan.scaler_g, self.gan.scaler_d, vgg
+        self.g_trainable = self.gan.g_trainable
         # The configured learning rates; each step sets base * lr_factor(step) (a resume restores the
         # optimizers' state, the schedule is a function of the step alone).
         self.base_lrs = [[g["lr"] for g in opt.param_groups] for opt in (self.opt_g, self.opt_d)]
-
-        self.amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-        if self.amp_dtype is not None and self.device.type != "cuda":
-            self.log(f"note: --amp {cfg.amp} applies on CUDA only; training in float32 on {self.device}")
-            self.amp_dtype = None
-        use_scaler = self.amp_dtype == torch.float16
-        self.scaler_g = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.scaler_d = torch.amp.GradScaler("cuda", enabled=use_scaler)
-
-        self.weights = LossWeights(**{term.name: getattr(cfg, term.config_field) for term in LOSS_TERMS})
-        self.vgg = None
-        if cfg.vgg_weights:
-            self.vgg = VGGFeatures.from_file(cfg.vgg_weights).to(self.device)
+        if self.gan.amp_note:
+            self.log(self.gan.amp_note)
+        if vgg is not None:
             self.feature_note = f"feature loss: VGG16 conv1_2 features from {cfg.vgg_weights}, weight {cfg.w_feature:g}"
         elif cfg.w_feature:
             self.feature_note = (
@@ -419,18 +375,6 @@ class Trainer:
             )
         else:
             self.feature_note = "feature loss: off (w_feature = 0)"
-
-        self.g_forward: nn.Module = self.G
-        self.d_forward: nn.Module = self.D
-        if self.ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_forward = DistributedDataParallel(self.G, device_ids=ids)
-            self.d_forward = DistributedDataParallel(self.D, device_ids=ids)
-        if cfg.compile:
-            self.g_forward = torch.compile(self.g_forward)
-
         self.sketch_model = None
 
     def _sketch_for(self, color: torch.Tensor) -> torch.Tensor:
@@ -596,24 +540,13 @@ class Trainer:
                 reason = str(exc)
         return reason or path
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-
     def _prepare(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(color, sketch, palette uint8 (N, 9, 3), cond (N, 30, S, S)) on the device."""
-        from colorizer.palette import extract_palette, palette_planes
-
-        memory_format = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
         color = batch["color"].to(self.device, non_blocking=True)
         sketch = batch["sketch"].to(self.device, non_blocking=True) if "sketch" in batch else self._sketch_for(color)
-        palette = extract_palette(
-            color, k=PALETTE_K, seed=palette_seed(self.cfg.seed, self.progress.step, self.ctx.rank)
-        )
-        planes = palette_planes(palette, color.shape[-2], color.shape[-1]).to(self.device, color.dtype)
-        cond = torch.cat([sketch, planes], dim=1).contiguous(memory_format=memory_format)
-        return color.contiguous(memory_format=memory_format), sketch, palette, cond
+        seed = palette_seed(self.cfg.seed, self.progress.step, self.ctx.rank)
+        color, palette, cond = self.gan.inputs(color, sketch, seed)
+        return color, sketch, palette, cond
 
     def planned_steps(self) -> int:
         """Steps of the whole run: epochs x batches per epoch, capped by max_steps."""
@@ -634,7 +567,8 @@ class Trainer:
         return 1.0
 
     def train_step(self, batch: dict) -> dict[str, float]:
-        """One D update and one G update on ``batch``; returns the losses (floats) and 'bad' (0/1).
+        """One D update and one G update on ``batch`` (``GanStep.step``, at this step's learning
+        rates and palette seed); returns the losses (floats) and 'bad' (0/1).
 
         With ``w_gan`` = 0 the discriminator plays no part in the generator loss and is not trained:
         no D pass at all, and the D loss (and the GAN term) is reported as nan.
@@ -643,73 +577,8 @@ class Trainer:
         for opt, bases in zip((self.opt_g, self.opt_d), self.base_lrs):
             for group, base in zip(opt.param_groups, bases):
                 group["lr"] = base * factor
-        color, sketch, palette, cond = self._prepare(batch)
-        with self._autocast():
-            fake = self.g_forward(cond)
-        if self.weights.gan == 0:
-            return self._generator_only_step(color, sketch, palette, cond, fake)
-
-        # D update on real and the detached fake.
-        with self._autocast():
-            d_real = self.d_forward(cond, color)
-            d_fake = self.d_forward(cond, fake.detach())
-        loss_d = discriminator_loss(d_real, d_fake)
-        self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss_d).backward()
-        d_ok = self._apply(self.opt_d, self.scaler_d, loss_d, self.d_trainable)
-
-        # G update against the updated D; D's weights get no gradient (and DDP no reduction).
-        for p in self.d_trainable:
-            p.requires_grad_(False)
-        try:
-            with self._autocast():
-                d_fake_for_g = self.D(cond, fake)
-            loss_g, parts = generator_loss(d_fake_for_g, fake, color, self.weights, self.vgg)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.scaler_g.scale(loss_g).backward()
-        finally:
-            for p in self.d_trainable:
-                p.requires_grad_(True)
-        g_ok = self._apply(self.opt_g, self.scaler_g, loss_g, self.g_trainable)
-
-        self._last = (color, sketch, palette, fake.detach())
-        stats = {"loss_d": loss_d.item(), "loss_g": loss_g.item(), **{k: v.item() for k, v in parts.items()}}
-        stats["bad"] = 0.0 if (d_ok and g_ok) else 1.0
-        return stats
-
-    def _generator_only_step(self, color, sketch, palette, cond, fake) -> dict[str, float]:
-        """The G update of a run without the GAN term (``w_gan`` = 0); D is neither run nor trained."""
-        no_gan = torch.full((fake.shape[0], 1), REAL_LABEL, device=fake.device)  # a zero GAN term
-        loss_g, parts = generator_loss(no_gan, fake, color, self.weights, self.vgg)
-        self.opt_g.zero_grad(set_to_none=True)
-        self.scaler_g.scale(loss_g).backward()
-        g_ok = self._apply(self.opt_g, self.scaler_g, loss_g, self.g_trainable)
-        self._last = (color, sketch, palette, fake.detach())
-        stats = {"loss_d": float("nan"), "loss_g": loss_g.item(), **{k: v.item() for k, v in parts.items()}}
-        stats["gan"] = float("nan")
-        stats["bad"] = 0.0 if g_ok else 1.0
-        return stats
-
-    def _apply(self, opt, scaler, loss: torch.Tensor, params: list[torch.Tensor]) -> bool:
-        """optimizer.step() when loss and gradients are finite on every process; True if applied."""
-        if scaler.is_enabled():
-            scaler.unscale_(opt)
-        loss_ok = bool(torch.isfinite(loss.detach()).item())
-        grads_ok = bool(_grads_finite(params).item())
-        loss_bad, grads_bad = any_across_ranks(self.ctx, [not loss_ok, not grads_ok])
-        if scaler.is_enabled():
-            if loss_bad:
-                opt.zero_grad(set_to_none=True)
-                scaler.update()
-                return False
-            scaler.step(opt)  # skips by itself on overflow; that is not a bad step
-            scaler.update()
-            return True
-        if loss_bad or grads_bad:
-            opt.zero_grad(set_to_none=True)
-            return False
-        opt.step()
-        return True
+        color, _, _, cond = self._prepare(batch)
+        return self.gan.step(color, cond)
 
     # ---- pictures --------------------------------------------------------------------------
 
@@ -734,7 +603,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 color, sketch, palette, cond = self._prepare(self._preview)
-                with self._autocast():
+                with self.gan.autocast():
                     output = self.G(cond, noise=self.cfg.seed)
         finally:
             restore_rng_state(saved)
