@@ -34,7 +34,6 @@ from collections.abc import Iterable
 import torch
 import torch.nn as nn
 
-from colorizer.atomic import remove_stale_temp_files  # noqa: F401 (re-exported; its home is colorizer.atomic)
 from colorizer.atomic import write_bytes as atomic_write_bytes
 from colorizer.errors import CheckpointError
 
@@ -230,21 +229,6 @@ def read_checkpoint(path: str, expected_config_hash: str | None = None) -> tuple
     return payload, metadata
 
 
-def is_colorizer_checkpoint(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return False
-            (n,) = struct.unpack("<Q", head)
-            if n > _MAX_HEADER:
-                return False
-            header = _safetensors_header(head + f.read(n))
-    except OSError:
-        return False
-    return bool(header) and (header.get("__metadata__") or {}).get("format") == FORMAT_NAME
-
-
 # --------------------------------------------------------------------------------------------
 # rotation and resume
 # --------------------------------------------------------------------------------------------
@@ -299,14 +283,6 @@ class CheckpointManager:
             except OSError:
                 pass
         return path
-
-    def latest_pointer(self) -> str | None:
-        try:
-            with open(os.path.join(self.directory, LATEST_POINTER)) as f:
-                name = f.read().strip()
-        except OSError:
-            return None
-        return os.path.join(self.directory, name) if name else None
 
     def load_latest_good(self, expected_config_hash: str | None = None) -> tuple[str, dict, dict] | None:
         """(path, payload, metadata) of the newest checkpoint that reads and verifies, or None.

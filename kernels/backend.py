@@ -29,7 +29,7 @@ import warnings
 import torch
 
 from colorizer.kernels.tuning import interpreting
-from colorizer.ops import KernelsUnavailable, reference
+from colorizer.ops import KernelsUnavailable
 
 OP_LIBRARY = "colorizer_triton"  # torch.library namespace of the ops (torch.ops.colorizer_triton.*)
 
@@ -165,7 +165,3 @@ def compiled_variants() -> list[tuple[str, object]]:
                 cache = entry[0] if isinstance(entry, tuple) else entry
                 out.extend((name, compiled) for compiled in list(getattr(cache, "values", list)()))
     return out
-
-
-def reference_op(name: str):
-    return getattr(reference, name)

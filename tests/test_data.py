@@ -23,9 +23,9 @@ from colorizer.data import (
     render_drawing,
     split_pair,
     to_tensor,
-    write_demo_assets,
 )
 from colorizer.data.synthetic import _DRAWING_STREAM, KIND_COLOR, MIN_LUMA_GAP, _luma, drawing_palette
+from colorizer.demo import write_demo_assets
 from colorizer.errors import ConfigError, DataError, ImageError
 from colorizer.sketch import xdog
 

@@ -6,7 +6,6 @@
 - ``PairDataset``, ``ColorFolderDataset`` (``datasets``), ``SyntheticDataset`` (``synthetic``).
 - ``registry``: ``DATASET_KINDS`` (name -> class; a new kind is one module and one line there) and
   ``build_dataset``.
-- ``write_demo_assets`` (re-exported from ``colorizer.demo``): regenerates colorizer/assets/demo_*.png.
 """
 
 from colorizer.data.base import SKETCH_MODES, AugmentedDataset, SkippedFileWarning, collate, sample_rng
@@ -25,7 +24,6 @@ from colorizer.data.images import (
 from colorizer.data.registry import DATASET_KINDS, build_dataset
 from colorizer.data.synthetic import BASE_SIZE, SyntheticDataset, render_drawing
 from colorizer.data.transforms import augment_pair, random_resized_crop_params
-from colorizer.demo import write_demo_assets  # its home is the demo; re-exported for old callers
 
 __all__ = [
     "BASE_SIZE",
@@ -52,5 +50,4 @@ __all__ = [
     "split_pair",
     "to_tensor",
     "to_uint8",
-    "write_demo_assets",
 ]

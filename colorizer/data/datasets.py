@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from colorizer.data.base import (  # noqa: F401 (AugmentedDataset, collate, sample_rng: re-exported)
+from colorizer.data.base import (
     DEFAULT_SIZE,
     SKETCH_MODES,
     AugmentedDataset,
     SkippedFileWarning,
     check_sketch_mode,
-    collate,
-    sample_rng,
 )
 from colorizer.data.images import DEFAULT_MIN_SIZE, IMAGE_EXTENSIONS, find_images, load_image
 from colorizer.errors import DataError, ImageError

@@ -100,15 +100,6 @@ def gather_objects(ctx: DistContext, obj) -> list:
     return out
 
 
-def broadcast_object(ctx: DistContext, obj):
-    """Rank 0's ``obj`` on every process."""
-    if not ctx.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 class ResumableDistributedSampler(DistributedSampler):
     """DistributedSampler (shuffle by (seed, epoch), equal shards, tail dropped) that can start in
     the middle of an epoch: ``set_position(epoch, start)`` skips the first ``start`` indices of this

@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from colorizer.export.artifact import atomic_output, current_umask
+from colorizer.atomic import current_umask
+from colorizer.export.artifact import atomic_output
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027, 0o077])
