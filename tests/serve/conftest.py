@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import subprocess
+import sys
+import threading
 import time
 
 import numpy as np
@@ -10,6 +15,7 @@ import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'colorizer[serve]')")
+httpx = pytest.importorskip("httpx", reason="the serve tests' client (requirements-dev.txt) is not installed")
 
 SMALL = (64, 64, 64, 64)  # a 4-level generator: milliseconds per 128 px picture
 
@@ -87,3 +93,66 @@ def make_client(runner):
     yield make
     for client in opened:
         client.__exit__(None, None, None)
+
+
+class Server:
+    def __init__(self, model, *args):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        env.pop("COLORIZER_API_KEY", None)
+        cmd = [sys.executable, "-m", "colorizer.cli", "serve", str(model), "--port", "0", "--warmup-size", "128", *args]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.lines: list[str] = []
+        self.url = None
+        found = threading.Event()
+
+        def pump():
+            for line in self.proc.stderr:
+                self.lines.append(line)
+                match = re.search(r"listening on (http://\S+/)", line)
+                if match:
+                    self.url = match.group(1).rstrip("/")
+                    found.set()
+            found.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        assert found.wait(60) and self.url, "".join(self.lines)
+        self.client = httpx.Client(base_url=self.url, timeout=60)
+
+    def wait_ready(self, timeout=60):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, "".join(self.lines)
+            try:
+                if self.client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("not ready: " + "".join(self.lines))
+
+    def metric(self, name: str) -> float:
+        text = self.client.get("/metrics").text
+        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        assert match, name
+        return float(match.group(1))
+
+    def close(self):
+        self.client.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+
+
+@pytest.fixture
+def serve(tiny_checkpoint):
+    """serve(*options, model=tiny) -> a running `colorizer serve` process (killed after the test)."""
+    servers = []
+
+    def start(*args, model=None):
+        server = Server(model or tiny_checkpoint, *args)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

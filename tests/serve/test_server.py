@@ -4,13 +4,10 @@ batching seen in /metrics, a picture the same alone or batched, a slow upload, S
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -20,68 +17,6 @@ import pytest
 from tests.serve.conftest import decode_png, png_bytes
 
 pytestmark = pytest.mark.timeout(180)
-
-
-class Server:
-    def __init__(self, model, *args):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-        env.pop("COLORIZER_API_KEY", None)
-        cmd = [sys.executable, "-m", "colorizer.cli", "serve", str(model), "--port", "0", "--warmup-size", "128", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-        self.lines: list[str] = []
-        self.url = None
-        found = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.lines.append(line)
-                match = re.search(r"listening on (http://\S+/)", line)
-                if match:
-                    self.url = match.group(1).rstrip("/")
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        assert found.wait(60) and self.url, "".join(self.lines)
-        self.client = httpx.Client(base_url=self.url, timeout=60)
-
-    def wait_ready(self, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, "".join(self.lines)
-            try:
-                if self.client.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("not ready: " + "".join(self.lines))
-
-    def metric(self, name: str) -> float:
-        text = self.client.get("/metrics").text
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-        assert match, name
-        return float(match.group(1))
-
-    def close(self):
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(30)
-
-
-@pytest.fixture
-def serve(tiny_checkpoint):
-    servers = []
-
-    def start(*args):
-        server = Server(tiny_checkpoint, *args)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
 
 
 def colorize(client, i):

@@ -150,6 +150,8 @@ async function colorize() {
     link.hidden = false;
     const used = response.headers.get("X-Colorizer-Palette") || "";
     img.dataset.palette = used;
+    // The reference's palette depends on the seed (k-means restarts): show the one the picture used.
+    if (used && state.fromReference) setPalette(used.split(","), true);
     $("result-caption").textContent = `result (seed ${response.headers.get("X-Colorizer-Seed")})`;
     $("status").textContent = `done in ${((performance.now() - started) / 1000).toFixed(1)} s; palette ${used}`;
   } catch (err) {
@@ -163,8 +165,14 @@ async function colorize() {
 async function swapView() {
   if (!state.sketch) { showError("pick a sketch first"); return; }
   showError("");
-  const palettes = [palette(), ...state.kept];
-  for (const preset of PRESETS) if (palettes.length < 4) palettes.push(preset);
+  const palettes = [];
+  const seen = new Set();
+  for (const colors of [palette(), ...state.kept, ...PRESETS]) {
+    const key = colors.join(",");
+    if (seen.has(key) || (palettes.length >= 4 && palettes.length > state.kept.length)) continue;
+    seen.add(key);
+    palettes.push(colors);
+  }
   const grid = $("swap-grid");
   grid.replaceChildren();
   $("swap-panel").hidden = false;
