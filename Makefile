@@ -8,7 +8,7 @@ TORCH_VERSION ?= 2.13.0
 STAMP := $(VENV)/.installed
 NATIVE_SOURCES := $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: demo test test-all bench bench-quick lint format install clean gpu-test gpu-check
+.PHONY: demo test test-all browser bench bench-quick lint format install clean gpu-test gpu-check
 
 install: $(STAMP)
 
@@ -28,10 +28,22 @@ demo: $(STAMP)
 # module-level fixtures are built once. A worker that dies is not replaced: under --dist loadfile
 # xdist can hang after replacing one (pytest-xdist #784, #1323), so the run stops and names the test.
 # Files go out in collection order, heaviest first (tests/conftest.py HEAVY_FILES_FIRST).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q -m "not slow and not gpu" -n 2 --dist loadfile --no-loadscope-reorder --max-worker-restart=0 --durations=15
 
-test-all: $(STAMP)
+# The service's page is tested in a real browser (tests/serve/test_browser.py): Debian's chromium and its
+# chromedriver, from apt, installed once when absent (CI runs as root on a fresh Debian).
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium and chromium-driver (apt) for tests/serve/test_browser.py"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "note: chromium / chromium-driver missing and no root apt-get: tests/serve/test_browser.py will skip"; \
+	  fi; \
+	fi
+
+test-all: $(STAMP) browser
 	$(PY) -m pytest -q
 
 gpu-test: $(STAMP)

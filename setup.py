@@ -61,6 +61,7 @@ setup(
         # the bundled models: weights, model cards, training configs and logs, eval reports
         "colorizer.pretrained": ["*.safetensors", "*.md", "*.csv", "*.json", "*.yaml"],
         "colorizer.export": ["*.json", "*.txt"],
+        "colorizer.serve": ["static/*.html", "static/*.js", "static/*.css"],  # the page at / of colorizer serve
     },
     include_package_data=True,
     install_requires=[
@@ -79,6 +80,7 @@ setup(
         "export": ["onnx", "onnxruntime", "onnxscript"],
         "triton": ["triton"],
         "openvino": ["openvino", "nncf"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "prometheus-client"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,
