@@ -431,19 +431,22 @@ def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
 
     ``path``: the reference's ``{'netG': ...}`` .pth, a plain state dict, one of our checkpoints, or
     the name of a bundled model (``colorizer.pretrained``, e.g. ``"demo"``).
-    The architecture (in_channels, channels) is inferred from the shapes; loading is strict.
+    The architecture (in_channels, channels) is inferred from the shapes, the GroupNorm group count
+    read from the checkpoint's metadata (32 when absent); loading is strict.
     Returns the model in eval mode on ``map_location``. Raises CheckpointError.
     """
     from colorizer.models import generator_architecture, generator_class
     from colorizer.pretrained import resolve
 
     path = resolve(path)  # a bundled model's name -> its weights file (sha256 checked)
-    state, _ = _load_state(path, "netG")
+    state, metadata = _load_state(path, "netG")
     state = _strip_prefixes(state)
-    arch = generator_architecture(state, path)
+    arch = generator_architecture(state, path, metadata)
     cls = generator_class(arch["in_channels"])
     try:
-        model = cls(in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels)
+        model = cls(
+            in_channels=arch["in_channels"], channels=arch["channels"], kernels=kernels, norm_groups=arch["norm_groups"]
+        )
     except ValueError as exc:
         raise CheckpointError(f"{path} has an unsupported generator shape: {exc}") from exc
     load_state_strict(model, state, path)
@@ -464,9 +467,20 @@ def load_discriminator(path: str, map_location="cpu", kernels: str = "eager"):
     return model.to(map_location).eval()
 
 
+def generator_metadata(generator: nn.Module) -> dict:
+    """What a checkpoint records of a generator's architecture (``generator_architecture`` reads it back)."""
+    from colorizer.models.layers import GROUPS
+
+    return {
+        "in_channels": generator.in_channels,
+        "channels": list(generator.channels),
+        "norm_groups": int(getattr(generator, "norm_groups", GROUPS)),
+    }
+
+
 def save_generator(path: str, generator: nn.Module, metadata: dict | None = None) -> None:
     """Write only the generator's weights, in our format (``{'netG': state_dict}``), atomically."""
     meta = dict(metadata or {})
     meta.setdefault("kind", "generator")
-    meta.setdefault("generator", {"in_channels": generator.in_channels, "channels": list(generator.channels)})
+    meta.setdefault("generator", generator_metadata(generator))
     write_checkpoint(path, {"netG": generator.state_dict()}, meta)

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
+from colorizer.errors import CheckpointError
 from colorizer.limits import SIZE_MULTIPLE
 from colorizer.models.layers import (
+    GROUPS,
     AttentionGate,
     NoiseInjection,
     ResidualBlock,
@@ -78,11 +80,11 @@ def make_noise(noise, batch: int, height: int, width: int, device, dtype) -> lis
 
 
 class Encoder(nn.Module):
-    def __init__(self, in_channels: int, channels: list[int]):
+    def __init__(self, in_channels: int, channels: list[int], groups: int = GROUPS):
         super().__init__()
         prev = in_channels
         for level, c in enumerate(channels, start=1):
-            self.add_module(f"layer{level}", ResidualBlock(prev, c, sample="down"))
+            self.add_module(f"layer{level}", ResidualBlock(prev, c, sample="down", groups=groups))
             prev = c
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -94,17 +96,17 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, channels: list[int], out_channels: int = 3):
+    def __init__(self, channels: list[int], out_channels: int = 3, groups: int = GROUPS):
         super().__init__()
         c = [channels[0] // 2] + channels  # c[k] = channels of skip level k; c[0] = last up width
         self.noise7 = NoiseInjection(c[7])
-        self.layer7_up = ResidualBlock(c[7], c[7], sample="up")
+        self.layer7_up = ResidualBlock(c[7], c[7], sample="up", groups=groups)
         for k in range(6, 0, -1):
             f = c[k]
-            setattr(self, f"Att{k}", AttentionGate(F_g=f, F_l=f, F_int=f // 2))
-            setattr(self, f"layer{k}", ResidualBlock(2 * f, f))
+            setattr(self, f"Att{k}", AttentionGate(F_g=f, F_l=f, F_int=f // 2, groups=groups))
+            setattr(self, f"layer{k}", ResidualBlock(2 * f, f, groups=groups))
             setattr(self, f"noise{k}", NoiseInjection(f))
-            setattr(self, f"layer{k}_up", ResidualBlock(f, c[k - 1], sample="up"))
+            setattr(self, f"layer{k}_up", ResidualBlock(f, c[k - 1], sample="up", groups=groups))
         self.noise0 = NoiseInjection(c[0])
         self.layer0 = WSConv2d(c[0], out_channels, 3, padding=1, bias=True)
 
@@ -133,7 +135,10 @@ class UNetGenerator(nn.Module):
 
     channels: widths of encoder levels 1..4 (5..7 repeat the last); every width and its half must be
     a multiple of 32 (GroupNorm(32)). The reference is (64, 128, 256, 512). kernels: the op backend,
-    ``eager`` | ``triton`` | ``native``; it changes no parameter.
+    ``eager`` | ``triton`` | ``native``; it changes no parameter. norm_groups: the groups of every
+    GroupNorm, a divisor of 32 (the reference's 32). Fewer groups is an option for narrow models,
+    where 32 groups leave one or two channels per group (docs/bundled_gpu_recipe.md); it changes no
+    parameter's shape, so checkpoints record it and ``load_generator`` rebuilds it.
     """
 
     def __init__(
@@ -142,16 +147,20 @@ class UNetGenerator(nn.Module):
         channels: Sequence[int] = REFERENCE_CHANNELS,
         kernels: str | OpSet = "eager",
         out_channels: int = 3,
+        norm_groups: int = GROUPS,
     ):
         super().__init__()
         levels = level_channels(channels)
         bad = [c for c in levels if c % 64]
         if bad:
             raise ValueError(f"channel widths must be multiples of 64 (their halves feed GroupNorm(32)), got {levels}")
+        if isinstance(norm_groups, bool) or not isinstance(norm_groups, int) or norm_groups < 1 or GROUPS % norm_groups:
+            raise ValueError(f"norm_groups must be a divisor of {GROUPS} (1, 2, 4, 8, 16, 32), got {norm_groups!r}")
         self.in_channels = in_channels
         self.channels = tuple(channels)
-        self.encoder = Encoder(in_channels, levels)
-        self.decoder = Decoder(levels, out_channels)
+        self.norm_groups = norm_groups
+        self.encoder = Encoder(in_channels, levels, norm_groups)
+        self.decoder = Decoder(levels, out_channels, norm_groups)
         init_weights(self)
         self.kernels = "eager"
         self.set_kernels(kernels)
@@ -172,24 +181,37 @@ class UNetGenerator(nn.Module):
 class Sketch2Color(UNetGenerator):
     """Colorizer: input cat(sketch (3 ch), 9 palette planes (27 ch)) = 30 channels."""
 
-    def __init__(self, in_channels: int = 30, channels: Sequence[int] = REFERENCE_CHANNELS, kernels="eager"):
-        super().__init__(in_channels, channels, kernels)
+    def __init__(
+        self, in_channels: int = 30, channels: Sequence[int] = REFERENCE_CHANNELS, kernels="eager", norm_groups=GROUPS
+    ):
+        super().__init__(in_channels, channels, kernels, norm_groups=norm_groups)
 
 
 class Color2Sketch(UNetGenerator):
     """Line extractor: color image (3 ch) -> sketch (3 ch)."""
 
-    def __init__(self, in_channels: int = 3, channels: Sequence[int] = REFERENCE_CHANNELS, kernels="eager"):
-        super().__init__(in_channels, channels, kernels)
+    def __init__(
+        self, in_channels: int = 3, channels: Sequence[int] = REFERENCE_CHANNELS, kernels="eager", norm_groups=GROUPS
+    ):
+        super().__init__(in_channels, channels, kernels, norm_groups=norm_groups)
 
 
-def generator_architecture(state: dict, source: str = "checkpoint") -> dict:
-    """{'in_channels', 'channels'} of a generator state dict, from its tensor shapes (CheckpointError)."""
+def generator_architecture(state: dict, source: str = "checkpoint", metadata: dict | None = None) -> dict:
+    """{'in_channels', 'channels', 'norm_groups'} of a generator state dict (CheckpointError).
+
+    The widths come from the tensor shapes. The GroupNorm group count leaves no trace in them: it is
+    read from a checkpoint's metadata (``metadata["generator"]["norm_groups"]``, written by the trainer
+    and ``save_generator``); 32, the reference's, when absent (the reference's files, older checkpoints).
+    """
     in_channels = int(state_shape(state, "encoder.layer1.conv1.weight", source, "generator")[1])
     channels = tuple(
         int(state_shape(state, f"encoder.layer{i}.conv1.weight", source, "generator")[0]) for i in range(1, 5)
     )
-    return {"in_channels": in_channels, "channels": channels}
+    recorded_generator = metadata.get("generator") if isinstance(metadata, dict) else None
+    recorded = recorded_generator.get("norm_groups", GROUPS) if isinstance(recorded_generator, dict) else GROUPS
+    if isinstance(recorded, bool) or not isinstance(recorded, int) or recorded < 1 or GROUPS % recorded:
+        raise CheckpointError(f"{source} records norm_groups {recorded!r}; a divisor of {GROUPS} is needed")
+    return {"in_channels": in_channels, "channels": channels, "norm_groups": recorded}
 
 
 def generator_class(in_channels: int) -> type[UNetGenerator]:

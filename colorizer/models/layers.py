@@ -71,21 +71,24 @@ class NoiseInjection(nn.Module, UsesOps):
 class ResidualBlock(nn.Module, UsesOps):
     """conv-GN-ReLU-conv-GN (+ residual) -> ReLU -> sample ('down' max-pool, 'up' nearest x2, None).
 
+    ``groups``: GroupNorm groups (the reference's 32). The count changes no parameter's shape, so a
+    checkpoint records it (``colorizer.models.generator_architecture``).
+
     ``convr``/``bnr`` exist even when in == out (the residual is then the identity), because the
     reference's checkpoints carry them; they are frozen there so DDP sees no unused parameters.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, sample: str | None = None):
+    def __init__(self, in_channels: int, out_channels: int, sample: str | None = None, groups: int = GROUPS):
         super().__init__()
         if sample not in (None, "down", "up"):
             raise ValueError(f"sample must be None, 'down' or 'up', got {sample!r}")
         self.ic, self.oc, self.sample = in_channels, out_channels, sample
         self.conv1 = WSConv2d(in_channels, out_channels, 3, padding=1, bias=False)
-        self.bn1 = nn.GroupNorm(GROUPS, out_channels, eps=EPS)
+        self.bn1 = nn.GroupNorm(groups, out_channels, eps=EPS)
         self.conv2 = WSConv2d(out_channels, out_channels, 3, padding=1, bias=False)
-        self.bn2 = nn.GroupNorm(GROUPS, out_channels, eps=EPS)
+        self.bn2 = nn.GroupNorm(groups, out_channels, eps=EPS)
         self.convr = WSConv2d(in_channels, out_channels, 1, bias=False)
-        self.bnr = nn.GroupNorm(GROUPS, out_channels, eps=EPS)
+        self.bnr = nn.GroupNorm(groups, out_channels, eps=EPS)
         if in_channels == out_channels:
             for p in (*self.convr.parameters(), *self.bnr.parameters()):
                 p.requires_grad_(False)
@@ -121,10 +124,10 @@ class AttentionGate(nn.Module, UsesOps):
     Submodule names (W_g.0, W_g.1, W_x.0, W_x.1, psi.0) follow the reference checkpoint.
     """
 
-    def __init__(self, F_g: int, F_l: int, F_int: int):  # noqa: N803 (the paper's names)
+    def __init__(self, F_g: int, F_l: int, F_int: int, groups: int = GROUPS):  # noqa: N803 (the paper's names)
         super().__init__()
-        self.W_g = nn.Sequential(WSConv2d(F_g, F_int, 1, bias=True), nn.GroupNorm(GROUPS, F_int, eps=EPS))
-        self.W_x = nn.Sequential(WSConv2d(F_l, F_int, 1, bias=True), nn.GroupNorm(GROUPS, F_int, eps=EPS))
+        self.W_g = nn.Sequential(WSConv2d(F_g, F_int, 1, bias=True), nn.GroupNorm(groups, F_int, eps=EPS))
+        self.W_x = nn.Sequential(WSConv2d(F_l, F_int, 1, bias=True), nn.GroupNorm(groups, F_int, eps=EPS))
         self.psi = nn.Sequential(WSConv2d(F_int, 1, 1, bias=True), nn.InstanceNorm2d(1, eps=EPS), nn.Sigmoid())
 
     def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -58,6 +58,7 @@ class TrainConfig:
     channels: tuple[int, ...] = _f((64, 128, 256, 512), "generator widths of encoder levels 1..4 (multiples of 64)")
     d_channels: tuple[int, ...] = _f((64, 128, 256, 512), "discriminator widths of its 4 conv layers (x32)")
     kernels: str = _f("eager", "op backend: a name in colorizer.ops.BACKENDS (eager = pure torch)")
+    norm_groups: int = _f(32, "generator GroupNorm groups, a divisor of 32 (reference: 32; fewer for narrow widths)")
     # optimisation
     batch_size: int = _f(2, "images per step per process")
     epochs: int = _f(25, "number of epochs")
@@ -125,6 +126,7 @@ class TrainConfig:
         "lr_g_norm": None,
         "lr_schedule": "constant",
         "warmup_steps": 0,
+        "norm_groups": 32,
         **{term.config_field: term.default for term in LOSS_TERMS if term.added_later},
     }
 
@@ -173,6 +175,8 @@ class TrainConfig:
             bad("channels", "needs 1 to 7 widths, each a multiple of 64")
         if len(self.d_channels) != 4 or any(c < 32 or c % 32 for c in self.d_channels):
             bad("d_channels", "needs 4 widths, each a multiple of 32")
+        if self.norm_groups < 1 or 32 % self.norm_groups:
+            bad("norm_groups", "must be a divisor of 32: 1, 2, 4, 8, 16 or 32")
         from colorizer.ops import BACKENDS  # read now: a backend added with register_backend is valid
 
         if self.kernels not in BACKENDS:

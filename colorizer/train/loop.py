@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader
 
 from colorizer.atomic import remove_stale_temp_files
 from colorizer.atomic import write_bytes as atomic_write_bytes
-from colorizer.checkpoint import CheckpointManager, config_hash, read_checkpoint
+from colorizer.checkpoint import CheckpointManager, config_hash, generator_metadata, read_checkpoint
 from colorizer.data import SkippedFileWarning, build_dataset, collate
 from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError
 from colorizer.losses import LOSS_NAMES, VGGFeatures
@@ -419,7 +419,7 @@ class Trainer:
                 "world_size": self.ctx.world_size,
                 "config": self.cfg.to_dict(),
                 "config_hash": self.identity_hash,
-                "generator": {"in_channels": self.G.in_channels, "channels": list(self.G.channels)},
+                "generator": generator_metadata(self.G),
                 "discriminator": {"in_channels": self.D.in_channels, "channels": list(self.D.channels)},
                 "feature_loss": self.vgg is not None,
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

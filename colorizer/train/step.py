@@ -60,7 +60,7 @@ def build_models(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every process
     try:
-        generator = Sketch2Color(channels=cfg.channels, kernels=cfg.kernels)
+        generator = Sketch2Color(channels=cfg.channels, kernels=cfg.kernels, norm_groups=cfg.norm_groups)
         discriminator = Discriminator(channels=cfg.d_channels, kernels=cfg.kernels)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
