@@ -3,7 +3,7 @@
     colorizer colorize --checkpoint C --sketch S --reference R --out O
     colorizer colorize --checkpoint C --sketch DIR --palette "#e0a0a0,#304070" --out OUTDIR
     colorizer palette IMAGE            print the 9-color palette of a reference picture
-    colorizer sketch IMAGE --out O     XDoG line art of a color picture
+    colorizer sketch IMAGE --out O     XDoG line art of a color picture (never over IMAGE or an existing O)
     colorizer info                     versions and which kernel backends work here
     colorizer demo                     train the demo model and colorize the bundled sketch
     colorizer eval MODEL               score a model: L1, PSNR, SSIM, palette-swap following
@@ -21,28 +21,25 @@ from pathlib import Path
 from colorizer.errors import ArgumentParser, ConfigError, ImageError, run_cli
 
 
-def _list_images(path: Path) -> list[Path]:
-    from colorizer.data import IMAGE_EXTENSIONS, find_images
+def _list_images(path: Path):
+    """(sketches, others): the pictures to read and, for a folder, every other entry with the reason it
+    is passed over (``colorizer.data.images.scan_folder``, one walk)."""
+    from colorizer.data import IMAGE_EXTENSIONS
+    from colorizer.data.images import NOT_A_PICTURE, scan_folder
 
     if path.is_dir():
-        files = find_images(path)
-        if not files:
-            others = _other_files(path)
-            also = f" ({len(others)} other file(s), e.g. {others[0].name})" if others else ""
+        scan = scan_folder(path)
+        if not scan.images:
+            also = ""
+            if scan.others:
+                (first, why), n = scan.others[0], len(scan.others)
+                why = "" if why == NOT_A_PICTURE else f": {why}"  # the types are listed already
+                also = f" ({n} other {'entry' if n == 1 else 'entries'}, e.g. {first.name}{why})"
             raise ImageError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder{also}")
-        return files
+        return scan.images, scan.others
     if not path.exists():
-        raise ImageError(f"{path}: no such file or folder")
-    return [path]
-
-
-def _other_files(root: Path) -> list[Path]:
-    """Files under ``root`` that the folder search passes over (not a picture type we read)."""
-    others = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        others += [Path(dirpath) / n for n in sorted(filenames) if not n.startswith(".") and not _is_image_name(n)]
-    return others
+        raise ImageError(f"{path}: {'a broken link' if path.is_symlink() else 'no such file or folder'}")
+    return [path], []
 
 
 def _writable_extensions() -> tuple[str, ...]:
@@ -193,7 +190,7 @@ def plan_outputs(sketch_arg: Path, sketches: list[Path], out: Path, overwrite: b
     if folders:
         raise ConfigError(f"cannot write {folders[0]}: a folder of that name exists")
     if not overwrite:
-        existing = [t for t in targets if t.exists()]
+        existing = [t for t in targets if os.path.lexists(t)]  # a dangling link too: writing would replace it
         if existing:
             more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
             raise ConfigError(
@@ -210,8 +207,9 @@ def _outside(paths: list[Path], folder: Path) -> list[Path]:
 
 def cmd_colorize(args) -> int:
     from colorizer.data import load_image, save_image
+    from colorizer.errors import ColorizerError, one_line
+    from colorizer.limits import check_seed, padded_size
     from colorizer.progress import progress_bar
-    from colorizer.limits import check_seed
 
     seed = check_seed(args.seed, "--seed")
     if args.size is not None:
@@ -221,7 +219,7 @@ def cmd_colorize(args) -> int:
     root = Path(args.sketch)
     out = Path(args.out)
     _check_out_name(out)
-    sketches = _list_images(root)
+    sketches, others = _list_images(root)
     single = len(sketches) == 1 and not root.is_dir()
     if not single:
         if _is_image_name(out):
@@ -232,44 +230,66 @@ def cmd_colorize(args) -> int:
                 "choose another output folder"
             )
         sketches = _outside(sketches, out)  # earlier results in OUT inside the sketch folder are not inputs
+        inside = set(_outside([p for p, _ in others], out))
+        others = [(p, why) for p, why in others if p in inside]
         if not sketches:
             raise ImageError(f"{root}: no sketches outside the output folder {out}")
     protected = [Path(args.reference)] if args.reference else []
     targets = plan_outputs(root, sketches, out, args.overwrite, protected)
-    if not single:
-        for other in _other_files(root):
-            print(f"skipped: {other}: not a picture type colorize reads", file=sys.stderr)
+    for other, why in others:
+        print(f"skipped: {other}: {why}", file=sys.stderr)
     palette = _palette_from_args(args)
     colorizer = _load_runner(args)
-    skipped = []
+    skipped, appeared = [], []  # unusable sketches; outputs another process created during the run
+    written = 0
     bar = None if single else progress_bar(len(sketches), desc="colorize", unit="img")
     try:
         for path, target in zip(sketches, targets):
             try:
                 sketch = load_image(path)
-            except ImageError as exc:
+                if args.size is None:
+                    padded_size(*sketch.shape[:2])  # one sketch too large for the model is one skip
+            except (ImageError, ConfigError) as exc:
                 if single:
                     raise
-                skipped.append(str(exc))
+                skipped.append(str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
                 if bar is not None:
                     bar.update(1)
                 continue
             picture = _colorize_one(colorizer, sketch, palette, seed, args.size, path)
-            save_image(target, picture)
+            try:
+                # Without --overwrite the existence check of plan_outputs is repeated at the write, as one
+                # atomic step: a file that took the name since (another run into the same --out) is kept.
+                save_image(target, picture, exclusive=not args.overwrite)
+                written += 1
+            except FileExistsError:
+                appeared.append(target)
             if bar is not None:
                 bar.update(1)
+    except ColorizerError as exc:  # a disk that fills, a folder made read-only, memory: say what was done
+        if single or not written:
+            raise
+        raise type(exc)(
+            f"{one_line(exc)}; {written} of {len(sketches)} picture(s) were written to {out} before that, the rest "
+            "were not"
+        ) from None
     finally:
         if bar is not None:
             bar.close()
-    written = len(sketches) - len(skipped)
-    if written == 0:
-        raise ImageError(f"{root}: none of the {len(sketches)} sketch(es) could be read (e.g. {skipped[0]})")
+    if written == 0 and not appeared:
+        raise ImageError(f"{root}: none of the {len(sketches)} sketch(es) could be read or used (e.g. {skipped[0]})")
     for reason in skipped:
         print(f"skipped: {reason}", file=sys.stderr)
     where = targets[0] if single else out
-    print(
-        f"wrote {written} image(s) to {where}" + (f"; {len(skipped)} unreadable sketch(es) skipped" if skipped else "")
-    )
+    if appeared:
+        more = f" and {len(appeared) - 1} more" if len(appeared) > 1 else ""
+        unreadable = f"; {len(skipped)} unusable sketch(es) skipped" if skipped else ""
+        raise ColorizerError(
+            f"{len(appeared)} picture(s) not written: {appeared[0]}{more} appeared during the run (another process "
+            f"writing there?) and {'was' if len(appeared) == 1 else 'were'} kept; wrote {written} image(s) to "
+            f"{where}{unreadable}; pass --overwrite to replace"
+        )
+    print(f"wrote {written} image(s) to {where}" + (f"; {len(skipped)} unusable sketch(es) skipped" if skipped else ""))
     return 0
 
 
@@ -323,9 +343,22 @@ def cmd_sketch(args) -> int:
     from colorizer.data import load_image, save_image, to_tensor
     from colorizer.sketch import xdog
 
-    image = to_tensor(load_image(args.image, min_size=None)).unsqueeze(0)
-    save_image(args.out, xdog(image)[0])
-    print(f"wrote {args.out}")
+    source, out = Path(args.image), Path(args.out)
+    _check_out_name(out)
+    image = to_tensor(load_image(source, min_size=None)).unsqueeze(0)
+    # colorize's rules (plan_outputs): never over the input, an existing file only with --overwrite, and
+    # without it the check is repeated atomically at the write.
+    target = plan_outputs(source, [source], out, args.overwrite)[0]
+    try:
+        save_image(target, xdog(image)[0], exclusive=not args.overwrite)
+    except FileExistsError:
+        from colorizer.errors import ColorizerError
+
+        raise ColorizerError(
+            f"{target} appeared during the run (another process writing there?) and was kept; nothing was written; "
+            "pass --overwrite to replace"
+        ) from None
+    print(f"wrote {target}")
     return 0
 
 
@@ -389,7 +422,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sketch", help="XDoG line art of a color picture")
     p.add_argument("image")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output picture (.png, .jpg, ...), or a folder for IMAGE's name .png")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an output file that exists already (default: refuse)"
+    )
     p.set_defaults(fn=cmd_sketch)
 
     p = sub.add_parser("info", help="versions and available kernel backends")

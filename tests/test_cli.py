@@ -101,7 +101,7 @@ def test_colorize_folder_with_palette_and_resize(tmp_path, checkpoint, capsys):
         capsys,
     )
     assert code == 0, err
-    assert "broken.png" in err and "1 unreadable" in stdout
+    assert "broken.png" in err and "1 unusable" in stdout
     assert np.asarray(Image.open(out / "one.png")).shape == (130, 140, 3)
     assert np.asarray(Image.open(out / "sub" / "two.png")).shape == (300, 129, 3)
     assert not (out / "broken.png").exists()
@@ -503,3 +503,95 @@ def test_usage_errors_are_one_line(entry, argv, says, capsys):
     line = _one_error_line(err)
     assert says in line and line.endswith("--help)"), line
     assert "usage:" not in err
+
+
+def test_sketch_follows_colorizes_output_rules(tmp_path, capsys):
+    # Issue 22 item 2: `sketch IMG --out IMG` replaced its own input; `--out EXISTING` replaced silently.
+    picture = _png(tmp_path / "p.png")
+    before = picture.read_bytes()
+    code, _, err = _run(["sketch", picture, "--out", picture], capsys)
+    assert code == 2 and "would write over the input" in _one_error_line(err)
+    assert picture.read_bytes() == before
+    (tmp_path / "mine.png").write_bytes(b"the user's file")
+    code, _, err = _run(["sketch", picture, "--out", tmp_path / "mine.png"], capsys)
+    assert code == 2 and "--overwrite" in _one_error_line(err)
+    assert (tmp_path / "mine.png").read_bytes() == b"the user's file"
+    code, out, err = _run(["sketch", picture, "--out", tmp_path / "mine.png", "--overwrite"], capsys)
+    assert code == 0 and np.asarray(Image.open(tmp_path / "mine.png")).shape[:2] == (150, 200), err
+    code, out, err = _run(["sketch", picture, "--out", tmp_path / "lines"], capsys)  # a folder: its name .png
+    assert code == 0 and (tmp_path / "lines" / "p.png").is_file() and "lines/p.png" in out, err
+
+
+def test_sketch_keeps_a_file_that_appears_during_the_run(tmp_path, capsys, monkeypatch):
+    import colorizer.sketch
+
+    picture, out = _png(tmp_path / "p.png"), tmp_path / "o.png"
+    real = colorizer.sketch.xdog
+
+    def xdog_then_race(image):
+        out.write_bytes(b"theirs")  # another process writes the same output meanwhile
+        return real(image)
+
+    monkeypatch.setattr(colorizer.sketch, "xdog", xdog_then_race)
+    code, _, err = _run(["sketch", picture, "--out", out], capsys)
+    assert code == 2 and "appeared during the run" in _one_error_line(err)
+    assert out.read_bytes() == b"theirs"
+
+
+def test_concurrent_colorize_runs_never_replace_each_others_pictures(tmp_path, checkpoint, capsys, monkeypatch):
+    # Issue 22 item 3: two runs into one --out both passed the existence check, and the second silently
+    # replaced the first's pictures. Here the "other run" writes b.png after the check, mid-run.
+    import colorizer.cli as cli
+
+    folder = tmp_path / "sketches"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        _png(folder / name)
+    out = tmp_path / "out"
+    real = cli._colorize_one
+
+    def racing(colorizer, sketch, palette, seed, size, path):
+        if path.name == "a.png":
+            out.mkdir(exist_ok=True)
+            (out / "b.png").write_bytes(b"the other run's picture")
+        return real(colorizer, sketch, palette, seed, size, path)
+
+    monkeypatch.setattr(cli, "_colorize_one", racing)
+    code, stdout, err = _colorize(capsys, checkpoint, folder, out)
+    line = _one_error_line(err)
+    assert code == 2 and "1 picture(s) not written" in line and "b.png" in line and "wrote 2 image(s)" in line
+    assert (out / "b.png").read_bytes() == b"the other run's picture"
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"] and "wrote" not in stdout
+    # With --overwrite the user asked for replacement: the picture is replaced, exit 0.
+    monkeypatch.setattr(cli, "_colorize_one", real)
+    code, stdout, err = _colorize(capsys, checkpoint, folder, out, "--overwrite")
+    assert code == 0 and (out / "b.png").read_bytes() != b"the other run's picture", err
+
+
+def test_a_link_loop_in_the_sketch_folder_is_listed_once_with_true_reasons(tmp_path, checkpoint, capsys):
+    # Issue 22 item 13: a dangling link was listed 42 times, a folder called "not a picture type".
+    folder = tmp_path / "sketches"
+    (folder / "sub").mkdir(parents=True)
+    _png(folder / "a.png")
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "sub" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    code, stdout, err = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 0 and "wrote 1 image(s)" in stdout, err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped:")]
+    assert len(skipped) == 2, err
+    assert any("gone.png: a broken link" in line for line in skipped)
+    assert any("loop: a link to a folder searched already" in line for line in skipped)
+    assert "not a picture type" not in err
+
+
+@pytest.mark.parametrize("command", ["colorize", "eval"])
+def test_a_text_file_as_model_is_not_a_checkpoint(tmp_path, capsys, command):
+    # Issue 22 item 14: a 19-byte text file was said to "hold Python objects, not only tensors".
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model at all\n")
+    if command == "colorize":
+        code, _, err = _colorize(capsys, notes, _png(tmp_path / "s.png"), tmp_path / "o.png")
+    else:
+        code, _, err = _run(["eval", notes, "--count", 2, "--size", 128, "--out", tmp_path / "ev"], capsys)
+    line = _one_error_line(err)
+    assert code == 2 and "not a checkpoint" in line and "safetensors" in line and "Python objects" not in line

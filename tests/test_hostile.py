@@ -285,3 +285,67 @@ def exported_onnx(tmp_path_factory):
             p.data.fill_(0.3)
     path = str(tmp_path_factory.mktemp("onnx") / "g.onnx")
     return export_onnx(model, path, noise="seeded", cases=((1, 128, 128),)).path
+
+
+# ---- issue 22, round two: the colorizer command (colorize, sketch, eval) -------------------------
+
+
+def test_r2_a_dangling_link_as_out_is_an_existing_output_not_a_race(tmp_path, capsys, checkpoint):
+    # It was planned as free (exists() follows the link), then reported as "appeared during the run".
+    out = tmp_path / "o.png"
+    out.symlink_to(tmp_path / "elsewhere" / "x.png")
+    for argv in (
+        ["colorize", "--checkpoint", checkpoint, "--sketch", _png(tmp_path / "s.png"), "--palette", "#3060c0"],
+        ["sketch", tmp_path / "s.png"],
+    ):
+        code, _, lines = _cli(capsys, *argv, "--out", out)
+        assert code == 2 and len(lines) == 1 and "already exist" in lines[0] and "--overwrite" in lines[0], lines
+        assert out.is_symlink() and not (tmp_path / "elsewhere").exists()
+
+
+def test_r2_one_sketch_too_large_for_the_model_is_skipped_not_the_end_of_the_run(tmp_path, capsys, checkpoint):
+    # A 16500 px wide sketch (under the pixel cap, over the largest model side) stopped a folder run after
+    # the pictures before it were written, and the error did not say so.
+    folder = tmp_path / "sk"
+    folder.mkdir()
+    _png(folder / "a.png")
+    _png(folder / "wide.png", 130, 16500)
+    _png(folder / "z.png")
+    code, out, lines = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 0 and "wrote 2 image(s)" in out and "1 unusable sketch(es) skipped" in out, lines
+    assert any("wide.png" in line and "16384" in line for line in lines), lines
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "z.png"]
+
+
+def test_r2_a_disk_that_fills_mid_run_says_how_many_pictures_were_written(tmp_path, capsys, checkpoint, monkeypatch):
+    import errno
+
+    from colorizer import atomic
+
+    folder = tmp_path / "sk"
+    folder.mkdir()
+    for name in "abc":
+        _png(folder / f"{name}.png")
+    real, calls = atomic.write_with, []
+
+    def fills_up(path, write, exclusive=False):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, write, exclusive)
+
+    monkeypatch.setattr(atomic, "write_with", fills_up)
+    code, out, lines = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], lines
+    assert "1 of 3 picture(s) were written" in lines[0] and out == ""
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]  # no temporary left either
+
+
+def test_r2_a_pipe_named_like_a_sketch_is_skipped_without_hanging(tmp_path, capsys, checkpoint):
+    folder = tmp_path / "sk"
+    folder.mkdir()
+    _png(folder / "a.png")
+    os.mkfifo(folder / "b.png")  # opening it for reading would block until a writer comes
+    code, out, lines = _colorize(capsys, checkpoint, folder, tmp_path / "out")
+    assert code == 0 and "wrote 1 image(s)" in out, lines
+    assert any("b.png: not a regular file" in line for line in lines), lines
