@@ -167,6 +167,11 @@ def _link_into_place(tmp: str, path: str) -> None:
 _NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS}
 
 
+def commit_replace(tmp: str, path: str) -> None:
+    """The plain commit as a public ``commit`` for ``output_path``: ``tmp`` replaces ``path``."""
+    _commit(tmp, path)
+
+
 def commit_new(tmp: str, path: str) -> None:
     """The exclusive commit as a public ``commit`` for ``output_path``: FileExistsError when something is
     at ``path`` (appeared after the caller checked), which is then left untouched (``_link_into_place``)."""
@@ -271,10 +276,12 @@ def make_temp_directory(path: str | os.PathLike) -> str:
     return tmp
 
 
-def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
+def remove_stale_temp_files(directory: str | os.PathLike, finals=None) -> list[str]:
     """Delete the temporaries (files or folders) that killed writers left in ``directory``; their paths.
 
     A temporary whose recorded writer process is still running is left alone (``writer_alive``).
+    finals: only the temporaries of these final names (a folder shared with other programs, whose
+    own hidden files might happen to look like ours).
     """
     removed: list[str] = []
     directory = os.fspath(directory)
@@ -282,6 +289,8 @@ def remove_stale_temp_files(directory: str | os.PathLike) -> list[str]:
         return removed
     for name in sorted(os.listdir(directory)):
         if not is_temp_name(name) or writer_alive(name):
+            continue
+        if finals is not None and not any(name.startswith(f".{final}.") for final in finals):
             continue
         path = os.path.join(directory, name)
         try:

@@ -83,14 +83,50 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         pass
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by ``run_cli``'s handler: the same exception path as Ctrl-C
+    (every ``finally`` and context manager runs, so temporaries are removed), exit code 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    import os
+    import signal
+
+    if os.getpid() != _raise_terminated.pid:  # a forked child inherited the handler: die as usual
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated
+
+
+def _install_sigterm():
+    """Make SIGTERM raise Terminated while a command runs; returns the handler to restore (None: not
+    installed: not the main thread, or someone else's handler is already in place). A command with a
+    graceful stop of its own (the trainer) installs its handler over this one for its run."""
+    import os
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
+        _raise_terminated.pid = os.getpid()
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
+
+
 def run_cli(main_fn, argv=None) -> int:
     """Run ``main_fn(argv)``; turn a ColorizerError into one stderr line and its exit code.
 
     Warnings raised meanwhile (ours or a library's) are printed as one ``warning: ...`` line each.
+    SIGTERM takes Ctrl-C's path (``Terminated``, a KeyboardInterrupt): what is half-written is
+    removed on the way out; exit code 143 (128 + SIGTERM), 130 for Ctrl-C.
     """
+    import signal
     import sys
     import warnings
 
+    previous = _install_sigterm()
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:
@@ -99,6 +135,12 @@ def run_cli(main_fn, argv=None) -> int:
             text = exc.for_command_line() if isinstance(exc, ConfigError) else one_line(exc)
             print(f"error: {text}", file=sys.stderr)
             return exc.exit_code
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
