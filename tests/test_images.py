@@ -345,3 +345,26 @@ def test_save_image_exclusive_keeps_a_file_that_is_there(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ColorizerError, match="afile is a file, not a folder"):
         save_image(tmp_path / "afile" / "o.png", np.zeros((4, 4, 3), np.uint8))
+
+
+def test_a_folder_nested_deeper_than_pythons_recursion_limit_is_walked(tmp_path):
+    # os.walk recursed once per level: 1,100 nested folders (2,200 characters of path) ended in a
+    # RecursionError traceback. The walk keeps its own stack.
+    import os
+    import sys
+
+    from colorizer.data.images import find_images
+
+    depth = sys.getrecursionlimit() + 100
+    here = os.open(tmp_path, os.O_RDONLY)
+    try:
+        for _ in range(depth):  # created relative to an open folder: no path grows past PATH_MAX here
+            os.mkdir("a", dir_fd=here)
+            inner = os.open("a", os.O_RDONLY, dir_fd=here)
+            os.close(here)
+            here = inner
+        with open(os.open("x.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=here), "wb") as f:
+            f.write(b"x")
+    finally:
+        os.close(here)
+    assert [len(p.relative_to(tmp_path).parts) for p in find_images(tmp_path)] == [depth + 1]
