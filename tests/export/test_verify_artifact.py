@@ -36,18 +36,30 @@ def tamper(source: str, target: str, scale: float = 1.05) -> None:
     onnx.save(model, target)
 
 
-def test_fresh_onnx_export_passes_with_the_builders_numbers(exported, checkpoint):
+def test_fresh_onnx_export_passes_with_the_builders_numbers(exported, checkpoint, generator):
+    from colorizer.export.verify import verify_onnx
+
     result = exported("seeded")
     before = sorted(os.listdir(os.path.dirname(result.path)))
     # The model as a checkpoint path, as a user on another machine has it.
     report = verify_artifact(result.path, checkpoint, cases=TEST_CASES)
     assert report.passed and report.artifact == result.path
     assert [c.backend for c in report.cases] == ["onnxruntime:CPUExecutionProvider"] * len(TEST_CASES)
-    gate = [c for c in result.parity.cases if c.backend == "onnxruntime:CPUExecutionProvider"]
-    # The same gate as export_onnx ran: same inputs, same oracle, same runtime, so the same numbers.
-    assert [(c.batch, c.height, c.width, c.error, c.allowed) for c in report.cases] == [
-        (c.batch, c.height, c.width, c.error, c.allowed) for c in gate
-    ]
+    # The same gate as export_onnx ran: same inputs, same oracle, same runtime. The builder's gate is
+    # run again here rather than read from the session fixture: the eager fp32 error (and so the
+    # allowed threshold) depends on torch's intra-op thread count (measured for this model: 8.589e-5
+    # at 1 thread, 8.625e-5 at 2 on the first case; 2.8e-3 vs 4.9e-4 on the second), and the fixture
+    # may have been built under another count than this test runs with (issue 22 item 16). At one
+    # thread count the numbers repeat exactly; compared with a tolerance all the same.
+    builder = verify_onnx(result.path, generator, noise="seeded", cases=TEST_CASES, providers=["CPUExecutionProvider"])
+    assert [(c.batch, c.height, c.width) for c in report.cases] == [(c.batch, c.height, c.width) for c in builder.cases]
+    for ours, theirs in zip(report.cases, builder.cases):
+        assert ours.error == pytest.approx(theirs.error, rel=1e-6)
+        assert ours.reference_error == pytest.approx(theirs.reference_error, rel=1e-6)
+        assert ours.allowed == pytest.approx(theirs.allowed, rel=1e-6)
+    # The artifact's own error does not depend on torch's threads: the fixture's gate agrees with it.
+    fixture = [c for c in result.parity.cases if c.backend == "onnxruntime:CPUExecutionProvider"]
+    assert [c.error for c in report.cases] == pytest.approx([c.error for c in fixture], rel=1e-5)
     assert sorted(os.listdir(os.path.dirname(result.path))) == before
 
 
