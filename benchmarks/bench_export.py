@@ -74,7 +74,7 @@ class Row:
 
 
 def _case_inputs(batch: int, size: int, seed: int = 0):
-    from colorizer.export.onnx_export import example_inputs
+    from colorizer.export.interface import example_inputs
 
     sketch, palette, seeds = example_inputs("seeded", batch, size, size, seed=seed)
     return sketch, palette, seeds
@@ -122,7 +122,7 @@ def _slim(path: str) -> str | None:
 
 
 def cpu_rows(width, cases, threads: int, variants, quick: bool) -> list[Row]:
-    from colorizer.export.onnx_export import generator_input
+    from colorizer.export.interface import generator_input
     from colorizer.export.seeded_noise import seeded_noise
     from colorizer.export.verify import reference_models
     from colorizer.models import fold_weight_standardization
@@ -226,7 +226,7 @@ def cpu_rows(width, cases, threads: int, variants, quick: bool) -> list[Row]:
 
 def gpu_rows(width, cases, threads: int, quick: bool) -> list[Row]:
     """eager / torch.compile / onnxruntime (CPU, CUDA) / TensorRT fp16 on the GPU; absent ones are noted."""
-    from colorizer.export.onnx_export import generator_input
+    from colorizer.export.interface import generator_input
     from colorizer.export.runtime import OnnxRunner
     from colorizer.export.seeded_noise import seeded_noise
     from colorizer.export.tensorrt import build_engine, tensorrt_missing
@@ -359,7 +359,7 @@ def run_rows(quick: bool = False, device: str = "cpu", threads: int = 2, width=N
 @pytest.fixture(scope="module")
 def setup(bench_options, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from colorizer.export.onnx_export import example_inputs
+    from colorizer.export.interface import example_inputs
 
     opts = bench_options
     threads = torch.get_num_threads()
@@ -375,7 +375,7 @@ def _pedantic(benchmark, opts, fn):
 
 
 def test_eager_folded(benchmark, setup):
-    from colorizer.export.onnx_export import generator_input
+    from colorizer.export.interface import generator_input
     from colorizer.export.seeded_noise import seeded_noise
     from colorizer.models import fold_weight_standardization
 

@@ -7,8 +7,9 @@ Providers (``PROVIDERS``), each building a callable that colorizes one batch:
 - ``compile``: ``torch.compile`` of the folded model (static shapes; channels_last on a GPU; with
   ``cuda_graph`` it uses ``mode="reduce-overhead"``, Inductor's CUDA graphs).
 - ``triton``: the folded model on ``kernels="triton"`` (CUDA only: on the CPU Triton runs only in its
-  interpreter, a correctness tool).
-- ``native``: the folded model on ``kernels="native"`` when the ``colorizer.native`` extension loads.
+  interpreter, a correctness tool), as ``colorizer.runtime.runner.ModuleRunner`` builds it.
+- ``native``: the folded model on ``kernels="native"`` when the ``colorizer.native`` extension loads, as
+  ModuleRunner builds it (channels_last), the model ``colorizer colorize`` / ``eval`` / ``serve`` run.
 - ``onnxruntime``: our exporter (``colorizer.export.export_onnx``) and onnxruntime, same thread count.
 - ``onnxruntime-plain``: a plain legacy ``torch.onnx.export`` (opset 18) of the folded model, the
   baseline the export issue measured against.
@@ -202,9 +203,25 @@ def _kernel_backend(name: str) -> Callable[[InferenceCase, bool], Prepared]:
             get_ops(name)
         except KernelsUnavailable as exc:
             raise Skip(str(exc).splitlines()[0]) from exc
-        return _torch_provider(_folded(case, kernels=name), case)
+        # The model colorize / eval / serve run: the runtime seam's ModuleRunner makes the folded copy on
+        # the backend, in the memory layout it picks for that backend (channels_last for native).
+        from colorizer.runtime.runner import ModuleRunner
+
+        runner = ModuleRunner(make_model(case), case.device, name)
+        return _torch_provider(_Layout(runner.module, runner.layout), case, note=f"ModuleRunner, {runner.layout}")
 
     return build
+
+
+class _Layout(torch.nn.Module):
+    """Calls ``model`` with its input in ``layout`` (as ModuleRunner.forward does)."""
+
+    def __init__(self, model: torch.nn.Module, layout: torch.memory_format):
+        super().__init__()
+        self.model, self.layout = model, layout
+
+    def forward(self, x: torch.Tensor, noise=None) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=self.layout), noise=noise)
 
 
 def _ort_session(path: str, case: InferenceCase):

@@ -15,9 +15,9 @@ Providers (each computes the reference's palette: 0.25x INTER_AREA downscale, K=
 - ``cv2``: the reference loop, ``cv2.resize`` + ``cv2.kmeans(KMEANS_PP_CENTERS)`` per image on the CPU
   (``benchmarks.palette_cv2.reference_palettes``).
 - ``sklearn``: scikit-learn ``KMeans(n_init=10, max_iter=10)`` per image on the CPU (our downscale).
-- ``eager``: ``extract_palette(impl="eager")`` on the CPU (one image at a time, de-duplicated colors).
-- ``native``: ``extract_palette(impl="native")`` (the compiled step of ``colorizer.native``), CPU.
-- ``eager-cuda`` / ``triton``: ``extract_palette(impl="eager" / "triton")`` on the GPU, batched, end to
+- ``eager``: ``extract_palette(kernels="eager")`` on the CPU (one image at a time, de-duplicated colors).
+- ``native``: ``extract_palette(kernels="native")`` (the compiled step of ``colorizer.native``), CPU.
+- ``eager-cuda`` / ``triton``: ``extract_palette(kernels="eager" / "triton")`` on the GPU, batched, end to
   end from uint8 (N, S, S, 3) images already on the device (downscale included). CUDA only.
 
 Images: half crops of scikit-image's bundled photographs, half synthetic flat-colored drawings
@@ -164,7 +164,7 @@ def _provider_fn(provider: str, images: np.ndarray):
     if impl != "eager" and ops.kmeans_assign_accumulate is reference_ops.kmeans_assign_accumulate:
         raise RuntimeError(f"the {impl} backend has no K-means step of its own here (it would time eager)")
     x = torch.from_numpy(images).to(device)
-    return (lambda: pal.extract_palette(x, k=K, restarts=RESTARTS, iters=ITERS, eps=EPS, impl=impl)), device
+    return (lambda: pal.extract_palette(x, k=K, restarts=RESTARTS, iters=ITERS, eps=EPS, kernels=impl)), device
 
 
 def run(sizes, counts, providers, cpu_cap: int, quality_cap: int, rounds: int, target_s: float, log=print) -> list[Row]:

@@ -934,7 +934,7 @@ def step_palettes(cfg: Config, report: Report, budget: Budget) -> None:
             impl = "auto" if cfg.device == "cuda" else "triton"
             t = time_call(
                 cfg,
-                lambda: palette.extract_palette(images, impl=impl, **cfg.palette_kwargs),
+                lambda: palette.extract_palette(images, kernels=impl, **cfg.palette_kwargs),
                 rounds=max(1, min(cfg.rounds, 5)),
             )
             report.add(
@@ -943,7 +943,7 @@ def step_palettes(cfg: Config, report: Report, budget: Budget) -> None:
                 value=round(batch / t, 1),
                 unit="palettes/s",
                 target="palettes_per_s",
-                impl=impl,
+                kernels=impl,
                 options=cfg.palette_kwargs or "defaults (k=9, 10 restarts, 10 iterations)",
             )
         except OutOfBudget:

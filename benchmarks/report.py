@@ -495,13 +495,13 @@ def palette_rows(plan: Plan, ceilings: Ceilings) -> list[Row]:
     device_images = torch.from_numpy(images).to(plan.device)
     for impl in impls:
         row = base_row(
-            f"extract_palette[{impl}]", f"colorizer.palette.extract_palette(impl={impl!r})", count, plan.device
+            f"extract_palette[{impl}]", f"colorizer.palette.extract_palette(kernels={impl!r})", count, plan.device
         )
         rows.append(row)
         try:
-            ours = extract_palette(device_images, k=train.PALETTE_K, impl=impl)
+            ours = extract_palette(device_images, k=train.PALETTE_K, kernels=impl)
             timing = measure(
-                lambda impl=impl: extract_palette(device_images, k=train.PALETTE_K, impl=impl),
+                lambda impl=impl: extract_palette(device_images, k=train.PALETTE_K, kernels=impl),
                 device=plan.device,
                 **plan.timing,
             )

@@ -426,6 +426,38 @@ def check_finite(state: dict, source: str) -> None:
             )
 
 
+COLORIZER_IN_CHANNELS = 30  # sketch (3) + 9 palette colors (27)
+
+
+def check_colorizer(model, source: str = "the model"):
+    """``model`` if it is a colorizing generator (Sketch2Color, 30 input channels), else CheckpointError.
+
+    The one check every way in makes (colorize, eval, export, serve), with one message.
+    """
+    from colorizer.models.generator import UNetGenerator
+
+    if not isinstance(model, UNetGenerator):
+        raise CheckpointError(f"{source} is a {type(model).__name__}, not a Sketch2Color generator")
+    if model.in_channels != COLORIZER_IN_CHANNELS:
+        raise CheckpointError(
+            f"{source} is a Color2Sketch line extractor ({model.in_channels} input channels), not a Sketch2Color "
+            f"colorizer ({COLORIZER_IN_CHANNELS}: sketch + 9 palette colors); give the colorizing generator"
+        )
+    return model
+
+
+def load_colorizer_file(path: str) -> tuple:
+    """(Sketch2Color on the CPU, sha256 of the file) from a checkpoint file; CheckpointError for a missing
+    file or a model that is not a colorizer. (A bundled name or a run folder: colorizer.runtime.load.)"""
+    import os
+
+    from colorizer.pretrained import sha256_of
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    return check_colorizer(load_generator(path, map_location="cpu"), path), sha256_of(path)
+
+
 def load_generator(path: str, map_location="cpu", kernels: str = "eager"):
     """A Sketch2Color (30 input channels) or Color2Sketch (3) with the weights of ``path``.
 

@@ -7,6 +7,7 @@
     colorizer info                     versions and which kernel backends work here
     colorizer demo                     train the demo model and colorize the bundled sketch
     colorizer eval MODEL               score a model: L1, PSNR, SSIM, palette-swap following
+    colorizer serve [MODEL]            colorization over HTTP, with a page for artists at /
 
 Errors in the user's input give one line on stderr and exit code 2.
 """
@@ -68,69 +69,42 @@ def _palette_from_args(args):
     return extract_palette(load_image(args.reference, min_size=None), seed=args.seed)
 
 
-def _resolve_checkpoint(path: str) -> str:
-    """A checkpoint file, or a training run folder (or its checkpoints/) -> its newest good checkpoint."""
-    from colorizer.checkpoint import resolve_checkpoint
-
-    return resolve_checkpoint(path)
-
-
-def check_device(name: str):
-    """A torch.device that can hold tensors here, or one line saying why not (ConfigError /
-    MissingDependencyError): a bogus name, ``cuda`` on a CPU-only torch or without a GPU, ``meta``."""
-    import torch
-
-    from colorizer.errors import MissingDependencyError
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"--device {name!r}: not a torch device (use cpu, cuda or cuda:N)") from None
-    if device.type == "meta":
-        raise ConfigError("--device meta holds no data and cannot colorize; use cpu or cuda")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise MissingDependencyError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: there are {torch.cuda.device_count()} GPU(s) (cuda:0 ..)")
-    elif device.type != "cpu":
-        try:
-            torch.empty(1, device=device)
-        except Exception as exc:  # each backend raises its own error type for a missing device
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise MissingDependencyError(f"--device {name}: not usable here ({first})") from None
-    return device
-
-
 def _load_runner(args):
-    """A Colorizer over a checkpoint or an exported engine."""
+    """A Colorizer over --checkpoint or --engine (colorizer.runtime.load: any model reference), on --device
+    with --kernels. Without either, the bundled model; the note saying so comes after it loaded."""
     from colorizer.inference import Colorizer
+    from colorizer.runtime.load import load_runner
 
-    if args.checkpoint is None and args.engine is None:
-        from colorizer.pretrained import DEFAULT, MODELS
+    if args.checkpoint is not None and args.engine is not None:
+        raise ConfigError("give one of --checkpoint FILE or --engine model.onnx|model.xml|model.plan, not both")
+    bundled = args.checkpoint is None and args.engine is None
+    if bundled:
+        from colorizer.pretrained import DEFAULT
 
-        print(f"colorizer: no --checkpoint given, using the bundled model {DEFAULT!r}: {MODELS[DEFAULT].description}",
-              file=sys.stderr)  # fmt: skip
         args.checkpoint = DEFAULT
-    if (args.checkpoint is None) == (args.engine is None):
-        raise ConfigError("give exactly one of --checkpoint FILE or --engine model.onnx|model.plan")
-    device = check_device(args.device)
-    if args.engine is not None:
-        from colorizer.export.runtime import load_engine
+    colorizer = Colorizer(load_runner(args.engine or args.checkpoint, device=args.device, kernels=args.kernels))
+    if bundled:
+        from colorizer.pretrained import MODELS
 
-        return Colorizer(load_engine(args.engine, device=str(device)), device=device)
-    from colorizer.checkpoint import load_generator
-    from colorizer.errors import CheckpointError
+        note = f"colorizer: no --checkpoint given, using the bundled model {args.checkpoint!r}"
+        print(f"{note}: {MODELS[args.checkpoint].description}", file=sys.stderr)
+    return colorizer
 
-    path = _resolve_checkpoint(args.checkpoint)
-    generator = load_generator(path, map_location="cpu", kernels=args.kernels)
-    if getattr(generator, "in_channels", 30) != 30:
-        raise CheckpointError(
-            f"{path} is a Color2Sketch line extractor ({generator.in_channels} input channels), not a Sketch2Color "
-            "colorizer (30: sketch + 9 palette colors); give the colorizing generator's checkpoint"
-        )
-    return Colorizer(generator, device=device)
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--device and --kernels, the same in every command that runs a model (colorizer.runtime.device)."""
+    from colorizer.runtime.device import backend_choices
+
+    parser.add_argument(
+        "--device", default="auto", help="torch device: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1"
+    )
+    parser.add_argument(
+        "--kernels",
+        default="auto",
+        choices=backend_choices(),
+        help="op backend of a torch model (default auto: native on the CPU when built, triton on CUDA, else "
+        "eager; colorizer.runtime.device); an exported engine runs on its own runtime",
+    )
 
 
 def _check_out_name(out: Path) -> None:
@@ -205,6 +179,18 @@ def _outside(paths: list[Path], folder: Path) -> list[Path]:
     return [p for p in paths if top not in p.resolve().parents]
 
 
+def _sweep_stale_temporaries(targets: list[Path]) -> None:
+    """Remove the temporaries that a killed earlier run (``kill -9``, power loss) left for these outputs;
+    only those of these names, whose writer is gone (``colorizer.atomic.remove_stale_temp_files``)."""
+    from colorizer.atomic import remove_stale_temp_files
+
+    folders: dict[Path, list[str]] = {}
+    for target in targets:
+        folders.setdefault(target.parent, []).append(target.name)
+    for folder, names in folders.items():
+        remove_stale_temp_files(folder, finals=names)
+
+
 def cmd_colorize(args) -> int:
     from colorizer.data import load_image, save_image
     from colorizer.errors import ColorizerError, one_line
@@ -213,9 +199,9 @@ def cmd_colorize(args) -> int:
 
     seed = check_seed(args.seed, "--seed")
     if args.size is not None:
-        from colorizer.inference import check_size
+        from colorizer.limits import check_size
 
-        check_size(args.size)
+        check_size(args.size, "size")
     root = Path(args.sketch)
     out = Path(args.out)
     _check_out_name(out)
@@ -240,6 +226,7 @@ def cmd_colorize(args) -> int:
         print(f"skipped: {other}: {why}", file=sys.stderr)
     palette = _palette_from_args(args)
     colorizer = _load_runner(args)
+    _sweep_stale_temporaries(targets)
     skipped, appeared = [], []  # unusable sketches; outputs another process created during the run
     written = 0
     bar = None if single else progress_bar(len(sketches), desc="colorize", unit="img")
@@ -295,7 +282,7 @@ def cmd_colorize(args) -> int:
 
 def _colorize_one(colorizer, sketch, palette, seed, size, path):
     """One picture; an allocation failure becomes one line naming the size and what to do."""
-    from colorizer.inference import padded_size
+    from colorizer.limits import padded_size
 
     try:
         return colorizer.colorize(sketch, palette, seed=seed, size=size)
@@ -322,8 +309,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def cmd_palette(args) -> int:
     from colorizer.data import load_image
-    from colorizer.palette import MAX_K, extract_palette
     from colorizer.limits import check_seed
+    from colorizer.palette import MAX_K, extract_palette
 
     if not 1 <= args.k <= MAX_K:
         raise ConfigError(f"--k must be from 1 to {MAX_K} colors, got {args.k}")
@@ -384,8 +371,6 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from colorizer.ops import BACKENDS  # read now: a backend added with register_backend is a choice
-
     parser = ArgumentParser(prog="colorizer", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -396,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(its newest good checkpoint is used), or a bundled model's name (default: the bundled 'demo' model, "
         "trained on the built-in synthetic drawings)",
     )
-    p.add_argument("--engine", help="an exported model.onnx (onnxruntime) or model.plan (TensorRT) instead")
+    p.add_argument(
+        "--engine",
+        help="an exported engine instead: model.onnx (onnxruntime), model.xml (OpenVINO), model.plan (TensorRT)",
+    )
     p.add_argument("--sketch", required=True, help="a line-art image or a folder of them (searched recursively)")
     p.add_argument("--reference", help="a color picture whose 9-color palette is used")
     p.add_argument("--palette", help="colors as '#rrggbb,#rrggbb,...' (fewer than 9 are repeated cyclically)")
@@ -410,8 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace output files that exist already (default: refuse, nothing is written)",
     )
-    p.add_argument("--kernels", default="eager", choices=list(BACKENDS), help="op backend (colorizer.ops.BACKENDS)")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu", help="torch device (default: cuda if present)")
+    add_model_options(p)
     p.set_defaults(fn=cmd_colorize)
 
     p = sub.add_parser("palette", help="print the palette K-means extracts from a picture")
@@ -435,19 +422,74 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo_out")
     p.set_defaults(fn=cmd_demo)
 
-    from colorizer.evaluation import add_eval_arguments
-
     p = sub.add_parser("eval", help="score a model on held-out drawings: L1, PSNR, SSIM, palette-swap following")
     add_eval_arguments(p)
+
+    from colorizer.serve.cli import add_serve_arguments
+
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP: dynamic batching, Prometheus metrics, a page for artists at /",
+        description="Colorization over HTTP (FastAPI on uvicorn): POST /v1/colorize, POST /v1/palette, GET "
+        "/v1/model, /healthz, /readyz, /metrics, the page at /, the API docs at /docs. Needs the serve extra "
+        "(pip install 'colorizer[serve]').",
+    )
+    add_serve_arguments(p)
     return parser
 
 
-def _cuda() -> bool:
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
-        return False
-    import torch
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``colorizer eval``; sets ``fn=run_eval``."""
+    from colorizer.scoring import CONTACT_ROWS, DEFAULT_BATCH_SIZE, DEFAULT_COUNT, DEFAULT_SIZE, EVAL_SEED
 
-    return torch.cuda.is_available()
+    parser.add_argument(
+        "model",
+        metavar="MODEL",
+        help="a checkpoint, a training run folder (newest good checkpoint), a bundled model name (demo), "
+        "or an exported engine (.onnx, model.xml, .plan)",
+    )
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"pictures to score (default {DEFAULT_COUNT})")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="picture size, a multiple of 128 (default 256)")
+    parser.add_argument(
+        "--seed", type=int, default=EVAL_SEED, help=f"synthetic drawing stream (default {EVAL_SEED}, never trained on)"
+    )
+    parser.add_argument(
+        "--noise-seed", type=int, default=0, help="picture i uses noise seed N + i (modulo 2**31, colorizer.limits)"
+    )
+    parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md, contact_sheet.png")
+    parser.add_argument("--data", default="synthetic", choices=["synthetic", "folder"], help="what to score on")
+    parser.add_argument("--data-root", help="with --data folder: a folder of color pictures (searched recursively)")
+    add_model_options(parser)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
+    parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
+    parser.add_argument("--overwrite", action="store_true", help="replace the report files in --out if present")
+    parser.set_defaults(fn=run_eval)
+    return parser
+
+
+def run_eval(args) -> int:
+    """``colorizer eval``: evaluate, print the Markdown table, write the three files into --out."""
+    from colorizer.evaluation import check_outputs, evaluate
+
+    if not args.overwrite:
+        check_outputs(args.out, "--overwrite")  # before the work, not after it
+    report = evaluate(
+        args.model,
+        count=args.count,
+        size=args.size,
+        seed=args.seed,
+        noise_seed=args.noise_seed,
+        data=args.data,
+        data_root=args.data_root,
+        device=args.device,
+        kernels=args.kernels,
+        batch_size=args.batch_size,
+        rows=args.rows,
+    )
+    paths = report.write(args.out, overwrite=args.overwrite)
+    print(report.to_markdown(), end="")
+    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out} ({report.settings['elapsed_s']} s)")
+    return 0
 
 
 def _main(argv=None) -> int:

@@ -80,15 +80,13 @@ def swap_panel(model="demo", seed: int = 0) -> np.ndarray:
     """The palette-swap panel (uint8 RGB) of ``model`` (a bundled name, a checkpoint or a module)."""
     import torch
 
-    from colorizer.checkpoint import load_generator
     from colorizer.data import load_image
     from colorizer.inference import Colorizer
 
     sketch = load_image(asset("demo_sketch.png"))
     reference = load_image(asset("demo_reference.png"))
     h, w = sketch.shape[:2]
-    generator = model if isinstance(model, torch.nn.Module) else load_generator(model)
-    colorizer = Colorizer(generator)
+    colorizer = Colorizer(model)
     palettes = panel_palettes(seed)
     blank = np.full((STRIP_HEIGHT, w, 3), 255, np.uint8)
     gap = np.full((h + STRIP_HEIGHT, GAP, 3), 255, np.uint8)

@@ -5,26 +5,15 @@ import argparse
 
 
 class ColorizerError(Exception):
-    """A problem with the user's input or environment, explained in one line."""
-
-    exit_code = 2
-
-
-class ImageError(ColorizerError, ValueError):
-    """An image file that cannot be used (corrupt, truncated, not an image, too small, too large)."""
-
-
-class CheckpointError(ColorizerError):
-    """A checkpoint that is missing, truncated, tampered with, or of the wrong kind."""
-
-
-class ConfigError(ColorizerError, ValueError):
-    """A bad configuration value or command-line option.
+    """A problem with the user's input or environment, explained in one line.
 
     ``option``: the library parameter the message is about, when the message starts with its name
     (``ConfigError("noise_seed must be ...", option="noise_seed")``). Library code names its parameters,
     never a command's flags; ``run_cli`` prints the flag instead (``--noise-seed must be ...``).
     """
+
+    exit_code = 2
+    option: str | None = None
 
     def __init__(self, message: str = "", option: str | None = None):
         super().__init__(message)
@@ -36,6 +25,18 @@ class ConfigError(ColorizerError, ValueError):
         if self.option and text.startswith(self.option):
             return "--" + self.option.replace("_", "-") + text[len(self.option) :]
         return text
+
+
+class ImageError(ColorizerError, ValueError):
+    """An image file that cannot be used (corrupt, truncated, not an image, too small, too large)."""
+
+
+class CheckpointError(ColorizerError):
+    """A checkpoint that is missing, truncated, tampered with, or of the wrong kind."""
+
+
+class ConfigError(ColorizerError, ValueError):
+    """A bad configuration value or command-line option."""
 
 
 class DataError(ColorizerError):
@@ -132,8 +133,7 @@ def run_cli(main_fn, argv=None) -> int:
         try:
             return int(main_fn(argv) or 0)
         except ColorizerError as exc:
-            text = exc.for_command_line() if isinstance(exc, ConfigError) else one_line(exc)
-            print(f"error: {text}", file=sys.stderr)
+            print(f"error: {exc.for_command_line()}", file=sys.stderr)
             return exc.exit_code
         except Terminated:
             print("terminated", file=sys.stderr)

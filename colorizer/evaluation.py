@@ -11,603 +11,68 @@ Library::
     report.metrics["swap_following"], report.to_markdown()
     report.write("eval_out")  # eval.json, eval.md, contact_sheet.png
 
-The data (``synthetic_set``): drawings ``render_labeled_drawing(EVAL_SEED, i, size)`` for i < count,
-rendered at ``size`` without augmentation. The trainer draws its synthetic drawings from its ``seed``
-(0 by default, every preset), so these are drawings it has never seen. Each drawing's palette is
-``extract_palette`` of its own color picture (as in training), and every output uses the noise seed
-``noise_seed + i`` (``colorizer.export.seeded_noise``, the noise a ``seeded`` ONNX export computes in its
-graph, so a checkpoint and its export are scored on the same noise, whatever the batch size).
-Drawing i is colorized twice: with its own palette, and with the palette of drawing j = (i + 1) mod N
-(a fixed derangement).
-
-Metrics (``METRICS`` has the one-line definitions; 0-255 units):
-
-- ``l1``: mean |output - truth| over every pixel and channel, own palette.
-- ``l1_background``: the same over background pixels only (synthetic labels).
-- ``psnr`` (dB), ``ssim``: scikit-image's ``peak_signal_noise_ratio`` (data range 255) and
-  ``structural_similarity`` (RGB, data range 255), per drawing, averaged.
-- ``swap_following``: the share of drawings whose swap is followed: on the drawing's colored pixels
-  (round shapes and polygons, not background, not outline, not antialiased edges; only colors that
-  drawing j shows too, since a color j lacks is not in j's palette either), the output with
-  palette j is nearer, on average (RGB distance per pixel), to the truth repainted in j's colors than
-  to the truth in i's own colors, *and* the output with i's own palette is nearer to i's colors than
-  to j's. The second half is what makes a model that ignores the palette (for example a constant
-  grey output, the same under both palettes) score 0 rather than the coin flip the first half alone
-  gives. ``swap_toward_other`` reports the first half alone.
-- ``swap_l1``: mean |output with palette j - truth repainted in j's colors| over labelled pixels.
-- ``shape_kinds``: the share of drawings (among those showing both kinds of shape) where most
-  polygon pixels are nearer the accent colors (accent, its shade) than the main colors (main, its
-  shade, the highlight) and most round-shape pixels nearer the main colors than the accent colors:
-  round shapes and polygons are painted with their different colors. ``shape_kinds_swap``: the same
-  for the outputs with palette j, judged against j's colors (drawings whose partner shows both kinds).
-
-On a folder of the user's color pictures (``folder_set``: the largest centered square resized to
-``size``, XDoG sketches, each picture's own palette) there are no labels: ``l1``, ``psnr``, ``ssim``
-apply, and ``swap_following`` is measured on the pixels that are neither near-white nor near-black
-in the truth, against the nearest color of each 9-color palette instead of the repainted truth.
-``Report.applicable`` lists the metrics that apply; the others are None (``n/a`` in the table).
+What is measured, on which drawings, is ``colorizer.scoring`` (its docstring defines every metric).
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import json
 import math
 import os
 import platform
-import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from colorizer.errors import ArgumentParser, ConfigError, DataError, ImageError
-from colorizer.limits import MAX_SEED, check_size
+from colorizer.errors import ConfigError
+from colorizer.limits import check_seed, check_size
+from colorizer.runtime.load import load_runner
+from colorizer.runtime.runner import Runner
+from colorizer.scoring import (
+    CONTACT_ROWS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_COUNT,
+    DEFAULT_NOISE_SEED,
+    DEFAULT_SIZE,
+    EVAL_SEED,
+    METRICS,
+    PALETTE_SEED,
+    _check_count,
+    _not_int,
+    colorize_set,
+    contact_sheet,
+    folder_set,
+    score_outputs,
+    synthetic_set,
+)
 
-__all__ = [
-    "DEFAULT_COUNT",
-    "DEFAULT_SIZE",
-    "EVAL_SEED",
-    "METRICS",
-    "EvalModel",
-    "EvalSet",
-    "Report",
-    "add_eval_arguments",
-    "check_outputs",
-    "colorize_set",
-    "contact_sheet",
-    "evaluate",
-    "folder_set",
-    "load_model",
-    "run_eval",
-    "score_outputs",
-    "swap_partner",
-    "swap_targets",
-    "synthetic_set",
-]
+__all__ = ["Report", "check_outputs", "evaluate"]
 
-# The synthetic stream the evaluation draws from. The trainer's synthetic data uses its --seed (0 by
-# default and in every preset); do not train with this seed.
-EVAL_SEED = 907_717
-DEFAULT_COUNT = 64
-DEFAULT_SIZE = 256
-DEFAULT_NOISE_SEED = 0
-DEFAULT_BATCH_SIZE = 8
-PALETTE_SEED = 0  # k-means seed of the palettes extracted from the truth
-CONTACT_ROWS = 4
-NOISE_CACHE = 256  # pictures whose noise maps a module runner keeps (about 0.35 MB each at 256 px)
-# User data: a truth pixel is "colored" unless every channel is >= NEAR_WHITE or every one <= NEAR_BLACK.
-NEAR_WHITE = 230
-NEAR_BLACK = 40
-# A drawing takes part in the shape-kind measure when it shows at least this many pixels of each kind.
-MIN_KIND_PIXELS = 20
-MAIN_FAMILY = ("main", "main_shade", "highlight")
-ACCENT_FAMILY = ("accent", "accent_shade")
-
-METRICS = {
-    "l1": "mean absolute difference to the truth (0-255; /255 in brackets), own palette, every pixel",
-    "l1_background": "the same on background pixels only",
-    "psnr": "PSNR (dB) against the truth, per drawing, averaged",
-    "ssim": "SSIM (RGB) against the truth, per drawing, averaged",
-    "swap_following": "share of drawings whose palette swap is followed (each output nearer its own palette)",
-    "swap_toward_other": "share of swapped outputs nearer the other palette than the drawing's own",
-    "swap_l1": "mean absolute difference of the swapped output to the truth repainted in the other palette",
-    "shape_kinds": "share of drawings with polygons in the accent and round shapes in the main color",
-    "shape_kinds_swap": "the same with the other drawing's palette",
-}
-LABELLED_ONLY = ("l1_background", "swap_l1", "shape_kinds", "shape_kinds_swap")
+# Bytes an evaluation holds per pixel of each picture: the truth (3), the sketch (float32, 4), the two
+# outputs (2 x 3) and the rendering's intermediates. Measured: a peak of 30 bytes per pixel (synthetic_set
+# of 128 drawings at 256 px plus the two outputs, 2026-12-07); the check uses 24, a lower bound, so it
+# refuses only what cannot fit.
+EVAL_BYTES_PER_PIXEL = 24
 
 
-# ----------------------------------------------------------------------------------------------
-# Data
+def _check_memory(count: int, size: int) -> None:
+    """ResourceError (one line) when ``count`` pictures of ``size`` px cannot fit in this machine's memory,
+    before hours of drawing end in an allocation failure."""
+    from colorizer.errors import ResourceError
 
-
-@dataclass
-class EvalSet:
-    """The pictures a model is scored on (``synthetic_set`` or ``folder_set``).
-
-    colors: uint8 (N, S, S, 3) truth; sketches: float32 (N, 1, S, S) line art in [-1, 1];
-    palettes: uint8 (N, 9, 3), extracted from each truth. Synthetic sets also carry the labels of
-    ``colorizer.data.synthetic.render_labeled_drawing``: regions, roles uint8 (N, S, S) and
-    role_colors uint8 (N, len(ROLES), 3) (each drawing's palette by role); None for user pictures.
-    names: one label per picture (its index or file). source: "synthetic" or the folder.
-    """
-
-    colors: np.ndarray
-    sketches: torch.Tensor
-    palettes: torch.Tensor
-    names: list[str]
-    source: str
-    regions: np.ndarray | None = None
-    roles: np.ndarray | None = None
-    role_colors: np.ndarray | None = None
-    skipped: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return int(self.colors.shape[0])
-
-    @property
-    def labelled(self) -> bool:
-        return self.roles is not None
-
-    @property
-    def size(self) -> int:
-        return int(self.colors.shape[1])
-
-
-def _check_count(count: int) -> int:
-    if int(count) != count or count < 2:
-        raise ConfigError(f"--count must be at least 2 (a palette swap needs two drawings), got {count}")
-    return int(count)
-
-
-def _extract_palettes(colors: np.ndarray) -> torch.Tensor:
-    from colorizer.palette import extract_palette
-
-    return extract_palette(torch.from_numpy(colors), seed=PALETTE_SEED).cpu()
-
-
-def synthetic_set(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: int = EVAL_SEED) -> EvalSet:
-    """Drawings ``render_labeled_drawing(seed, i, size)``, i < count, with labels and palettes."""
-    from colorizer.data.synthetic import ROLES, render_labeled_drawing
-
-    count, size = _check_count(count), check_size(size, "size")
-    if int(seed) != seed or not 0 <= seed <= MAX_SEED:
-        raise ConfigError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
-    drawings = [render_labeled_drawing(int(seed), i, size) for i in range(count)]
-    colors = np.stack([d.color for d in drawings])
-    lines = np.stack([d.lines for d in drawings])
-    sketches = torch.from_numpy(lines.astype(np.float32) * np.float32(2.0 / 255.0) - np.float32(1.0))[:, None]
-    return EvalSet(
-        colors=colors,
-        sketches=sketches,
-        palettes=_extract_palettes(colors),
-        names=[f"drawing {i}" for i in range(count)],
-        source="synthetic",
-        regions=np.stack([d.regions for d in drawings]),
-        roles=np.stack([d.roles for d in drawings]),
-        role_colors=np.array([[d.palette[name] for name in ROLES] for d in drawings], dtype=np.uint8),
-    )
-
-
-def folder_set(root: str | os.PathLike, count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE) -> EvalSet:
-    """The first ``count`` readable color pictures under ``root`` (sorted, recursive).
-
-    Each is cut to its largest centered square and resized to ``size``; its sketch is XDoG
-    (``colorizer.sketch.xdog``, the ``folder`` training default) and its palette its own. Unreadable
-    files are skipped and listed in ``skipped``. Raises DataError when fewer than 2 pictures are usable.
-    """
-    from colorizer.data import find_images, load_image
-    from colorizer.data.images import to_tensor
-    from colorizer.data.transforms import augment_pair
-    from colorizer.sketch import xdog
-
-    count, size = _check_count(count), check_size(size, "size")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"--data-root {root}: no such folder")
-    colors, names, skipped = [], [], []
-    for path in find_images(root):
-        if len(colors) == count:
-            break
-        try:
-            image = load_image(path, min_size=None)
-        except ImageError as exc:
-            skipped.append(str(exc))
-            continue
-        colors.append(augment_pair(image, None, size, None)[0])
-        names.append(str(path.relative_to(root)))
-    if len(colors) < 2:
-        raise DataError(f"--data-root {root}: {len(colors)} readable color picture(s); the evaluation needs at least 2")
-    colors = np.stack(colors)
-    sketches = torch.cat([xdog(to_tensor(c)[None])[:, :1] for c in colors])
-    return EvalSet(
-        colors=colors,
-        sketches=sketches,
-        palettes=_extract_palettes(colors),
-        names=names,
-        source=str(root),
-        skipped=skipped,
-    )
-
-
-def swap_partner(count: int) -> np.ndarray:
-    """The fixed derangement: drawing i is also colorized with the palette of drawing (i + 1) mod N."""
-    return (np.arange(count) + 1) % count
-
-
-def swap_targets(data: EvalSet) -> np.ndarray:
-    """uint8 (N, S, S, 3): drawing i's truth repainted in the colors of its swap partner j.
-
-    Every pixel with a role (see ``render_labeled_drawing``) takes j's color of that role; antialiased
-    pixels (role MIXED) keep i's truth. Needs a labelled (synthetic) set.
-    """
-    from colorizer.data.synthetic import MIXED
-
-    if not data.labelled:
-        raise ConfigError("swap targets need the labels of the synthetic set")
-    partner = swap_partner(len(data))
-    out = data.colors.copy()
-    for i, j in enumerate(partner):
-        pure = data.roles[i] != MIXED
-        out[i][pure] = data.role_colors[j][data.roles[i][pure]]
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Models
-
-
-@dataclass
-class EvalModel:
-    """A generator or engine behind one call: ``model(x (N, 30, S, S), seeds (N,) int) -> (N, 3, S, S)``.
-
-    name: what the user gave; kind: "module", "checkpoint", "bundled" or "engine"; path: the file
-    actually read (a run folder resolves to its newest good checkpoint), None for a module.
-    module: the generator (None for an engine). noise: how the noise is made ("seeded": per picture
-    from its seed, ``colorizer.export.seeded_noise``; an engine's own mode otherwise).
-    """
-
-    run: Callable
-    name: str
-    kind: str
-    path: str | None
-    device: torch.device
-    module: torch.nn.Module | None = None
-    noise: str = "seeded"
-
-    @property
-    def kernels(self) -> str | None:
-        """The op backend of a module or checkpoint; None for an engine."""
-        return getattr(self.module, "kernels", None)
-
-    def colorize(self, sketches: torch.Tensor, palettes: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        """sketches float (N, 1 or 3, S, S) in [-1, 1], palettes uint8 (N, 9, 3), seeds int (N,) ->
-        float (N, 3, S, S) in [-1, 1] on the CPU."""
-        from colorizer.palette import palette_planes
-
-        x = sketches.to(self.device, torch.float32).expand(-1, 3, -1, -1)
-        planes = palette_planes(palettes.to(self.device), x.shape[-2], x.shape[-1]).to(x.dtype)
-        with torch.inference_mode():
-            out = self.run(torch.cat([x, planes], dim=1), seeds.to(torch.int32))
-        return out.float().cpu()
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    """The device for "auto" (or None): cuda when available, else cpu; any other name is checked as
-    ``colorizer colorize`` checks it (one-line errors)."""
-    from colorizer.cli import check_device
-
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(str(device))
-
-
-def kernel_choices() -> tuple[str, ...]:
-    """``--kernels`` values: "auto" and the backends of ``colorizer.ops.BACKENDS`` (read now, so a
-    backend added with ``register_backend`` is one)."""
-    from colorizer.ops import BACKENDS
-
-    return ("auto", *BACKENDS)
-
-
-def _resolve_kernels(kernels: str, device: torch.device) -> str:
-    """The backend for "auto": the native extension on the CPU when it loads (about 2x eager there), else eager."""
-    if kernels != "auto":
-        return kernels
-    if device.type == "cpu":
-        from colorizer.ops import KernelsUnavailable, get_ops
-
-        try:
-            get_ops("native")
-            return "native"
-        except KernelsUnavailable:
-            pass
-    return "eager"
-
-
-def _module_runner(generator: torch.nn.Module, device: torch.device) -> Callable:
-    from colorizer.export.seeded_noise import seeded_noise
-    from colorizer.models import fold_weight_standardization
-
-    in_channels = getattr(generator, "in_channels", None)
-    if in_channels != 30:
-        raise ConfigError(
-            f"the model takes {in_channels} input channels; a colorizer (Sketch2Color, 30) is needed, "
-            "not a line extractor"
-        )
-    model = fold_weight_standardization(generator).to(device).eval()  # a copy: the caller's module stays put
-    # As colorizer.inference.Colorizer: the native CPU kernels run fastest in channels_last.
-    layout = torch.channels_last if getattr(model, "kernels", "eager") == "native" else torch.contiguous_format
-    model = model.to(memory_format=layout)
-    # Each picture is colorized twice with the same seed: its noise maps are computed once.
-    cache: dict[tuple[int, int, int], list[torch.Tensor]] = {}
-
-    def noise_for(seeds: list[int], height: int, width: int, dev: torch.device) -> list[torch.Tensor]:
-        missing = [s for s in dict.fromkeys(seeds) if (s, height, width) not in cache]
-        if missing:
-            if len(cache) + len(missing) > NOISE_CACHE:
-                cache.clear()
-            maps = seeded_noise(torch.tensor(missing, dtype=torch.int32), height, width)
-            for k, s in enumerate(missing):
-                cache[(s, height, width)] = [m[k : k + 1].to(dev) for m in maps]
-        per_seed = [cache[(s, height, width)] for s in seeds]
-        return [torch.cat(level) for level in zip(*per_seed)]
-
-    def run(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-        noise = noise_for(seeds.tolist(), x.shape[-2], x.shape[-1], x.device)
-        return model(x.contiguous(memory_format=layout), noise=noise)
-
-    return run
-
-
-def _engine_format(path: str):
-    from colorizer.export.formats import format_for_path
-
-    if os.path.isdir(path):
-        return None
     try:
-        return format_for_path(path)
-    except ConfigError:
-        return None
-
-
-def load_model(model, device: str | torch.device | None = "auto", kernels: str = "auto") -> EvalModel:
-    """Resolve what ``evaluate`` is given into an EvalModel.
-
-    model: a Sketch2Color module; an exported engine file (any suffix ``load_engine`` runs: .onnx,
-    .plan, ...); a training run folder (its newest good checkpoint, as ``colorizer colorize``); a
-    checkpoint file; or a bundled model name, which ``colorizer.checkpoint.load_generator`` resolves.
-    kernels: the op backend of a checkpoint or module ("eager", "triton", "native", or "auto": native
-    on the CPU when available, else eager); a module given with "auto" keeps its own backend.
-    """
-    if kernels not in kernel_choices():
-        raise ConfigError(f"--kernels must be one of {', '.join(kernel_choices())}, got {kernels!r}")
-    dev = _device(device)
-    if isinstance(model, torch.nn.Module):
-        if kernels != "auto" and hasattr(model, "set_kernels"):
-            model = copy.deepcopy(model).set_kernels(kernels)
-        return EvalModel(_module_runner(model, dev), type(model).__name__, "module", None, dev, model)
-    if not isinstance(model, (str, os.PathLike)):
-        raise ConfigError(
-            f"model must be a module, a checkpoint, a run folder, a bundled name or an engine, got {model!r}"
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not every platform reports it
+        return
+    need = count * size * size * EVAL_BYTES_PER_PIXEL
+    if need > total:
+        raise ResourceError(
+            f"--count {count} at --size {size} needs about {need / 2**30:.1f} GiB for the pictures, more than this "
+            f"machine's {total / 2**30:.1f} GiB of memory; use a smaller --count or --size"
         )
-    name = os.fspath(model)
-    if _engine_format(name) is not None:
-        from colorizer.export.runtime import load_engine
-
-        runner = load_engine(name, device=dev)
-
-        def run(x: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
-            return runner(x, seed=seeds.cpu())
-
-        return EvalModel(run, name, "engine", name, dev, noise=getattr(runner, "noise", "seeded"))
-
-    from colorizer.checkpoint import load_generator, resolve_checkpoint
-    from colorizer.pretrained import resolve
-
-    kind = "checkpoint" if os.path.exists(name) else "bundled"
-    # A run folder -> its newest good checkpoint; a bundled name -> its weights file (sha256 checked).
-    path = resolve_checkpoint(name) if os.path.isdir(name) else resolve(name)
-    generator = load_generator(path, map_location="cpu", kernels=_resolve_kernels(kernels, dev))
-    return EvalModel(_module_runner(generator, dev), name, kind, path, dev, generator)
-
-
-def colorize_set(
-    model: EvalModel, data: EvalSet, noise_seed: int = DEFAULT_NOISE_SEED, batch_size: int = DEFAULT_BATCH_SIZE
-) -> tuple[np.ndarray, np.ndarray]:
-    """(own, swapped): uint8 (N, S, S, 3) outputs with each drawing's own palette and with its partner's.
-
-    Drawing i uses noise seed ``noise_seed + i`` in both; forwards run ``batch_size`` pictures at a time.
-    """
-    from tqdm import tqdm
-
-    from colorizer.data.images import to_uint8
-
-    n = len(data)
-    partner = torch.from_numpy(swap_partner(n))
-    index = torch.cat([torch.arange(n), torch.arange(n)])
-    palettes = torch.cat([data.palettes, data.palettes[partner]])
-    out = np.empty((2 * n, data.size, data.size, 3), dtype=np.uint8)
-    with tqdm(total=2 * n, desc="eval", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
-        for start in range(0, 2 * n, batch_size):
-            rows = index[start : start + batch_size]
-            result = model.colorize(data.sketches[rows], palettes[start : start + batch_size], rows + int(noise_seed))
-            out[start : start + len(rows)] = to_uint8(result)
-            bar.update(len(rows))
-    return out[:n], out[n:]
-
-
-# ----------------------------------------------------------------------------------------------
-# Metrics
-
-
-def _distance(image: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Per-pixel RGB Euclidean distance (float32) between (..., 3) arrays (broadcasting)."""
-    diff = image.astype(np.float32) - target.astype(np.float32)
-    return np.sqrt(np.square(diff).sum(axis=-1))
-
-
-def _nearest(pixels: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """(P, 3) pixels, (K, 3) colors -> (P,) distance to the nearest color."""
-    return _distance(pixels[:, None, :], colors[None, :, :]).min(axis=1)
-
-
-def _psnr_ssim(truth: np.ndarray, output: np.ndarray) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    if np.array_equal(truth, output):
-        psnr = math.inf  # skimage divides by a zero MSE (and warns)
-    else:
-        psnr = float(peak_signal_noise_ratio(truth, output, data_range=255))
-    ssim = float(structural_similarity(truth, output, channel_axis=2, data_range=255))
-    return psnr, ssim
-
-
-def _kind_fractions(output, roles, role_colors) -> tuple[float, float] | None:
-    """(share of polygon pixels nearer the accent colors, share of round pixels nearer the main colors)."""
-    from colorizer.data.synthetic import ROLES
-
-    index = {name: k for k, name in enumerate(ROLES)}
-    main = [index[n] for n in MAIN_FAMILY]
-    accent = [index[n] for n in ACCENT_FAMILY]
-    polygon, round_ = np.isin(roles, accent), np.isin(roles, main)
-    if polygon.sum() < MIN_KIND_PIXELS or round_.sum() < MIN_KIND_PIXELS:
-        return None
-    main_colors, accent_colors = role_colors[main], role_colors[accent]
-    fractions = []
-    for mask, own, other in ((polygon, accent_colors, main_colors), (round_, main_colors, accent_colors)):
-        px = output[mask]
-        fractions.append(float(np.mean(_nearest(px, own) < _nearest(px, other))))
-    return fractions[0], fractions[1]
-
-
-def _colored_mask(data: EvalSet, i: int) -> np.ndarray:
-    if data.labelled:
-        from colorizer.data.synthetic import MIXED, ROLES
-
-        colored = [k for k, name in enumerate(ROLES) if name in MAIN_FAMILY + ACCENT_FAMILY]
-        return np.isin(data.roles[i], colored) & (data.roles[i] != MIXED)
-    truth = data.colors[i]
-    return ~((truth >= NEAR_WHITE).all(axis=-1) | (truth <= NEAR_BLACK).all(axis=-1))
-
-
-def _role_presence(data: EvalSet) -> np.ndarray:
-    """bool (N, len(ROLES)): which colors each drawing shows (at least MIN_KIND_PIXELS pixels of it).
-
-    A color a drawing does not show is not in its K-means palette either, so no model can know it:
-    the swap measures skip the pixels of drawing i whose color its partner does not show.
-    """
-    from colorizer.data.synthetic import ROLES
-
-    counts = np.stack([np.bincount(r.ravel(), minlength=256)[: len(ROLES)] for r in data.roles])
-    return counts >= MIN_KIND_PIXELS
-
-
-def _families_present(present: np.ndarray) -> bool:
-    from colorizer.data.synthetic import ROLES
-
-    return all(any(present[ROLES.index(name)] for name in family) for family in (MAIN_FAMILY, ACCENT_FAMILY))
-
-
-def score_outputs(data: EvalSet, own: np.ndarray, swapped: np.ndarray) -> tuple[dict, dict, list[dict]]:
-    """Score outputs of ``data``: own and swapped uint8 (N, S, S, 3) (``colorize_set``).
-
-    Returns (metrics, counts, per_drawing): metrics by the names of METRICS (None where one does not
-    apply to ``data``); counts of what was measured; one dict per drawing.
-    """
-    from colorizer.data.synthetic import MIXED, REGION_BACKGROUND, ROLES
-
-    n = len(data)
-    if own.shape != data.colors.shape or swapped.shape != data.colors.shape:
-        raise ValueError(f"outputs {own.shape} / {swapped.shape} do not match the set's {data.colors.shape}")
-    partner = swap_partner(n)
-    targets = swap_targets(data) if data.labelled else None
-    present = _role_presence(data) if data.labelled else None
-    rows = []
-    bg_sum = bg_count = swap_sum = swap_count = 0.0
-    kinds, kinds_swap = [], []
-    for i in range(n):
-        j = int(partner[i])
-        truth, out_i, out_j = data.colors[i], own[i], swapped[i]
-        abs_diff = np.abs(out_i.astype(np.int16) - truth.astype(np.int16))
-        psnr, ssim = _psnr_ssim(truth, out_i)
-        row = {"index": i, "name": data.names[i], "swap_with": j, "l1": float(abs_diff.mean())}
-        row.update(psnr=psnr, ssim=ssim)
-        colored = _colored_mask(data, i)
-        if data.labelled:
-            background = data.regions[i] == REGION_BACKGROUND
-            bg_sum += float(abs_diff[background].sum())
-            bg_count += 3 * int(background.sum())
-            # Pixels whose color the partner shows (MIXED pixels have none).
-            roles = data.roles[i]
-            known = (roles != MIXED) & present[j][np.minimum(roles, len(ROLES) - 1)]
-            colored &= known
-            swap_sum += float(np.abs(out_j.astype(np.int16) - targets[i].astype(np.int16))[known].sum())
-            swap_count += 3 * int(known.sum())
-            # Per colored pixel: the truth in i's colors and in j's.
-            own_target, other_target = truth[colored], targets[i][colored]
-            d = {
-                "own_to_own": _distance(out_i[colored], own_target),
-                "own_to_other": _distance(out_i[colored], other_target),
-                "swap_to_own": _distance(out_j[colored], own_target),
-                "swap_to_other": _distance(out_j[colored], other_target),
-                # How far apart the two colorings are: small values make a swap hard to judge.
-                "swap_contrast": _distance(own_target, other_target),
-            }
-            fr = _kind_fractions(out_i, data.roles[i], data.role_colors[i])
-            fr_swap = _kind_fractions(out_j, data.roles[i], data.role_colors[j])
-            if fr is not None:
-                kinds.append(fr[0] > 0.5 and fr[1] > 0.5)
-                row.update(polygon_accent=fr[0], round_main=fr[1])
-                if _families_present(present[j]):
-                    kinds_swap.append(fr_swap[0] > 0.5 and fr_swap[1] > 0.5)
-                    row.update(polygon_accent_swap=fr_swap[0], round_main_swap=fr_swap[1])
-        else:
-            own_palette = data.palettes[i].numpy()
-            other_palette = data.palettes[j].numpy()
-            d = {
-                "own_to_own": _nearest(out_i[colored], own_palette),
-                "own_to_other": _nearest(out_i[colored], other_palette),
-                "swap_to_own": _nearest(out_j[colored], own_palette),
-                "swap_to_other": _nearest(out_j[colored], other_palette),
-            }
-        row["colored_pixels"] = int(colored.sum())
-        if colored.any():
-            means = {k: float(v.mean()) for k, v in d.items()}
-            row.update(means)
-            row["toward_other"] = means["swap_to_other"] < means["swap_to_own"]
-            row["following"] = row["toward_other"] and means["own_to_own"] < means["own_to_other"]
-        rows.append(row)
-
-    judged = [r for r in rows if "following" in r]
-    metrics = {
-        "l1": float(np.mean([r["l1"] for r in rows])),
-        "l1_background": bg_sum / bg_count if bg_count else None,
-        "psnr": float(np.mean([r["psnr"] for r in rows])),
-        "ssim": float(np.mean([r["ssim"] for r in rows])),
-        "swap_following": float(np.mean([r["following"] for r in judged])) if judged else None,
-        "swap_toward_other": float(np.mean([r["toward_other"] for r in judged])) if judged else None,
-        "swap_l1": swap_sum / swap_count if swap_count else None,
-        "shape_kinds": float(np.mean(kinds)) if kinds else None,
-        "shape_kinds_swap": float(np.mean(kinds_swap)) if kinds_swap else None,
-    }
-    counts = {
-        "drawings": n,
-        "swaps_judged": len(judged),
-        "swaps_followed": int(sum(r["following"] for r in judged)),
-        "shape_kind_drawings": len(kinds),
-        "shape_kinds_held": int(sum(kinds)),
-        "shape_kind_swap_drawings": len(kinds_swap),
-        "shape_kinds_swap_held": int(sum(kinds_swap)),
-        "colored_pixel_share": float(np.mean([r["colored_pixels"] for r in rows]) / data.size**2),
-        "swap_contrast_min": min((r["swap_contrast"] for r in judged if "swap_contrast" in r), default=None),
-    }
-    return metrics, counts, rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -707,63 +172,52 @@ class Report:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"--out {folder}: cannot create the folder ({exc.strerror or exc})") from None
-        paths = {"json": folder / "eval.json", "markdown": folder / "eval.md"}
-        try:
-            atomic_write_bytes(str(paths["json"]), self.to_json().encode())
-            atomic_write_bytes(str(paths["markdown"]), self.to_markdown().encode())
-        except OSError as exc:
-            raise ConfigError(f"--out {folder}: cannot write ({exc.strerror or exc})") from None
+            raise ConfigError(f"out {folder}: cannot create the folder ({exc.strerror or exc})", option="out") from None
+        # Without overwrite each file is created exclusively (colorizer.atomic): a report file another run
+        # wrote into this folder after the check above is kept, and the error says which.
+        paths, kept = {}, []
+        files = [("json", "eval.json", self.to_json().encode()), ("markdown", "eval.md", self.to_markdown().encode())]
+        for key, name, data in files:
+            try:
+                atomic_write_bytes(str(folder / name), data, exclusive=not overwrite)
+                paths[key] = folder / name
+            except FileExistsError:
+                kept.append(name)
+            except OSError as exc:
+                raise ConfigError(f"out {folder}: cannot write ({exc.strerror or exc})", option="out") from None
         if self.sheet is not None:
-            paths["contact_sheet"] = save_image(folder / "contact_sheet.png", self.sheet)
+            try:
+                paths["contact_sheet"] = save_image(folder / "contact_sheet.png", self.sheet, exclusive=not overwrite)
+            except FileExistsError:
+                kept.append("contact_sheet.png")
+        if kept:
+            from colorizer.errors import ColorizerError
+
+            wrote = ", ".join(p.name for p in paths.values()) or "nothing"
+            raise ColorizerError(
+                f"{folder}: {', '.join(kept)} appeared during the run (another eval writing there?) and were kept; "
+                f"wrote {wrote}; pass --overwrite to replace"
+            )
         return paths
 
 
 OUTPUT_FILES = ("eval.json", "eval.md", "contact_sheet.png")
 
 
-def check_outputs(folder: str | os.PathLike) -> None:
-    """ConfigError (one line) unless ``folder`` can take a new report without replacing one."""
+def check_outputs(folder: str | os.PathLike, how_to_replace: str = "overwrite=True") -> None:
+    """ConfigError (one line) unless ``folder`` can take a new report without replacing one;
+    ``how_to_replace`` is what the message tells the caller to pass (the CLI: ``--overwrite``)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--out {folder}: exists and is not a folder")
+        raise ConfigError(f"out {folder}: exists and is not a folder", option="out")
     existing = [name for name in OUTPUT_FILES if (folder / name).exists()]
     if existing:
-        raise ConfigError(f"--out {folder}: {', '.join(existing)} exist(s) already; pass --overwrite to replace")
+        raise ConfigError(
+            f"out {folder}: {', '.join(existing)} exist(s) already; pass {how_to_replace} to replace", option="out"
+        )
 
 
-CONTACT_COLUMNS = ("sketch", "truth", "own palette", "other drawing", "its palette")
-
-
-def contact_sheet(data: EvalSet, own: np.ndarray, swapped: np.ndarray, rows: int = CONTACT_ROWS) -> np.ndarray:
-    """uint8 picture, one row per drawing (the first ``rows``), captioned columns:
-    sketch | truth | output with its own palette | the swap partner's truth | output with that palette."""
-    from PIL import Image, ImageDraw
-
-    from colorizer.data.images import to_uint8
-
-    size, gap, caption = data.size, 4, 16
-    partner = swap_partner(len(data))
-    rows = max(1, min(int(rows), len(data)))
-    width = len(CONTACT_COLUMNS) * (size + gap) + gap
-    height = caption + rows * (size + gap) + gap
-    sheet = np.full((height, width, 3), 255, dtype=np.uint8)
-    for r in range(rows):
-        j = int(partner[r])
-        sketch = to_uint8(data.sketches[r].expand(3, -1, -1))
-        tiles = (sketch, data.colors[r], own[r], data.colors[j], swapped[r])
-        y = caption + gap + r * (size + gap)
-        for c, tile in enumerate(tiles):
-            x = gap + c * (size + gap)
-            sheet[y : y + size, x : x + size] = tile
-    picture = Image.fromarray(sheet)
-    draw = ImageDraw.Draw(picture)
-    for c, text in enumerate(CONTACT_COLUMNS):
-        draw.text((gap + c * (size + gap) + 2, 2), text, fill=(0, 0, 0))
-    return np.asarray(picture).copy()
-
-
-def _versions(model: EvalModel) -> dict:
+def _versions(runner) -> dict:
     import skimage
 
     from colorizer import __version__
@@ -775,20 +229,11 @@ def _versions(model: EvalModel) -> dict:
         "scikit-image": skimage.__version__,
         "python": platform.python_version(),
     }
-    if model.kind == "engine" and model.name.lower().endswith(".onnx"):
+    if runner.format == "onnx":
         import onnxruntime
 
         versions["onnxruntime"] = onnxruntime.__version__
     return versions
-
-
-def _sha256(path: str | None) -> str | None:
-    """The sha256 of a model file (None for a module or a folder): which weights these numbers are for."""
-    if path is None or not os.path.isfile(path):
-        return None
-    from colorizer.pretrained import sha256_of
-
-    return sha256_of(path)
 
 
 def evaluate(
@@ -805,26 +250,31 @@ def evaluate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     rows: int = CONTACT_ROWS,
 ) -> Report:
-    """Score ``model`` (see ``load_model``) and return a Report (metrics in the module docstring).
+    """Score ``model`` and return a Report (metrics: ``colorizer.scoring``).
+
+    model: anything ``colorizer.runtime.load.load_runner`` takes (a module, a checkpoint, a run folder, a
+    bundled name, an exported engine) or a Runner; device and kernels: ``load_runner``'s.
 
     data: "synthetic" (``count`` drawings of stream ``seed``) or "folder" (``data_root``'s pictures;
     ``seed`` is then unused). Raises ColorizerError subclasses for bad input.
     """
     if data not in ("synthetic", "folder"):
-        raise ConfigError(f"--data must be synthetic or folder, got {data!r}")
+        raise ConfigError(f"data must be synthetic or folder, got {data!r}", option="data")
     if data == "folder" and not data_root:
-        raise ConfigError("--data folder needs --data-root FOLDER")
+        raise ConfigError("data folder needs a data_root FOLDER", option="data")
     if data == "synthetic" and data_root:
-        raise ConfigError("--data-root is only used with --data folder")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ConfigError(f"--batch-size must be a positive integer, got {batch_size}")
+        raise ConfigError("data_root is only used with data folder", option="data_root")
+    # Every number is checked here, before the model is loaded or a picture drawn (each names its flag).
+    if _not_int(batch_size) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}", option="batch_size")
+    if _not_int(rows) or rows < 1:
+        raise ConfigError(f"rows must be a positive integer (the contact sheet's rows), got {rows!r}", option="rows")
     count, size = _check_count(count), check_size(size, "size")
-    if int(noise_seed) != noise_seed or not 0 <= noise_seed <= MAX_SEED - count + 1:
-        raise ConfigError(
-            f"--noise-seed must be in [0, {MAX_SEED - count + 1}] (picture i uses noise_seed + i), got {noise_seed}"
-        )
+    check_seed(seed, "seed")
+    check_seed(noise_seed, "noise_seed")  # picture i: seed_sequence(noise_seed, count)[i] (colorizer.limits)
+    _check_memory(count, size)
     start = time.perf_counter()
-    runner = load_model(model, device=device, kernels=kernels)
+    runner = model if isinstance(model, Runner) else load_runner(model, device=device, kernels=kernels)
     evalset = synthetic_set(count, size, seed) if data == "synthetic" else folder_set(data_root, count, size)
     t0 = time.perf_counter()
     own, swapped = colorize_set(runner, evalset, noise_seed, batch_size)
@@ -835,7 +285,7 @@ def evaluate(
         "model": runner.name,
         "model_kind": runner.kind,
         "model_path": runner.path,
-        "model_sha256": _sha256(runner.path),
+        "model_sha256": runner.sha256,
         "data": data,
         "data_root": None if data_root is None else os.fspath(data_root),
         "seed": int(seed) if data == "synthetic" else None,
@@ -845,7 +295,7 @@ def evaluate(
         "swap": "drawing i with the palette of drawing (i + 1) mod count",
         "palette": f"extract_palette of each truth picture, seed {PALETTE_SEED}",
         "device": str(runner.device),
-        "kernels": runner.kernels,
+        "kernels": runner.backend if runner.format == "torch" else None,
         "noise": runner.noise,
         "batch_size": int(batch_size),
         "forward_images_per_s": round(2 * len(evalset) / forward_s, 2) if forward_s > 0 else None,
@@ -856,77 +306,3 @@ def evaluate(
     report = Report(metrics, counts, settings, rows_, contact_sheet(evalset, own, swapped, rows))
     settings["elapsed_s"] = round(time.perf_counter() - start, 2)
     return report
-
-
-# ----------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The options of ``colorizer eval`` (hooked into colorizer.cli's parser); sets ``fn=run_eval``."""
-    parser.add_argument(
-        "model",
-        metavar="MODEL",
-        help="a checkpoint, a training run folder (newest good checkpoint), a bundled model name (demo), "
-        "or an exported engine (.onnx, .plan)",
-    )
-    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"pictures to score (default {DEFAULT_COUNT})")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="picture size, a multiple of 128 (default 256)")
-    parser.add_argument(
-        "--seed", type=int, default=EVAL_SEED, help=f"synthetic drawing stream (default {EVAL_SEED}, never trained on)"
-    )
-    parser.add_argument("--noise-seed", type=int, default=DEFAULT_NOISE_SEED, help="picture i uses noise seed N + i")
-    parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md, contact_sheet.png")
-    parser.add_argument("--data", default="synthetic", choices=["synthetic", "folder"], help="what to score on")
-    parser.add_argument("--data-root", help="with --data folder: a folder of color pictures (searched recursively)")
-    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu, cuda, cuda:1")
-    parser.add_argument(
-        "--kernels",
-        default="auto",
-        choices=kernel_choices(),
-        help="op backend of a checkpoint (auto: native on the CPU when built, else eager)",
-    )
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
-    parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
-    parser.add_argument("--overwrite", action="store_true", help="replace the report files in --out if present")
-    parser.set_defaults(fn=run_eval)
-    return parser
-
-
-def run_eval(args) -> int:
-    """``colorizer eval``: evaluate, print the Markdown table, write the three files into --out."""
-    if not args.overwrite:
-        check_outputs(args.out)  # before the work, not after it
-    report = evaluate(
-        args.model,
-        count=args.count,
-        size=args.size,
-        seed=args.seed,
-        noise_seed=args.noise_seed,
-        data=args.data,
-        data_root=args.data_root,
-        device=args.device,
-        kernels=args.kernels,
-        batch_size=args.batch_size,
-        rows=args.rows,
-    )
-    paths = report.write(args.out, overwrite=args.overwrite)
-    print(report.to_markdown(), end="")
-    print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out} ({report.settings['elapsed_s']} s)")
-    return 0
-
-
-def main(argv=None) -> int:
-    """``python -m colorizer.evaluation MODEL ...``, the same as ``colorizer eval MODEL ...``."""
-    from colorizer.errors import run_cli
-
-    def _main(argv):
-        parser = add_eval_arguments(ArgumentParser(prog="colorizer eval", description=__doc__.split("\n")[0]))
-        args = parser.parse_args(argv)
-        return args.fn(args)
-
-    return run_cli(_main, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,14 +7,11 @@ sketch's original size.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from colorizer.limits import check_size, padded_size
-from colorizer.models import fold_weight_standardization
 
 PAPER = 1.0  # white in [-1, 1]
 
@@ -33,7 +30,7 @@ def fit_to_model(sketch: torch.Tensor, size: int | None) -> torch.Tensor:
     """(N, 3, H, W) -> (N, 3, H', W') with H', W' multiples of 128: pad with paper, or resize to size."""
     h, w = sketch.shape[-2:]
     if size is not None:
-        check_size(size)
+        check_size(size, "size")
         return F.interpolate(sketch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     ph, pw = padded_size(h, w)
     return F.pad(sketch, (0, pw - w, 0, ph - h), value=PAPER)
@@ -46,50 +43,35 @@ def restore_size(image: torch.Tensor, height: int, width: int, size: int | None)
 
 
 class Colorizer:
-    """Colorize sketches with a generator.
+    """Colorize sketches of any size with a model: pads (or resizes) to the model's size multiple and back.
 
-    generator: a Sketch2Color (it is folded and put in eval mode) or any callable
-    ``f(x (N, 30, H, W) float32, seed: int) -> (N, 3, H, W)`` such as an exported engine's runner.
+    model: a ``colorizer.runtime.runner.Runner``, or anything ``colorizer.runtime.load.load_runner`` takes
+    (a Sketch2Color module, a checkpoint, a run folder, a bundled name, an exported engine), loaded on
+    ``device`` with ``kernels`` (both "auto" by default: the one policy of ``colorizer.runtime.device``).
     """
 
-    def __init__(self, generator: torch.nn.Module | Callable, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        if isinstance(generator, torch.nn.Module):
-            model = fold_weight_standardization(generator.to(self.device))
-            # The native CPU kernels have channels_last forward paths, and oneDNN's convolutions are
-            # faster in that layout: measured 1.35x over eager NCHW for the folded generator at 256 px.
-            layout = torch.channels_last if getattr(model, "kernels", "eager") == "native" else torch.contiguous_format
-            model = model.to(memory_format=layout)
+    def __init__(self, model, device: str | torch.device = "auto", kernels: str = "auto"):
+        from colorizer.runtime.load import load_runner
+        from colorizer.runtime.runner import Runner
 
-            def run(x, seed):
-                return model(x.contiguous(memory_format=layout), noise=seed)
+        self.runner = model if isinstance(model, Runner) else load_runner(model, device=device, kernels=kernels)
+        self.device = self.runner.device
 
-            self._run = run
-        else:
-            self._run = generator
+    def colorize_batch(self, sketches: torch.Tensor, palettes: torch.Tensor, seed=0, size: int | None = None):
+        """sketches: float (N, 1 or 3, H, W) in [-1, 1]; palettes: uint8 (N, 9, 3) or (9, 3); seed: an int in
+        [0, 2**31) (picture i uses ``seed_sequence(seed, N)[i]``, colorizer.limits) or N per-picture seeds.
 
-    @torch.inference_mode()
-    def colorize_batch(self, sketches: torch.Tensor, palettes: torch.Tensor, seed: int = 0, size: int | None = None):
-        """sketches: float (N, 3, H, W) in [-1, 1]; palettes: uint8 (N, 9, 3) or (9, 3); seed: an int
-        in [0, 2**31) (ConfigError otherwise), distinct seeds giving distinct noise.
-
-        Returns float (N, 3, H, W) in [-1, 1] at the sketches' own size.
+        Returns float (N, 3, H, W) in [-1, 1] at the sketches' own size, on the CPU.
         """
-        from colorizer.palette import palette_planes
+        from colorizer.limits import seed_sequence
 
-        if not isinstance(seed, torch.Tensor):
-            from colorizer.limits import check_seed
-
-            seed = check_seed(seed)  # 0 <= seed < 2**31 on every path (colorizer.limits)
-        h, w = sketches.shape[-2:]
-        x = fit_to_model(sketches.to(self.device, torch.float32), size)
-        if palettes.dim() == 2:
-            palettes = palettes.unsqueeze(0).expand(x.shape[0], -1, -1)
-        planes = palette_planes(palettes.to(self.device), x.shape[-2], x.shape[-1])
-        out = self._run(torch.cat([x, planes.to(x.dtype)], dim=1), seed)
-        return restore_size(out.float(), h, w, size)
+        n, _, h, w = sketches.shape
+        seeds = seed if isinstance(seed, (torch.Tensor, list, tuple)) else seed_sequence(seed, n)
+        x = fit_to_model(sketches.float().expand(-1, 3, -1, -1), size)
+        out = self.runner.colorize(x, palettes, seeds)
+        return restore_size(out, h, w, size)
 
     def colorize(self, sketch: np.ndarray, palette: torch.Tensor, seed: int = 0, size: int | None = None) -> np.ndarray:
-        """sketch: uint8 (H, W, 3); palette: uint8 (9, 3). Returns uint8 (H, W, 3)."""
+        """sketch: uint8 (H, W, 3) or (H, W); palette: uint8 (9, 3). Returns uint8 (H, W, 3)."""
         out = self.colorize_batch(sketch_to_tensor(sketch).unsqueeze(0), palette, seed, size)[0]
-        return ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -20,16 +20,8 @@ Heavy dependencies (onnx, onnxruntime, tensorrt) are imported only when a functi
 """
 
 from colorizer.export.formats import FORMATS, ExportFormat, format_for_path
-from colorizer.export.onnx_export import (
-    DEFAULT_OPSET,
-    NOISE_MODES,
-    GeneratorForExport,
-    OnnxExport,
-    export_onnx,
-    generator_input,
-    input_names,
-    read_metadata,
-)
+from colorizer.export.interface import NOISE_MODES, generator_input, input_names
+from colorizer.export.onnx_export import DEFAULT_OPSET, GeneratorForExport, OnnxExport, export_onnx, read_metadata
 from colorizer.export.runtime import EngineRunner, load_engine
 from colorizer.export.seeded_noise import seeded_noise
 from colorizer.export.tensorrt import ShapeRange, build_engine, tensorrt_missing

@@ -14,6 +14,14 @@ failed parity gate) and leaves no file behind. A thin layer over the formats tab
 and its own options, checks and build step from its module (``cli_options``, ``cli_check``,
 ``cli_export``, around the library builder: ``export_onnx``, ``build_engine``, ...).
 
+Overwrite and concurrency rule (the same for every format; ``OVERWRITE_RULE``, printed by --help):
+an existing output is replaced only when it is an export of ours (our metadata in the file, or, for a
+plan, in its sidecar); anything else there is refused with one line before any work. Only our own
+files are written (``model.onnx``; ``X.plan`` + ``X.plan.json``; ``DIR/model.xml``, ``model.bin``,
+``gates.json``; ``DIR/colorizer_onnx/``, ``DIR/colorizer_tensorrt/``); nothing else in a folder is
+replaced or deleted. Files are put in place under a lock on their folder, where the check is
+repeated, so two exports into one place take turns and the last one wins.
+
 ``--verify ARTIFACT`` re-checks an artifact that already exists (``verify.verify_artifact``: its
 row's runner and verifier, the gate its builder ran) against the checkpoint: it prints the report
 and exits 0 when it passes, 3 when it does not, 2 (one line) for a missing or unknown file; it
@@ -23,12 +31,13 @@ writes nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-import tempfile
 
-from colorizer.errors import ArgumentParser, ConfigError, run_cli
+from colorizer.errors import ArgumentParser, ColorizerError, ConfigError, one_line, run_cli
 from colorizer.export import formats
-from colorizer.export.onnx_export import DEFAULT_OPSET, NOISE_MODES, check_noise_mode, check_opset, load_checkpoint
+from colorizer.export.interface import NOISE_MODES, check_noise_mode
+from colorizer.export.onnx_export import DEFAULT_OPSET, check_opset
 from colorizer.export.tensorrt import ShapeRange, check_size_range
 
 
@@ -44,10 +53,21 @@ def _precision_help() -> tuple[list[str], str]:
     return sorted(choices), "; ".join(parts)
 
 
+OVERWRITE_RULE = (
+    "Existing outputs: a file or folder already at an output path is replaced only when it is an export "
+    "of colorizer-export (recognised by the metadata it carries); anything else is refused with one line "
+    "before any work, so nothing of yours is ever replaced. Only the export's own files are written "
+    "(--openvino DIR: model.xml, model.bin, gates.json; --triton-repo DIR: colorizer_onnx/, "
+    "colorizer_tensorrt/); other files in those folders are left alone. Two exports into the same place "
+    "take turns when they put their files in place; the one that finishes last is what stays."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="colorizer-export",
-        description="Export a Sketch2Color generator to ONNX, TensorRT and a Triton model repository.",
+        description="Export a Sketch2Color generator to ONNX, TensorRT, OpenVINO and a Triton model repository.",
+        epilog=OVERWRITE_RULE,
     )
     p.add_argument(
         "--checkpoint",
@@ -81,12 +101,61 @@ def _validate(args) -> tuple[ShapeRange, ShapeRange]:
         raise ConfigError("--checkpoint is required")
     check_noise_mode(args.noise)
     check_opset(args.opset)
+    _check_precision_is_used(args)
     batch = ShapeRange.parse(args.batch, "batch")
     size = ShapeRange.parse(args.size, "size")
     check_size_range(size)
     for fmt in formats.FORMATS:  # before any work, so a bad option or a missing dependency writes nothing
         fmt.load_module().cli_check(args, batch, size)
     return batch, size
+
+
+def _check_precision_is_used(args) -> None:
+    """--precision is an error unless a requested format takes it (an .onnx is always fp32: int8
+    asked of --onnx alone would silently give fp32); each such format checks the value itself."""
+    if not args.precision:
+        return
+    takers = [fmt for fmt in formats.FORMATS if fmt.precision_label and getattr(args, fmt.dest)]
+    if not takers:
+        requested = [fmt.flag for fmt in formats.FORMATS if getattr(args, fmt.dest)]
+        flags = [fmt.flag for fmt in formats.FORMATS if fmt.precision_label]
+        raise ConfigError(
+            f"--precision {args.precision}: {', '.join(requested)} does not take a precision (an ONNX export is "
+            f"fp32); --precision applies to {' and '.join(flags)}"
+        )
+    for fmt in takers:
+        module = fmt.load_module()
+        if args.precision not in module.PRECISIONS:
+            raise ConfigError(f"--precision {args.precision}: {fmt.flag} takes {', '.join(module.PRECISIONS)}")
+
+
+def _sweep_stale(args) -> list[str]:
+    """Remove what killed exports left (their temporaries next to this run's outputs, their scratch
+    folders in the system temp folder); only names of ours, only of processes that are gone."""
+    from colorizer import atomic
+    from colorizer.export.openvino import XML_NAME
+    from colorizer.export.tensorrt import SIDECAR_SUFFIX
+    from colorizer.export.triton_repo import ONNX_MODEL_NAME, TENSORRT_MODEL_NAME
+
+    places = []
+    for path in (args.onnx, args.trt):
+        if path:
+            path = os.path.abspath(path)
+            places.append((os.path.dirname(path), [os.path.basename(path), os.path.basename(path) + SIDECAR_SUFFIX]))
+    if args.openvino:
+        folder = os.path.abspath(args.openvino)
+        places += [(folder, [XML_NAME]), (os.path.dirname(folder), [os.path.basename(folder)])]
+    if args.triton_repo:
+        places.append((os.path.abspath(args.triton_repo), [ONNX_MODEL_NAME, TENSORRT_MODEL_NAME]))
+    removed = []
+    for folder, finals in places:
+        removed += atomic.remove_stale_temp_files(folder, finals)
+    for prefix in SCRATCH_PREFIXES:
+        removed += atomic.remove_stale_scratch(prefix)
+    return removed
+
+
+SCRATCH_PREFIXES = ("colorizer-export-", "colorizer-openvino-")
 
 
 def _print_report(report) -> None:
@@ -122,32 +191,50 @@ def run(argv=None) -> int:
     if args.verify:
         return _verify(args)
     batch, size = _validate(args)
+    from colorizer import atomic
     from colorizer.export.verify import ParityError
 
+    for path in _sweep_stale(args):
+        print(f"removed {path}, left by an interrupted export", file=sys.stderr)
     model, sha256 = _load_model(args)
-    with tempfile.TemporaryDirectory(prefix="colorizer-export-") as scratch:
+    written: list[str] = []  # what earlier formats of this run wrote, for a later format's error
+    with atomic.scratch_directory(SCRATCH_PREFIXES[0]) as scratch:
         job = formats.ExportJob(args, model, sha256, batch, size, scratch)
         for fmt in formats.build_order(f.name for f in formats.FORMATS if job.requested(f)):
             try:
                 done = fmt.load_module().cli_export(job)
             except ParityError as exc:  # the gate's full report above its one-line error
                 _print_report(exc.report)
+                _say_what_was_written(exc, fmt, written)
+                raise
+            except ColorizerError as exc:
+                _say_what_was_written(exc, fmt, written)
                 raise
             for report in done.reports:
                 _print_report(report)
             if done.message:
                 print(done.message)
+                written.append(f"{fmt.flag} {getattr(args, fmt.dest)}")
             job.outputs[fmt.name] = done.result
     return 0
 
 
+def _say_what_was_written(exc: ColorizerError, fmt, written: list[str]) -> None:
+    """End a later format's one-line error with what this run did write (kept, complete, gated)."""
+    if written:
+        text = one_line(exc)
+        kept = f"{' and '.join(written)} {'was' if len(written) == 1 else 'were'} written and kept"
+        exc.args = (f"{text}; {fmt.flag} was not written; {kept}",)
+
+
 def _load_model(args):
     """(generator, sha256) of --checkpoint: a file, a training run folder, or a bundled model's name
-    (like colorize and eval)."""
-    from colorizer import pretrained
-    from colorizer.checkpoint import resolve_checkpoint
+    (colorizer.runtime.load, as colorize and eval)."""
+    from colorizer.export.artifact import sha256_file
+    from colorizer.runtime.load import load_colorizer
 
-    return load_checkpoint(resolve_checkpoint(pretrained.resolve(args.checkpoint)))
+    model, ref = load_colorizer(args.checkpoint)
+    return model, sha256_file(ref.path)
 
 
 def _verify(args) -> int:

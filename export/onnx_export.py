@@ -39,9 +39,21 @@ import torch
 import torch.nn as nn
 
 import colorizer
-from colorizer.errors import CheckpointError, ConfigError, MissingDependencyError
-from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
+from colorizer.checkpoint import check_colorizer, load_colorizer_file
+from colorizer.errors import ConfigError, MissingDependencyError
+from colorizer.export.artifact import check_output_path, export_output, refuse_foreign
 from colorizer.export.graph_ops import GRAPH_OPS
+from colorizer.export.interface import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    NOISE_INPUT_NAMES,
+    OUTPUT_NAME,
+    PALETTE_SIZE,
+    check_noise_mode,
+    example_inputs,
+    generator_input,
+    input_names,
+)
 from colorizer.export.seeded_noise import NOISE_ALGORITHM, seeded_noise
 from colorizer.models.generator import NUM_NOISE, SIZE_MULTIPLE, UNetGenerator, fold_weight_standardization
 
@@ -50,27 +62,9 @@ DEFAULT_OPSET = 18
 # newest ops the graph needs; 20 is the newest opset PyTorch's TorchScript exporter writes.
 MIN_OPSET = 11
 MAX_OPSET = 20
-PALETTE_SIZE = 9
-GENERATOR_IN_CHANNELS = 3 + 3 * PALETTE_SIZE  # 30
-NOISE_MODES = ("seeded", "zero", "input")
-OUTPUT_NAME = "image"
-NOISE_INPUT_NAMES = tuple(f"noise{k}" for k in range(NUM_NOISE - 1, -1, -1))  # noise7 .. noise0
-FORMAT_NAME = "colorizer-sketch2color-onnx"
-FORMAT_VERSION = "1"
 # How GroupNorm is written into the graph (colorizer.export.graph_ops): "two-level" statistics
 # (accurate on onnxruntime's CPU) or "instance-norm" (PyTorch's own decomposition).
 DEFAULT_GROUP_NORM = "two-level"
-
-
-def input_names(noise: str) -> list[str]:
-    """The graph's input names for a noise mode, in order."""
-    check_noise_mode(noise)
-    return ["sketch", "palette"] + {"seeded": ["seed"], "zero": [], "input": list(NOISE_INPUT_NAMES)}[noise]
-
-
-def check_noise_mode(noise: str) -> None:
-    if noise not in NOISE_MODES:
-        raise ConfigError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
 
 
 def check_opset(opset: int) -> None:
@@ -81,34 +75,6 @@ def check_opset(opset: int) -> None:
                 f"need opset {MIN_OPSET}); use --opset {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})"
             )
         raise ConfigError(f"opset {opset} is newer than the exporter supports; use {MIN_OPSET}..{MAX_OPSET}")
-
-
-def check_image_size(height: int, width: int) -> None:
-    """ConfigError unless height and width are positive multiples of 128."""
-    if height <= 0 or width <= 0 or height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
-        raise ConfigError(f"image size must be a positive multiple of {SIZE_MULTIPLE}, got {height}x{width}")
-
-
-def generator_input(sketch: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-    """cat(sketch, palette planes): (N, 3, H, W) and (N, 9, 3) -> (N, 30, H, W), same dtype.
-
-    Plane 3j + c (after the sketch's 3 channels) is palette[:, j, c] broadcast over H x W, the layout
-    of ``colorizer.palette.palette_planes``.
-    """
-    n, _, h, w = sketch.shape
-    planes = palette.to(sketch.dtype).reshape(n, -1, 1, 1).expand(n, palette.shape[1] * 3, h, w)
-    return torch.cat([sketch, planes], dim=1)
-
-
-def split_generator_input(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of ``generator_input`` for constant palette planes: (N, 30, H, W) -> sketch, palette.
-
-    The palette is read from pixel (0, 0) of each plane, so the planes must be constant (as
-    ``palette_planes`` makes them).
-    """
-    if x.dim() != 4 or x.shape[1] != GENERATOR_IN_CHANNELS:
-        raise ValueError(f"expected the generator input (N, {GENERATOR_IN_CHANNELS}, H, W), got {tuple(x.shape)}")
-    return x[:, :3], x[:, 3:, 0, 0].reshape(x.shape[0], PALETTE_SIZE, 3)
 
 
 class GeneratorForExport(nn.Module):
@@ -139,23 +105,6 @@ class GeneratorForExport(nn.Module):
         return g.decoder(g.encoder(x), maps)
 
 
-def example_inputs(noise: str, batch: int, height: int, width: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Deterministic float32 inputs for the exported graph, in ``input_names(noise)`` order.
-
-    sketch and palette uniform in [-1, 1]; seed (seeded mode) ``seed + i`` for sample i; noise maps
-    (input mode) standard normal. Drawn from a CPU generator seeded with ``seed``.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    sketch = torch.rand(batch, 3, height, width, generator=gen) * 2 - 1
-    palette = torch.rand(batch, PALETTE_SIZE, 3, generator=gen) * 2 - 1
-    if noise == "seeded":
-        return sketch, palette, (torch.arange(batch, dtype=torch.int32) + seed) % (2**31 - 1)
-    if noise == "input":
-        shapes = [(batch, 1, height >> s, width >> s) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
-        return (sketch, palette, *(torch.randn(s, generator=gen) for s in shapes))
-    return sketch, palette
-
-
 def dynamic_axes(noise: str) -> dict[str, dict[int, str]]:
     axes = {
         "sketch": {0: "batch", 2: "height", 3: "width"},
@@ -168,30 +117,6 @@ def dynamic_axes(noise: str) -> dict[str, dict[int, str]]:
         for name, s in zip(NOISE_INPUT_NAMES, (7, 6, 5, 4, 3, 2, 1, 0)):
             axes[name] = {0: "batch", 2: f"height/{2**s}", 3: f"width/{2**s}"}
     return axes
-
-
-def check_generator(model) -> UNetGenerator:
-    """The model if it is a colorizing generator (30 input channels), else CheckpointError."""
-    if not isinstance(model, UNetGenerator):
-        raise CheckpointError(f"expected a Sketch2Color generator, got {type(model).__name__}")
-    if model.in_channels != GENERATOR_IN_CHANNELS:
-        raise CheckpointError(
-            f"expected a Sketch2Color generator ({GENERATOR_IN_CHANNELS} input channels: sketch + 9 palette "
-            f"colors), got a generator with {model.in_channels} input channels (a Color2Sketch line extractor?)"
-        )
-    return model
-
-
-def load_checkpoint(path: str) -> tuple[UNetGenerator, str]:
-    """(Sketch2Color, sha256 of the file) from a checkpoint path; CheckpointError for a wrong file."""
-    if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        from colorizer.checkpoint import load_generator
-    except ImportError as exc:  # pragma: no cover - the checkpoint module ships with the package
-        raise MissingDependencyError(f"colorizer.checkpoint is not available: {exc}") from exc
-    model = load_generator(path, map_location="cpu")
-    return check_generator(model), sha256_file(path)
 
 
 def graph_metadata(model: UNetGenerator, noise: str, opset: int, source_sha256: str | None) -> dict[str, str]:
@@ -227,6 +152,15 @@ def read_metadata(path_or_model) -> dict[str, str]:
 
     model = onnx.load(path_or_model, load_external_data=False) if isinstance(path_or_model, str) else path_or_model
     return {p.key: p.value for p in model.metadata_props}
+
+
+def is_own_onnx(path: str) -> bool:
+    """True when ``path`` is an ONNX file written by ``export_onnx`` (our ``format`` metadata); the
+    overwrite rule of colorizer-export replaces only such files (``artifact.refuse_foreign``)."""
+    try:
+        return read_metadata(path).get("format") == FORMAT_NAME
+    except Exception:  # not ONNX at all (protobuf decode errors), unreadable, onnx missing
+        return False
 
 
 def _import_onnx():
@@ -329,15 +263,17 @@ def export_onnx(
     onnxruntime's CPU, ~2x eager's error at 256 px, see graph_ops). Only a file
     that passes is renamed onto ``path``; otherwise nothing is left and the error is raised:
     ConfigError (bad option or path), CheckpointError (not a Sketch2Color), ParityError (gate).
+    An existing file at ``path`` is replaced only when it is an export of ours (``is_own_onnx``;
+    ConfigError otherwise, before any work and again at the rename: ``artifact.export_output``).
     """
     check_noise_mode(noise)
     check_opset(opset)
     if isinstance(model, str):
-        model, source_sha256 = load_checkpoint(model)
-    check_generator(model)
+        model, source_sha256 = load_colorizer_file(model)
+    check_colorizer(model)
     path = check_output_path(path, "ONNX file")
     _import_onnx()
-    with atomic_output(path, "ONNX file") as tmp:
+    with export_output(path, "ONNX file", is_own_onnx) as tmp:
         trace_to_onnx(model, tmp, noise, opset, group_norm)
         finalize_graph(tmp, model, noise, opset, source_sha256, group_norm)
         report = None
@@ -381,6 +317,7 @@ def cli_check(args, batch, size) -> None:
         check_output_path(args.onnx, "ONNX file")
         if not args.onnx.lower().endswith(".onnx"):
             raise ConfigError(f"--onnx needs a .onnx file name, got {args.onnx}")
+        refuse_foreign(os.path.abspath(args.onnx), "--onnx", is_own_onnx)
 
 
 def cli_export(job):

@@ -40,7 +40,7 @@ Every export passes two gates before anything is written (``verify_openvino`` an
   most ``colorizer.testing.LOW_PRECISION_GATES[precision]`` times the error of the eager PyTorch
   model in the matching precision (fp32: eager fp32; bf16 and int8: ``torch.autocast("cpu",
   torch.bfloat16)``);
-- functional: ``colorizer.evaluation`` on held-out synthetic drawings: the engine's L1 within
+- functional: ``colorizer.scoring`` on held-out synthetic drawings: the engine's L1 within
   ``FUNCTIONAL_L1_TOLERANCE`` (1/255) of the fp32 model's, and its palette-swap following unchanged.
 
 Output: a folder holding ``model.xml`` + ``model.bin`` (weights in fp32, or int8 for int8) with the
@@ -50,29 +50,23 @@ the inference precision hint, the fp32 node groups and the gate results.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-import tempfile
+import shutil
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
+from colorizer.checkpoint import check_colorizer, load_colorizer_file
 from colorizer.errors import ConfigError, MissingDependencyError
-from colorizer.export.artifact import atomic_directory, check_output_folder
-from colorizer.export.onnx_export import (
-    DEFAULT_OPSET,
-    OUTPUT_NAME,
-    check_generator,
-    check_noise_mode,
-    export_onnx,
-    graph_metadata,
-    input_names,
-    load_checkpoint,
-)
-from colorizer.export.runtime import EngineRunner
+from colorizer.export.artifact import check_output_folder
+from colorizer.export.interface import NOISE_MODES, OUTPUT_NAME, check_noise_mode, input_names
+from colorizer.export.onnx_export import DEFAULT_OPSET, export_onnx, graph_metadata
+from colorizer.export.runtime import EngineRunner, check_signature
 from colorizer.models.generator import UNetGenerator
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -84,6 +78,10 @@ KEEP_FP32 = ("noise", "output", "attention")
 DEFAULT_KEEP_FP32 = ("noise", "output")
 XML_NAME = "model.xml"
 BIN_NAME = "model.bin"
+GATES_NAME = "gates.json"
+# The files an export writes into its folder, in the order they are put in place (model.xml last:
+# a reader sees the old model, no model, or the new one, never the new weights under the old graph).
+IR_FILES = (BIN_NAME, GATES_NAME, XML_NAME)
 FORMAT_NAME = "colorizer-sketch2color-openvino"
 PRECISE_ATTRIBUTE = "precise"  # OpenVINO's DisablePrecisionConversion runtime attribute in IR XML
 INSTALL_HINT = "pip install 'colorizer[openvino]' (or: pip install openvino nncf)"
@@ -277,17 +275,17 @@ def calibration_samples(
     """``count`` single-image input dicts (the graph's input names) for int8 calibration.
 
     Built-in synthetic drawings (stream CALIBRATION_SEED), or the pictures in ``folder`` (largest
-    centered square resized to ``size``, XDoG line art, as ``colorizer.evaluation.folder_set``); each
+    centered square resized to ``size``, XDoG line art, as ``colorizer.scoring.folder_set``); each
     with its own palette and noise seed i.
     """
     from colorizer.export.seeded_noise import seeded_noise
 
     if folder is not None:
-        from colorizer.evaluation import folder_set
+        from colorizer.scoring import folder_set
 
         data = folder_set(folder, count, size)
     else:
-        from colorizer.evaluation import synthetic_set
+        from colorizer.scoring import synthetic_set
 
         data = synthetic_set(count, size, CALIBRATION_SEED)
     samples = []
@@ -348,10 +346,10 @@ class OpenVinoRunner(EngineRunner):
             raise ConfigError(f"{path} is not a colorizer OpenVINO export (no colorizer metadata)")
         self.noise = self.metadata["noise_mode"]
         self.precision = self.metadata.get("precision", "fp32")
-        names = [i.get_names() for i in model.inputs]  # a tensor can carry several names
+        if self.noise not in NOISE_MODES:
+            raise ConfigError(f"{path} is not a colorizer export (noise mode {self.noise!r} in its metadata)")
         self.input_names = input_names(self.noise)
-        if len(names) != len(self.input_names) or any(n not in s for n, s in zip(self.input_names, names)):
-            raise ConfigError(f"{path} is not a colorizer export (inputs {[sorted(s) for s in names]})")
+        check_signature(path, self.noise, _ov_tensors(model, [*self.input_names, OUTPUT_NAME]))
         config = {
             "INFERENCE_PRECISION_HINT": precision_hint or self.metadata.get("inference_precision", "f32"),
             "PERFORMANCE_HINT": "LATENCY",
@@ -381,6 +379,23 @@ class OpenVinoRunner(EngineRunner):
             key = f"{info['layerType'].astype(str)}:{info['runtimePrecision'].astype(str)}"
             counts[key] = counts.get(key, 0) + 1
         return counts
+
+
+_OV_ELEMENT = {"f32": "float32", "i32": "int32"}
+
+
+def _ov_tensors(model, expected_names) -> list[tuple[str, str, list[int | None] | None]]:
+    """(name, element type, shape) of an ov.Model's inputs then outputs, for ``check_signature``.
+    A port can carry several names; the one among ``expected_names`` is used when present."""
+    tensors = []
+    for port in [*model.inputs, *model.outputs]:
+        names = port.get_names()
+        name = next((n for n in expected_names if n in names), min(names) if names else "?")
+        element = port.get_element_type().get_type_name()
+        shape = port.get_partial_shape()
+        dims = None if shape.rank.is_dynamic else [d.get_length() if d.is_static else None for d in shape]
+        tensors.append((name, _OV_ELEMENT.get(element, element), dims))
+    return tensors
 
 
 def read_openvino_metadata(model) -> dict[str, str]:
@@ -458,18 +473,90 @@ class FunctionalReport:
 
 
 def functional_gate(runner, model: UNetGenerator, *, count: int | None = None, size: int | None = None):
-    """Score ``runner`` and the eager fp32 ``model`` with colorizer.evaluation on the same drawings."""
-    from colorizer.evaluation import EvalModel, colorize_set, load_model, score_outputs, synthetic_set
+    """Score the engine ``runner`` and the eager fp32 ``model`` with colorizer.scoring on the same drawings,
+    both through the runtime seam's Runner (colorizer.runtime.runner)."""
+    from colorizer.runtime.runner import EngineRunner, ModuleRunner
+    from colorizer.scoring import colorize_set, score_outputs, synthetic_set
 
     count, size = count or FUNCTIONAL_COUNT, size or FUNCTIONAL_SIZE
     data = synthetic_set(count, size)
-    reference = load_model(model, device="cpu", kernels="eager")  # a copy, on the eager ops
-    engine = EvalModel(lambda x, seeds: runner(x, seed=seeds.cpu()), runner.path, "engine", runner.path, runner.device)
+    reference = ModuleRunner(model, "cpu", "eager")  # a folded copy, on the eager ops
+    engine = EngineRunner(runner, format="openvino", backend="openvino")
     scores = {}
     for name, evaluated in (("engine", engine), ("reference", reference)):
         own, swapped = colorize_set(evaluated, data)
         scores[name] = score_outputs(data, own, swapped)[0]
     return FunctionalReport(runner.path, len(data), size, scores["engine"], scores["reference"])
+
+
+# ------------------------------------------------------------------------------------------------
+# The output folder: only our files are written, nothing else in it is touched
+
+
+def is_own_ir(xml_path: str) -> bool:
+    """True when ``xml_path`` is an IR written by ``export_openvino`` (our ``format`` in its rt_info).
+    Read as XML, without OpenVINO: a foreign or broken file is simply not ours."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (OSError, ET.ParseError):
+        return False
+    node = root.find("rt_info/colorizer/format")
+    return root.tag == "net" and node is not None and node.get("value") == FORMAT_NAME
+
+
+def check_ir_folder(folder: str) -> str:
+    """Absolute ``folder`` after checking that an IR can be written there under the overwrite rule:
+    a new folder (its parent writable), or a writable folder whose ``model.xml`` / ``model.bin`` /
+    ``gates.json`` are absent or an export of ours (``is_own_ir`` of its model.xml). Other files in
+    the folder are the user's: never replaced nor deleted. ConfigError (one line) otherwise."""
+    folder = os.path.abspath(folder)
+    if not os.path.lexists(folder):
+        return check_output_folder(folder, "OpenVINO folder")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"OpenVINO folder {folder} exists and is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write OpenVINO folder {folder}: it is not writable")
+    xml = os.path.join(folder, XML_NAME)
+    ours = os.path.isfile(xml) and not os.path.islink(xml) and is_own_ir(xml)
+    for name in sorted(IR_FILES, key=lambda n: n != XML_NAME):  # the graph decides: named first
+        path = os.path.join(folder, name)
+        if os.path.lexists(path) and not (ours and os.path.isfile(path) and not os.path.islink(path)):
+            raise ConfigError(
+                f"OpenVINO folder {folder} holds a {name} that is not part of an export of colorizer-export, "
+                "which replaces only its own files; move it away or choose another --openvino folder"
+            )
+    return folder
+
+
+def _fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _put_ir_in_place(built: str, folder: str) -> None:
+    """Move the complete, gated IR files from ``built`` into ``folder``, under the folder's lock,
+    after checking the folder again (another export or the user may have written meanwhile)."""
+    from colorizer import atomic
+    from colorizer.export.artifact import folder_lock
+
+    for name in IR_FILES:
+        _fsync_file(os.path.join(built, name))
+    with folder_lock(folder):
+        check_ir_folder(folder)
+        xml = os.path.join(folder, XML_NAME)
+        if os.path.lexists(xml):
+            os.unlink(xml)  # the old graph goes first: no reader pairs it with the new weights
+        for name in IR_FILES:
+            source, target = os.path.join(built, name), os.path.join(folder, name)
+            try:
+                if os.path.lexists(target):  # ours: checked above, under the lock
+                    atomic.commit_replace(source, target)
+                else:
+                    atomic.commit_new(source, target)
+            except FileExistsError:
+                raise ConfigError(
+                    f"{target} was created by someone else during the export; it was left as it is"
+                ) from None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,10 +606,14 @@ def export_openvino(
 ) -> OpenVinoExport:
     """Export a Sketch2Color generator (or a checkpoint path) to an OpenVINO IR folder.
 
-    folder gets ``model.xml`` and ``model.bin``; it is built under a temporary name and renamed into
-    place only after the gates pass (``verify``: numerical, ``functional``: colorizer.evaluation), so
-    a failure leaves nothing (ParityError, exit code 3). onnx_path: an already exported and gated ONNX
-    file of the same model and noise mode (else one is exported to a scratch folder). keep_fp32:
+    folder gets ``model.xml``, ``model.bin`` and ``gates.json``, built in a hidden temporary folder
+    inside it and moved into place only after the gates pass (``verify``: numerical, ``functional``:
+    colorizer.scoring), so a failure leaves nothing (ParityError, exit code 3; a folder created
+    for the export is removed again). An existing folder may hold other files: they are never
+    touched; our three names must be absent or an export of ours (``check_ir_folder``), checked
+    before any work and again, under the folder's lock, when the files are put in place.
+    onnx_path: an already exported and gated ONNX file of the same model and noise mode (else one
+    is exported to a scratch folder). keep_fp32:
     node groups kept in fp32 (KEEP_FP32). calibration: a folder of pictures for int8 (default: the
     built-in synthetic drawings).
     """
@@ -530,9 +621,9 @@ def export_openvino(
     check_noise_mode(noise)
     keep = check_keep(keep_fp32)
     if isinstance(model, str):
-        model, source_sha256 = load_checkpoint(model)
-    check_generator(model)
-    folder = check_output_folder(folder, "OpenVINO folder")
+        model, source_sha256 = load_colorizer_file(model)
+    check_colorizer(model)
+    folder = check_ir_folder(folder)
     if calibration is not None and precision != "int8":
         raise ConfigError("--calibration is only used with --precision int8")
     if calibration is not None and not os.path.isdir(calibration):
@@ -540,7 +631,9 @@ def export_openvino(
     ov = require_openvino()
     if precision == "int8":
         require_nncf()
-    with tempfile.TemporaryDirectory(prefix="colorizer-openvino-") as scratch:
+    from colorizer import atomic
+
+    with atomic.scratch_directory("colorizer-openvino-") as scratch:
         if onnx_path is None:
             onnx_path = os.path.join(scratch, "model.onnx")
             export_onnx(model, onnx_path, noise=noise, source_sha256=source_sha256, verify=False)
@@ -563,7 +656,21 @@ def export_openvino(
             metadata["calibration"] = calibration or f"synthetic drawings (seed {CALIBRATION_SEED})"
             metadata["calibration_count"] = str(calibration_count)
         metadata.pop("opset", None)
-        with atomic_directory(folder, "OpenVINO folder") as tmp:
+        created = False
+        try:
+            os.mkdir(folder, 0o777)
+            created = True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ConfigError(f"cannot create OpenVINO folder {folder}: {exc.strerror or exc}") from exc
+        try:
+            tmp = atomic.make_temp_directory(os.path.join(folder, XML_NAME))
+        except OSError as exc:
+            if created:
+                os.rmdir(folder)
+            raise ConfigError(f"cannot write OpenVINO folder {folder}: {exc.strerror or exc}") from exc
+        try:
             xml = os.path.join(tmp, XML_NAME)
             for key, value in metadata.items():
                 ov_model.set_rt_info(value, ["colorizer", key])
@@ -583,12 +690,22 @@ def export_openvino(
                 )
                 functional_report.raise_if_failed(f"OpenVINO {precision} export {folder}")
             gates = {
+                "format": FORMAT_NAME,
                 "parity": [asdict(c) | {"passed": c.passed} for c in parity.cases] if parity else None,
                 "functional": functional_report.format() if functional_report else None,
             }
-            with open(os.path.join(tmp, "gates.json"), "w") as f:
+            with open(os.path.join(tmp, GATES_NAME), "w") as f:
                 json.dump(gates, f, indent=2)
                 f.write("\n")
+            del runner  # its compiled model maps the temporary files
+            _put_ir_in_place(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    os.rmdir(folder)  # only while still empty: never a file someone else put there
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return OpenVinoExport(
         folder=folder,
         xml=os.path.join(folder, XML_NAME),
@@ -623,7 +740,7 @@ def cli_check(args, batch, size) -> None:
         raise ConfigError("--calibration is only used with --openvino and --precision int8")
     if not args.openvino:
         return
-    check_output_folder(args.openvino, "OpenVINO folder")
+    check_ir_folder(args.openvino)
     check_precision(args.precision or DEFAULT_PRECISION)
     args.keep_fp32 = check_keep(() if args.keep_fp32 in ("", "none") else args.keep_fp32.split(","))
     if args.calibration and not os.path.isdir(args.calibration):

@@ -28,13 +28,42 @@ import numpy as np
 import torch
 
 from colorizer.errors import ConfigError, MissingDependencyError
-from colorizer.export.onnx_export import (
-    NOISE_INPUT_NAMES,
-    OUTPUT_NAME,
-    input_names,
-    split_generator_input,
-)
-from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
+from colorizer.export.interface import FORMAT_NAME, NOISE_INPUT_NAMES, NOISE_MODES, OUTPUT_NAME, split_generator_input
+from colorizer.export.seeded_noise import check_seed, seeded_noise
+
+
+def check_signature(path: str, noise: str, tensors) -> None:
+    """ConfigError (one line) unless ``tensors``, (name, element type, shape) of a file's inputs in
+    order and then its output(s), are those of our graph in ``noise`` mode
+    (``onnx_export.graph_signature``): element types equal, ranks equal, fixed dimensions equal
+    where the file fixes them. The engines' second check after their metadata."""
+    from colorizer.export.interface import graph_signature
+
+    expected = graph_signature(noise)
+    tensors = list(tensors)
+    names = [name for name, _, _ in tensors]
+    if names != list(expected):
+        raise ConfigError(f"{path} is not a colorizer export: its tensors are {names}, not {list(expected)}")
+    for name, dtype, shape in tensors:
+        want_type, want_shape = expected[name]
+        shape = tuple(shape) if shape is not None else None
+        ok = dtype == want_type and shape is not None and len(shape) == len(want_shape)
+        ok = ok and all(w is None or g is None or g == w for g, w in zip(shape, want_shape))
+        if not ok:
+            raise ConfigError(
+                f"{path} is not a colorizer export: {name} is {dtype} {_shape_text(shape)}, "
+                f"expected {want_type} {_shape_text(want_shape)}"
+            )
+
+
+def _shape_text(shape) -> str:
+    if shape is None:
+        return "(unknown rank)"
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _ort_dim(d):
+    return d if isinstance(d, int) and d >= 0 else None
 
 
 def noise_mode_from_inputs(names) -> str:
@@ -59,10 +88,9 @@ class EngineRunner:
             if seeds.numel() != batch:
                 raise ValueError(f"got {seeds.numel()} seeds for a batch of {batch}")
         else:
-            from colorizer.limits import check_seed as check_one
+            from colorizer.limits import seed_sequence
 
-            base = check_one(seed, "seed")  # 0 <= seed < 2**31: never wrapped into another seed
-            seeds = (torch.arange(batch, dtype=torch.int64) + base) % (MAX_SEED + 1)
+            seeds = torch.tensor(seed_sequence(seed, batch), dtype=torch.int64)  # the one rule, colorizer.limits
         check_seed(seeds)
         return seeds.to(torch.int32)
 
@@ -85,6 +113,7 @@ class EngineRunner:
 
 
 _ORT_TYPES = {"tensor(float)": (np.float32, torch.float32), "tensor(int32)": (np.int32, torch.int32)}
+_ORT_ELEMENT = {"tensor(float)": "float32", "tensor(int32)": "int32"}
 
 
 class OnnxRunner(EngineRunner):
@@ -115,10 +144,21 @@ class OnnxRunner(EngineRunner):
             raise ConfigError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from exc
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.input_types = {i.name: i.type for i in self.session.get_inputs()}
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.noise = metadata.get("noise_mode") or noise_mode_from_inputs(self.input_names)
-        if self.input_names != input_names(self.noise):
-            raise ConfigError(f"{path} is not a colorizer export (inputs {self.input_names})")
+        self.metadata = metadata = self.session.get_modelmeta().custom_metadata_map
+        # Recognised by our metadata, then by its tensors: inputs that merely happen to be called
+        # sketch and palette do not make a network a colorizer.
+        if metadata.get("format") != FORMAT_NAME or metadata.get("noise_mode") not in NOISE_MODES:
+            raise ConfigError(f"{path} is not a colorizer export (no colorizer metadata in the ONNX file)")
+        self.noise = metadata["noise_mode"]
+        tensors = [*self.session.get_inputs(), *self.session.get_outputs()]
+        check_signature(
+            path,
+            self.noise,
+            [
+                (t.name, _ORT_ELEMENT.get(t.type, t.type), None if t.shape is None else [_ort_dim(d) for d in t.shape])
+                for t in tensors
+            ],
+        )
         self.on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
 
     def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:

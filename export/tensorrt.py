@@ -32,18 +32,13 @@ from dataclasses import asdict, dataclass
 import torch
 
 from colorizer.errors import ConfigError, MissingDependencyError
-from colorizer.export.artifact import atomic_output, check_output_path, sha256_file
-from colorizer.export.onnx_export import (
-    NOISE_INPUT_NAMES,
-    OUTPUT_NAME,
-    PALETTE_SIZE,
-    check_image_size,
-    read_metadata,
-)
+from colorizer.export.artifact import atomic_output, check_output_path, export_output, refuse_foreign, sha256_file
+from colorizer.export.interface import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, PRECISION_DTYPES, check_image_size
+from colorizer.export.onnx_export import read_metadata
 from colorizer.export.runtime import EngineRunner, noise_mode_from_inputs
 from colorizer.models.generator import SIZE_MULTIPLE
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = PRECISION_DTYPES  # the --precision choices (colorizer.export.formats), defined with the interface
 DEFAULT_PRECISION = "fp16"
 INSTALL_HINT = (
     "on a machine with an NVIDIA GPU run `pip install tensorrt` "
@@ -51,6 +46,29 @@ INSTALL_HINT = (
 )
 DEFAULT_WORKSPACE_GIB = 8.0
 SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = "colorizer-tensorrt-plan"
+
+
+def is_own_sidecar(path: str) -> bool:
+    """True when ``path`` is a JSON sidecar written by ``build_engine`` (its ``format``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("format") == SIDECAR_FORMAT
+
+
+def is_own_plan(path: str) -> bool:
+    """True when the plan at ``path`` was written by ``build_engine``: its sidecar is ours (a plan
+    itself carries no metadata). The overwrite rule of colorizer-export replaces only such plans."""
+    return is_own_sidecar(path + SIDECAR_SUFFIX)
+
+
+def check_plan_outputs(plan_path: str) -> None:
+    """ConfigError unless the plan and its sidecar are free or ours (before any work)."""
+    refuse_foreign(plan_path, "TensorRT plan", is_own_plan)
+    refuse_foreign(plan_path + SIDECAR_SUFFIX, "engine sidecar", is_own_sidecar)
 
 
 @dataclass(frozen=True)
@@ -204,6 +222,7 @@ def build_engine(
     size = size if isinstance(size, ShapeRange) else ShapeRange.parse(size, "size")
     check_size_range(size)
     plan_path = check_output_path(plan_path, "TensorRT plan")
+    check_plan_outputs(plan_path)
     trt = require_tensorrt()
     if timing_cache is None:
         timing_cache = os.path.join(os.path.dirname(plan_path), "timing.cache")
@@ -246,7 +265,7 @@ def build_engine(
                 f.write(memoryview(config.get_timing_cache().serialize()))
 
     sidecar = {
-        "format": "colorizer-tensorrt-plan",
+        "format": SIDECAR_FORMAT,
         "onnx": os.path.abspath(onnx_path),
         "onnx_sha256": sha256_file(onnx_path),
         "onnx_metadata": metadata,
@@ -263,7 +282,9 @@ def build_engine(
         "build_seconds": round(build_seconds, 2),
     }
     report = None
-    with atomic_output(plan_path, "TensorRT plan") as tmp_plan:
+    # Judged before either file moves: the plan is ours by its (old) sidecar.
+    plan_is_ours = is_own_plan(plan_path)
+    with export_output(plan_path, "TensorRT plan", lambda p: plan_is_ours) as tmp_plan:
         with open(tmp_plan, "wb") as f:
             f.write(memoryview(serialized))
         if model is not None:
@@ -272,7 +293,7 @@ def build_engine(
             report = verify_runner(runner, model, cases=verify_cases)  # precision and profile from the sidecar
             report.raise_if_failed(f"TensorRT build {plan_path}")
             sidecar["parity"] = [asdict(c) | {"passed": c.passed} for c in report.cases]
-        with atomic_output(plan_path + SIDECAR_SUFFIX, "engine sidecar") as tmp_json:
+        with export_output(plan_path + SIDECAR_SUFFIX, "engine sidecar", is_own_sidecar) as tmp_json:
             with open(tmp_json, "w") as f:
                 json.dump(sidecar, f, indent=2)
                 f.write("\n")
@@ -320,6 +341,9 @@ class TensorRTRunner(EngineRunner):
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]
         self.metadata = read_sidecar(path) if sidecar is None else dict(sidecar)
+        if self.metadata and self.metadata.get("format") != SIDECAR_FORMAT:
+            raise ConfigError(f"{path}{SIDECAR_SUFFIX} is not the sidecar of a colorizer TensorRT export")
+        check_engine_io(path, self.input_names, self.output_names)
         self.noise = noise or self.metadata.get("noise_mode") or noise_mode_from_inputs(self.input_names)
         self.precision = self.metadata.get("precision")
         self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32}
@@ -346,6 +370,15 @@ class TensorRTRunner(EngineRunner):
             raise RuntimeError(f"TensorRT failed to run {self.path}")
         stream.synchronize()
         return out.float()
+
+
+def check_engine_io(path: str, inputs: list[str], outputs: list[str]) -> None:
+    """ConfigError unless an engine's tensors are a colorizer export's (``input_names`` of a noise
+    mode, in order, and the ``image`` output): a foreign engine is refused, not run."""
+    from colorizer.export.interface import NOISE_MODES, input_names
+
+    if not any(list(inputs) == input_names(mode) for mode in NOISE_MODES) or list(outputs) != [OUTPUT_NAME]:
+        raise ConfigError(f"{path} is not a colorizer export (inputs {list(inputs)}, outputs {list(outputs)})")
 
 
 def read_sidecar(path: str) -> dict:
@@ -405,7 +438,7 @@ def cli_options(parser) -> None:
 def cli_check(args, batch, size) -> None:
     if not args.trt:
         return
-    check_output_path(args.trt, "TensorRT plan")
+    check_plan_outputs(check_output_path(args.trt, "TensorRT plan"))
     missing = tensorrt_missing()
     if missing:  # before any work, so nothing is written
         raise MissingDependencyError(f"--trt: {missing}")

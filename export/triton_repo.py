@@ -6,6 +6,8 @@ Layout (https://github.com/triton-inference-server/server/blob/main/docs/user_gu
     DIR/colorizer_onnx/1/model.onnx
     DIR/colorizer_tensorrt/config.pbtxt    platform "tensorrt_plan" (only with a plan)
     DIR/colorizer_tensorrt/1/model.plan
+    DIR/colorizer_openvino/config.pbtxt    backend "openvino", KIND_CPU (only with an OpenVINO IR)
+    DIR/colorizer_openvino/1/model.xml, model.bin
 
 Both models batch dynamically (the first dimension of every tensor is the batch, ``max_batch_size``
 from the export's batch range); height and width are variable (-1). Triton's dims leave the batch
@@ -29,11 +31,15 @@ import shutil
 
 from colorizer import atomic
 from colorizer.errors import ConfigError
-from colorizer.export.artifact import check_output_folder
-from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
+from colorizer.export.artifact import check_output_folder, folder_lock
+from colorizer.export.interface import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE
+from colorizer.export.onnx_export import read_metadata
 
 ONNX_MODEL_NAME = "colorizer_onnx"
 TENSORRT_MODEL_NAME = "colorizer_tensorrt"
+OPENVINO_MODEL_NAME = "colorizer_openvino"
+# An OpenVINO IR is two files: the graph (model.xml, the name a model folder is checked by) and its weights.
+OPENVINO_FILES = ("model.xml", "model.bin")
 DEFAULT_QUEUE_DELAY_US = 2000
 MAX_BATCH_SIZE = 2**31 - 1  # config.pbtxt's max_batch_size is an int32
 
@@ -71,10 +77,10 @@ def model_config_text(
     gpu: bool,
     parameters: dict[str, str] | None = None,
 ) -> str:
-    """The config.pbtxt text of one model. backend: "onnxruntime" or "tensorrt"."""
+    """The config.pbtxt text of one model. backend: "onnxruntime", "openvino" or "tensorrt"."""
     lines = [f'name: "{name}"']
-    if backend == "onnxruntime":
-        lines += ['backend: "onnxruntime"']
+    if backend in ("onnxruntime", "openvino"):
+        lines += [f'backend: "{backend}"']
     elif backend == "tensorrt":
         lines += ['platform: "tensorrt_plan"']
     else:
@@ -108,8 +114,13 @@ def parse_model_config(text: str):
     return text_format.Parse(text, model_config_pb2.ModelConfig())
 
 
+def _model_files(filename: str) -> tuple[str, ...]:
+    """The files of a model whose main file is ``filename`` (an OpenVINO IR brings its weights)."""
+    return OPENVINO_FILES if filename == OPENVINO_FILES[0] else (filename,)
+
+
 def _expected_files(name: str, filename: str) -> set[str]:
-    return {"config.pbtxt", os.path.join("1", filename)}
+    return {"config.pbtxt", *(os.path.join("1", f) for f in _model_files(filename))}
 
 
 def _files_under(folder: str) -> set[str] | None:
@@ -142,11 +153,24 @@ def is_own_model_folder(folder: str, name: str, filename: str) -> bool:
     return text.startswith(f'name: "{name}"\n') and 'key: "noise_mode"' in text
 
 
+def check_model_folders(directory: str, models) -> None:
+    """ConfigError unless each (name, model file name) folder in ``directory`` is absent or ours
+    (``is_own_model_folder``): the overwrite rule of colorizer-export for a repository."""
+    for name, filename in models:
+        target = os.path.join(directory, name)
+        if os.path.lexists(target) and not is_own_model_folder(target, name, filename):
+            raise ConfigError(
+                f"{target} exists and is not a {name} model written by colorizer-export; "
+                f"move it away or choose another --triton-repo folder (nothing was written to {directory})"
+            )
+
+
 def write_triton_repo(
     directory: str,
     onnx_path: str,
     plan_path: str | None = None,
     *,
+    openvino_xml: str | None = None,
     max_batch_size: int = 8,
     preferred_batch_sizes: tuple[int, ...] = (),
     onnx_on_gpu: bool = False,
@@ -162,6 +186,8 @@ def write_triton_repo(
     onnx_path: an exported .onnx (its metadata gives the inputs and noise mode); plan_path: an
     optional TensorRT plan built from it. max_batch_size: the export's batch maximum (for a plan, at
     most its profile's MAX). onnx_on_gpu: run the onnxruntime model on a GPU instance group.
+    openvino_xml: an OpenVINO IR of the same graph (``colorizer-export --openvino``: its model.xml, with
+    model.bin beside it), served by Triton's openvino backend on CPU instances.
     """
     if not 1 <= max_batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"Triton max batch size must be from 1 to {MAX_BATCH_SIZE}, got {max_batch_size}")
@@ -176,17 +202,14 @@ def write_triton_repo(
     models = [(ONNX_MODEL_NAME, "onnxruntime", onnx_path, "model.onnx", onnx_on_gpu)]
     if plan_path:
         models.append((TENSORRT_MODEL_NAME, "tensorrt", plan_path, "model.plan", True))
+    if openvino_xml:
+        models.append((OPENVINO_MODEL_NAME, "openvino", openvino_xml, OPENVINO_FILES[0], False))
     texts = {}
-    for name, backend, _, filename, gpu in models:
+    for name, backend, _, _filename, gpu in models:
         text = model_config_text(name, backend, inputs, max_batch_size, preferred, gpu, parameters)
         parse_model_config(text)  # a schema error here is a bug in this module: let it raise
         texts[name] = text
-        target = os.path.join(directory, name)
-        if os.path.lexists(target) and not is_own_model_folder(target, name, filename):
-            raise ConfigError(
-                f"{target} exists and is not a {name} model written by colorizer-export; "
-                "move it away or choose another --triton-repo folder (nothing was written)"
-            )
+    check_model_folders(directory, [(name, filename) for name, _, _, filename, _ in models])
     try:
         os.makedirs(directory, mode=0o777, exist_ok=True)
     except OSError as exc:
@@ -194,12 +217,18 @@ def write_triton_repo(
     try:
         # Every model folder is complete under its temporary name before any of them replaces ours
         # (colorizer.atomic.replace_directory; on an error none is swapped in and the temporaries go).
+        # Built and swapped under the repository's lock, where the folders are checked again: two
+        # exports into one repository take turns, and a folder someone else made meanwhile is kept.
         with contextlib.ExitStack() as stack:
+            stack.enter_context(folder_lock(directory))  # entered first: released after every swap
+            check_model_folders(directory, [(name, filename) for name, _, _, filename, _ in models])
             for name, _, source, filename, _ in models:
                 tmp = stack.enter_context(atomic.replace_directory(os.path.join(directory, name)))
                 version_dir = os.path.join(tmp, "1")
                 os.makedirs(version_dir)
-                shutil.copyfile(source, os.path.join(version_dir, filename))
+                for file in _model_files(filename):  # model.bin sits beside model.xml
+                    shutil.copyfile(os.path.join(os.path.dirname(source), file) if file != filename else source,
+                                    os.path.join(version_dir, file))  # fmt: skip
                 with open(os.path.join(tmp, "config.pbtxt"), "w") as f:
                     f.write(texts[name])
     except OSError as exc:
@@ -218,7 +247,12 @@ def cli_options(parser) -> None:
 def cli_check(args, batch, size) -> None:
     if not args.triton_repo:
         return
-    check_output_folder(args.triton_repo, "Triton model repository")
+    directory = check_output_folder(args.triton_repo, "Triton model repository")
+    # Before any work, so a refused repository costs nothing and nothing else is written first.
+    models = [(ONNX_MODEL_NAME, "model.onnx")] + ([(TENSORRT_MODEL_NAME, "model.plan")] if args.trt else [])
+    if getattr(args, "openvino", None):
+        models.append((OPENVINO_MODEL_NAME, OPENVINO_FILES[0]))
+    check_model_folders(directory, models)
     if batch.max > MAX_BATCH_SIZE:
         raise ConfigError(f"--batch: a Triton max batch size must be at most {MAX_BATCH_SIZE}, got {batch.max}")
 
@@ -228,10 +262,12 @@ def cli_export(job):
     from colorizer.export.formats import Exported
 
     plan = job.outputs.get("tensorrt")
+    ir = job.outputs.get("openvino")
     configs = write_triton_repo(
         job.args.triton_repo,
         job.outputs["onnx"].path,
         plan.path if plan is not None else None,
+        openvino_xml=ir.xml if ir is not None else None,
         max_batch_size=job.batch.max,
         preferred_batch_sizes=(job.batch.opt, job.batch.max),
     )

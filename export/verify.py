@@ -24,14 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from colorizer.checkpoint import check_colorizer
 from colorizer.errors import ColorizerError, MissingDependencyError
-from colorizer.export.onnx_export import (
-    OUTPUT_NAME,
-    check_generator,
-    example_inputs,
-    generator_input,
-    input_names,
-)
+from colorizer.export.interface import OUTPUT_NAME, PRECISION_DTYPES, example_inputs, generator_input, input_names
 from colorizer.export.seeded_noise import seeded_noise
 from colorizer.models.generator import UNetGenerator, fold_weight_standardization
 from colorizer.testing import WHOLE_MODEL_ERROR_FACTOR, relative_l2
@@ -236,9 +231,7 @@ def verify_engine(
     The eager reference runs on CUDA under ``torch.autocast`` in the engine's precision (fp32: plain
     fp32 eager on the GPU); both are judged against the float64 model on the CPU.
     """
-    from colorizer.export.tensorrt import PRECISIONS
-
-    dtype = PRECISIONS[precision]
+    dtype = PRECISION_DTYPES[precision]
     cases = tuple(cases or DEFAULT_CASES)
     report = ParityReport(
         artifact=getattr(runner, "path", "engine"),
@@ -316,10 +309,10 @@ def verify_artifact(path: str, model: UNetGenerator | str, cases=None, *, device
 
     fmt, path = find_artifact(path)
     if isinstance(model, str):
-        from colorizer.export.onnx_export import load_checkpoint
+        from colorizer.checkpoint import load_colorizer_file
 
-        model, _ = load_checkpoint(model)
-    check_generator(model)
+        model, _ = load_colorizer_file(model)
+    check_colorizer(model)
     runner = load_engine(path, device=device)
     report = fmt.load_verifier()(runner, model, cases=cases)
     report.raise_if_failed(f"{fmt.name} artifact {path}", "it does not match this generator")

@@ -1,8 +1,6 @@
-"""The ``triton`` backend of ``colorizer.ops`` and the host-side helpers shared by the Triton ops.
-
-``make_opset()`` is what ``colorizer.ops.get_ops("triton")`` calls. It imports Triton only then, and
-raises ``KernelsUnavailable`` with one line when Triton cannot be imported, so
-``Sketch2Color(kernels="triton")`` fails clearly and the eager path keeps working.
+"""The host-side helpers shared by the Triton ops (the backend's ``make_opset`` is in the package,
+``colorizer.kernels``, so that the op modules import these helpers and the package imports the ops,
+never the other way round).
 
 Devices:
 - CUDA tensors run the Triton kernels.
@@ -29,36 +27,11 @@ import warnings
 import torch
 
 from colorizer.kernels.tuning import interpreting
-from colorizer.ops import KernelsUnavailable
 
 OP_LIBRARY = "colorizer_triton"  # torch.library namespace of the ops (torch.ops.colorizer_triton.*)
 
 _POISON = False
 _WARNED_FALLBACK = False
-
-
-def make_opset() -> dict:
-    """Op name -> callable with the signatures of ``colorizer.ops.reference``."""
-    try:
-        import triton  # noqa: F401
-    except ImportError as exc:
-        raise KernelsUnavailable(
-            f"kernels='triton' needs the triton package, which cannot be imported ({exc}); "
-            "install it (pip install triton) or use kernels='eager'"
-        ) from exc
-    from colorizer.kernels.attention_gate import attention_gate
-    from colorizer.kernels.group_norm_act import group_norm_act
-    from colorizer.kernels.kmeans import kmeans_assign_accumulate
-    from colorizer.kernels.noise_inject import noise_inject
-    from colorizer.kernels.weight_standardize import weight_standardize
-
-    return {
-        "weight_standardize": weight_standardize,
-        "group_norm_act": group_norm_act,
-        "noise_inject": noise_inject,
-        "attention_gate": attention_gate,
-        "kmeans_assign_accumulate": kmeans_assign_accumulate,
-    }
 
 
 def use_triton(x: torch.Tensor) -> bool:

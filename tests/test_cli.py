@@ -476,7 +476,7 @@ def test_warnings_are_one_readable_line(tmp_path, capsys):
         ("colorizer", ["colorize", "--sketch", "s.png"], "colorizer colorize: the following arguments are required"),
         ("colorizer", ["colorize", "--kernels", "zzz", "--sketch", "s", "--out", "o"], "invalid choice: 'zzz'"),
         ("colorizer", ["eval", "demo", "--kernels", "zzz"], "colorizer eval: argument --kernels"),
-        ("eval", ["demo", "--frob"], "colorizer eval: unrecognized arguments: --frob"),
+        ("eval", ["demo", "--frob"], "colorizer: unrecognized arguments: --frob"),
         ("train", ["--bogus"], "python -m colorizer.train: unrecognized arguments: --bogus"),
         ("train", ["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
         ("export", ["--frob"], "colorizer-export: unrecognized arguments: --frob"),
@@ -488,7 +488,9 @@ def test_usage_errors_are_one_line(entry, argv, says, capsys):
     if entry == "colorizer":
         fn = main
     elif entry == "eval":
-        from colorizer.evaluation import main as fn
+
+        def fn(argv):
+            return main(["eval", *argv])
     elif entry == "train":
         from colorizer.errors import run_cli
         from colorizer.train.__main__ import main as train_main

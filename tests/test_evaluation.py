@@ -12,21 +12,20 @@ from PIL import Image
 
 from colorizer.cli import main
 from colorizer.data.synthetic import MIXED, REGION_BACKGROUND, ROLES
-from colorizer.evaluation import (
+from colorizer.evaluation import Report, evaluate
+from colorizer.models import Color2Sketch, NoiseInjection, Sketch2Color
+from colorizer.runtime.load import load_runner
+from colorizer.scoring import (
     EVAL_SEED,
     METRICS,
-    Report,
     colorize_set,
     contact_sheet,
-    evaluate,
     folder_set,
-    load_model,
     score_outputs,
     swap_partner,
     swap_targets,
     synthetic_set,
 )
-from colorizer.models import Color2Sketch, NoiseInjection, Sketch2Color
 
 SIZE = 128
 COUNT = 6
@@ -185,7 +184,7 @@ def test_folder_set_scores_user_pictures_without_labels(data, tmp_path):
 
 
 def test_outputs_do_not_depend_on_the_batch_size(generator):
-    model = load_model(generator, device="cpu", kernels="eager")
+    model = load_runner(generator, device="cpu", kernels="eager")
     small = synthetic_set(2, SIZE)
     a = np.concatenate(colorize_set(model, small, noise_seed=5, batch_size=1)).astype(np.int16)
     b = np.concatenate(colorize_set(model, small, noise_seed=5, batch_size=4)).astype(np.int16)
@@ -368,3 +367,29 @@ def test_evaluate_library_call_on_a_module(generator):
     assert report.settings["model_kind"] == "module" and report.settings["count"] == 2
     assert report.sheet.shape[0] == 16 + SIZE + 8
     assert 0 <= report.metrics["swap_following"] <= 1 and report.metrics["l1"] > 0
+
+
+@pytest.mark.parametrize(
+    "option, value, says",
+    [
+        ("--rows", -5, "--rows must be a positive integer"),  # issue 22 item 8: was accepted
+        ("--rows", 0, "--rows must be a positive integer"),
+        ("--count", 1, "--count must be an integer of at least 2"),
+        ("--count", 10**9, "GiB for the pictures, more than this machine's"),
+        ("--size", 100, "--size must be a multiple of 128"),
+        ("--size", 10**6, "--size must be a multiple of 128"),
+        ("--batch-size", -1, "--batch-size must be a positive integer"),
+        ("--seed", -1, "--seed must be in"),
+        ("--seed", 2**31, "--seed must be in"),
+        ("--noise-seed", -1, "--noise-seed must be in"),
+        ("--noise-seed", 2**31, "--noise-seed must be in"),
+    ],
+)
+def test_every_number_of_eval_is_checked_before_the_model_loads(option, value, says, tmp_path, capsys, monkeypatch):
+    import colorizer.evaluation
+
+    monkeypatch.setattr(colorizer.evaluation, "load_runner", lambda *a, **k: pytest.fail("checked too late"))
+    code, _, err = _eval(["demo", "--count", 2, "--size", SIZE, "--out", tmp_path / "out", option, value], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and says in lines[0], err
+    assert not (tmp_path / "out").exists()

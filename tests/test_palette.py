@@ -121,17 +121,17 @@ def cv2_reference(quality_set) -> torch.Tensor:
 
 
 def _has_native_step() -> bool:
-    return pal.resolve_impl("auto", torch.device("cpu")) == "native"
+    return pal.resolve_kernels("auto", torch.device("cpu")) == "native"
 
 
-@pytest.mark.parametrize("impl", ["eager", "native"])
-def test_compactness_matches_or_beats_cv2(quality_set, cv2_reference, impl):
-    if impl == "native" and not _has_native_step():
+@pytest.mark.parametrize("kernels", ["eager", "native"])
+def test_compactness_matches_or_beats_cv2(quality_set, cv2_reference, kernels):
+    if kernels == "native" and not _has_native_step():
         pytest.skip("colorizer.native has no kmeans_assign_accumulate here")
-    ours = pal.extract_palette(quality_set, impl=impl)
+    ours = pal.extract_palette(quality_set, kernels=kernels)
     r = _ratios(quality_set, ours, cv2_reference)
     report = _gate_report(r)
-    print(f"ours ({impl}) / cv2.kmeans:", report)
+    print(f"ours ({kernels}) / cv2.kmeans:", report)
     assert r.size >= 128
     assert np.median(r) <= 1.000, report
     assert np.percentile(r, 95) <= 1.01, report
@@ -149,7 +149,7 @@ def test_compactness_not_worse_than_sklearn(quality_set):
         for x in pixels.numpy():
             km = sklearn_cluster.KMeans(n_clusters=9, n_init=10, max_iter=10, random_state=0).fit(x)
             theirs.append(np.uint8(km.cluster_centers_))
-    r = _ratios(subset, pal.extract_palette(subset, impl="eager"), torch.from_numpy(np.stack(theirs)))
+    r = _ratios(subset, pal.extract_palette(subset, kernels="eager"), torch.from_numpy(np.stack(theirs)))
     report = _gate_report(r)
     print("ours / sklearn KMeans:", report)
     assert np.median(r) <= 1.002, report
@@ -223,7 +223,7 @@ def test_assign_accumulate_oracle(bp, repeat, p, k):
 
 
 def test_torch_fast_step_matches_oracle():
-    """The packed-bincount, bit-tagged-amin step (what impl='eager' runs) against the oracle."""
+    """The packed-bincount, bit-tagged-amin step (what kernels='eager' runs) against the oracle."""
     gen = torch.Generator().manual_seed(7)
     points = torch.randint(0, 256, (2, 333, 3), generator=gen).float()
     centers = torch.rand(2, 4, 9, 3, generator=gen) * 255
@@ -391,7 +391,7 @@ def test_order_matches_cluster_counts(quality_set):
 
 def test_bad_inputs():
     with pytest.raises(ConfigError):
-        pal.extract_palette(np.zeros((8, 8, 3), np.uint8), impl="gpu-magic")
+        pal.extract_palette(np.zeros((8, 8, 3), np.uint8), kernels="gpu-magic")
     with pytest.raises(ImageError):
         pal.extract_palette(np.zeros((8, 8, 3), np.float32))
     with pytest.raises(ImageError):
@@ -412,7 +412,7 @@ def test_backend_steps_match_the_oracle(weighted):
     oracle's contract: restarts share their image's points (B a multiple of Bp), optional weights."""
     from colorizer.ops import get_ops, reference
 
-    backends = [n for n in ("native",) if pal.resolve_impl("auto", torch.device("cpu")) == n]
+    backends = [n for n in ("native",) if pal.resolve_kernels("auto", torch.device("cpu")) == n]
     if not backends:
         pytest.skip("no CPU backend with its own K-means step here")
     gen = torch.Generator().manual_seed(11)
@@ -486,17 +486,17 @@ def test_cpu_images_run_on_one_openmp_thread_each(monkeypatch, palette_threads):
     assert threading.get_ident() not in {t for t, _ in seen}
 
 
-def test_impl_names_are_backend_names():
+def test_kernels_names_are_backend_names():
     img = np.zeros((8, 8, 3), np.uint8)
-    assert torch.equal(pal.extract_palette(img, impl="eager"), pal.extract_palette(img, impl="onnx"))
+    assert torch.equal(pal.extract_palette(img, kernels="eager"), pal.extract_palette(img, kernels="onnx"))
     for old, hint in (("torch", "eager"), ("cv2", "palette_cv2")):
         with pytest.raises(ConfigError, match=hint):
-            pal.extract_palette(img, impl=old)
+            pal.extract_palette(img, kernels=old)
 
 
 def test_native_backend_offers_its_step_only_with_declared_weights(monkeypatch):
     """A library whose schema (csrc/ops.cpp) has no weights= would have to cluster every pixel: the
-    native backend then leaves the op out, and impl='auto' runs the eager step."""
+    native backend then leaves the op out, and kernels='auto' runs the eager step."""
     from colorizer import native
     from colorizer.ops import backends, reference
 
@@ -506,16 +506,16 @@ def test_native_backend_offers_its_step_only_with_declared_weights(monkeypatch):
     monkeypatch.setattr(native, "KMEANS_TAKES_WEIGHTS", False)
     monkeypatch.delitem(backends._CACHE, "native", raising=False)
     assert backends.get_ops("native").kmeans_assign_accumulate is reference.kmeans_assign_accumulate
-    assert pal.resolve_impl("auto", torch.device("cpu")) == "eager"  # (monkeypatch restores the real OpSet)
+    assert pal.resolve_kernels("auto", torch.device("cpu")) == "eager"  # (monkeypatch restores the real OpSet)
 
 
-def test_native_impl_needs_the_extension():
+def test_native_kernels_need_the_extension():
     from colorizer import native
 
     if native.NATIVE_AVAILABLE:
         pytest.skip("the native extension is built here")
     with pytest.raises(MissingDependencyError):
-        pal.extract_palette(np.zeros((8, 8, 3), np.uint8), impl="native")
+        pal.extract_palette(np.zeros((8, 8, 3), np.uint8), kernels="native")
 
 
 def test_auto_on_cpu_picks_native_only_with_weights():
@@ -523,8 +523,8 @@ def test_auto_on_cpu_picks_native_only_with_weights():
 
     # What csrc/ops.cpp declares for the loaded library decides, not a trial call.
     expected = "native" if native.NATIVE_AVAILABLE and native.KMEANS_TAKES_WEIGHTS else "eager"
-    assert pal.resolve_impl("auto", torch.device("cpu")) == expected
-    assert pal.resolve_impl("auto", torch.device("cuda")) in ("triton", "eager")
+    assert pal.resolve_kernels("auto", torch.device("cpu")) == expected
+    assert pal.resolve_kernels("auto", torch.device("cuda")) in ("triton", "eager")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ drawing at 256 px on one lightly loaded CPU core (PIL 13); about 10 ms per drawi
 
 ``render_labeled_drawing`` returns the same pixels with per-pixel labels: the region (background,
 round shape, polygon, outline or antialiased edge) and the palette color each pixel is painted with.
-``colorizer.evaluation`` scores models per region with them.
+``colorizer.scoring`` scores models per region with them.
 """
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ def render_labeled_drawing(seed: int, index: int, size: int = BASE_SIZE) -> Labe
     """``render_drawing`` plus per-pixel region and color-role labels and the palette (LabeledDrawing).
 
     The picture and line art are the same pixels as ``render_drawing(seed, index, size)``; the labels
-    cost about a third more time. Used by ``colorizer.evaluation`` to score a model per region.
+    cost about a third more time. Used by ``colorizer.scoring`` to score a model per region.
     """
     return _render(seed, index, size, labels=True)
 

@@ -72,7 +72,7 @@ EAGER = OpSet(name="eager")
 # OP_NAMES); it raises KernelsUnavailable with a one-line reason when the backend cannot run here.
 BACKENDS: dict[str, str | None] = {
     "eager": None,
-    "triton": "colorizer.kernels.backend",
+    "triton": "colorizer.kernels",
     "native": "colorizer.native",
     "onnx": "colorizer.export.graph_ops",  # the ops the ONNX graph is traced with
 }

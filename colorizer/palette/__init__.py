@@ -16,7 +16,7 @@ the same thing for a whole batch at once, on whatever device the batch lives on.
 
 The Lloyd step (nearest center, per-cluster sums and counts, SSE) is the ``colorizer.ops`` op
 ``kmeans_assign_accumulate``; its oracle, ``colorizer.ops.reference.kmeans_assign_accumulate``, is
-re-exported here as ``assign_accumulate``. ``extract_palette(impl=...)`` names the backend whose op
+re-exported here as ``assign_accumulate``. ``extract_palette(kernels=...)`` names the backend whose op
 runs it: ``"eager"`` (any device), ``"triton"`` (one Triton kernel; CUDA, or CPU tensors under
 ``TRITON_INTERPRET=1``), ``"native"`` (the compiled extension), another registered backend, or
 ``"auto"`` (see ``extract_palette``). The OpenCV loop the quality is measured against lives in
@@ -57,19 +57,17 @@ own generator seeded with ``seed``); on a GPU it depends on the batch (one gener
 
 from colorizer.ops.reference import kmeans_assign_accumulate as assign_accumulate
 from colorizer.palette.api import (
-    AUTO_BACKENDS,
     compactness,
     extract_palette,
     order_palette,
     palette_planes,
     parse_palette,
-    resolve_impl,
+    resolve_kernels,
 )
 from colorizer.palette.clustering import MAX_EFFORT, MAX_K, SEEDING_ELEMENTS, dedup_colors, kmeans, kmeans_batch
 from colorizer.palette.resize import area_downscale, image_pixels
 
 __all__ = [
-    "AUTO_BACKENDS",
     "MAX_EFFORT",
     "MAX_K",
     "SEEDING_ELEMENTS",
@@ -84,5 +82,5 @@ __all__ = [
     "order_palette",
     "palette_planes",
     "parse_palette",
-    "resolve_impl",
+    "resolve_kernels",
 ]

@@ -12,13 +12,12 @@ from colorizer.ops import BACKENDS, get_ops, reference
 from colorizer.palette.clustering import _check_k_and_seed, kmeans_batch
 from colorizer.palette.resize import image_pixels
 
-__all__ = ["AUTO_BACKENDS", "compactness", "extract_palette", "order_palette", "palette_planes", "parse_palette",
-           "resolve_impl"]  # fmt: skip
+__all__ = ["compactness", "extract_palette", "order_palette", "palette_planes", "parse_palette",
+           "resolve_kernels"]  # fmt: skip
 
-# impl="auto": the first of these backends (per device type) whose OpSet has its own K-means step
-# (the native one only when the compiled library takes point weights, see colorizer.native), else
-# "eager".
-AUTO_BACKENDS = {"cuda": ("triton",), "cpu": ("native",)}
+# kernels="auto": the runtime's one policy (colorizer.runtime.device.AUTO_BACKENDS): the first backend for the
+# device type whose OpSet has its own K-means step (the native one only when the compiled library takes
+# point weights, see colorizer.native), else "eager".
 _RENAMED = {"torch": "eager", "cv2": "benchmarks/palette_cv2.py (extract_palette_cv2)"}
 
 
@@ -30,14 +29,19 @@ def _has_own_step(name: str) -> bool:
     return ops.kmeans_assign_accumulate is not reference.kmeans_assign_accumulate
 
 
-def resolve_impl(impl: str, device: torch.device) -> str:
-    """The backend name ``extract_palette`` uses for ``impl`` on ``device`` (ConfigError for an unknown one)."""
-    if impl == "auto":
+def resolve_kernels(kernels: str, device: torch.device) -> str:
+    """The backend name ``extract_palette`` uses for ``kernels`` on ``device`` (ConfigError for an unknown one)."""
+    if kernels == "auto":
+        from colorizer.runtime.device import AUTO_BACKENDS
+
         return next((name for name in AUTO_BACKENDS.get(device.type, ()) if _has_own_step(name)), "eager")
-    if impl not in BACKENDS:
-        moved = f" (now: {_RENAMED[impl]})" if impl in _RENAMED else ""
-        raise ConfigError(f"palette: unknown impl {impl!r}{moved}; choose from auto, {', '.join(BACKENDS)}")
-    return impl
+    if kernels not in BACKENDS:
+        moved = f" (now: {_RENAMED[kernels]})" if kernels in _RENAMED else ""
+        raise ConfigError(
+            f"palette: unknown kernels backend {kernels!r}{moved}; choose from auto, {', '.join(BACKENDS)}",
+            option="kernels",
+        )
+    return kernels
 
 
 def extract_palette(
@@ -47,7 +51,7 @@ def extract_palette(
     iters: int = 10,
     eps: float = 1.0,
     seed: int = 0,
-    impl: str = "auto",
+    kernels: str = "auto",
     downscale: bool = True,
     threads: int | None = None,
 ) -> torch.Tensor:
@@ -61,7 +65,7 @@ def extract_palette(
         iters, eps: OpenCV's criteria (MAX_ITER, EPS): at most ``max(iters, 2) - 1`` center updates
             after seeding; a restart stops once its largest center shift is <= eps (in 0..255 units).
         seed: deterministic for a seed on a given device and implementation.
-        impl: the ``colorizer.ops`` backend whose ``kmeans_assign_accumulate`` runs the Lloyd step:
+        kernels: the ``colorizer.ops`` backend whose ``kmeans_assign_accumulate`` runs the Lloyd step:
             "eager" (pure torch, any device), "triton" (CUDA, or CPU tensors under
             ``TRITON_INTERPRET=1``), "native" (the compiled extension), any other name in
             ``colorizer.ops.BACKENDS`` (a backend without its own step runs the eager one), or
@@ -87,7 +91,7 @@ def extract_palette(
     if k < 1 or restarts < 1 or iters < 1:
         raise ConfigError(f"palette: k, restarts and iters must be >= 1 (got {k}, {restarts}, {iters})")
     points, single = image_pixels(images, downscale)
-    op = get_ops(resolve_impl(impl, points.device)).kmeans_assign_accumulate
+    op = get_ops(resolve_kernels(kernels, points.device)).kmeans_assign_accumulate
     centers, counts = kmeans_batch(points, k, restarts, iters, eps, seed, op, threads=threads)
     palette = order_palette(centers, counts)
     return palette[0] if single else palette

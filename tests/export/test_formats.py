@@ -17,7 +17,7 @@ import torch
 from colorizer.errors import ConfigError
 from colorizer.export import ParityError, formats, load_engine, verify_artifact
 from colorizer.export.cli import main
-from colorizer.export.onnx_export import generator_input
+from colorizer.export.interface import generator_input
 from colorizer.export.runtime import EngineRunner
 from tests.export.conftest import small_generator
 

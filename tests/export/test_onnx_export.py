@@ -1,5 +1,6 @@
 import copy
 import os
+import shutil
 
 import numpy as np
 import onnx
@@ -10,7 +11,8 @@ import torch
 import colorizer
 from colorizer.errors import CheckpointError, ConfigError
 from colorizer.export import GeneratorForExport, export_onnx, generator_input, input_names, read_metadata
-from colorizer.export.onnx_export import MIN_OPSET, example_inputs
+from colorizer.export.interface import example_inputs
+from colorizer.export.onnx_export import MIN_OPSET
 from colorizer.export.seeded_noise import seeded_noise
 from colorizer.export.verify import ParityError
 from colorizer.models import Color2Sketch
@@ -107,13 +109,14 @@ def test_parity_failure_leaves_no_file_and_keeps_the_old_one(tmp_path, exported,
     # for any exporter bug.
     reuse_traced_graph(monkeypatch, exported("zero").path)
     target = tmp_path / "model.onnx"
-    target.write_bytes(b"previous export")
+    shutil.copyfile(exported("zero").path, target)  # a previous export (only an export of ours is replaced)
+    previous = target.read_bytes()
     with pytest.raises(ParityError) as info:
         export_onnx(small_generator(seed=1), str(target), noise="zero", cases=TEST_CASES[:1])
     assert "failed its parity gate" in str(info.value) and "\n" not in str(info.value)
     assert info.value.report is not None and not info.value.report.passed
     assert sorted(os.listdir(tmp_path)) == ["model.onnx"]
-    assert target.read_bytes() == b"previous export"
+    assert target.read_bytes() == previous
 
 
 def test_bad_options_fail_before_any_work(tmp_path, generator):

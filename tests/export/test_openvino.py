@@ -14,7 +14,8 @@ pytest.importorskip("openvino")
 from colorizer.export import load_engine  # noqa: E402
 from colorizer.export import openvino as xo  # noqa: E402
 from colorizer.export.cli import main  # noqa: E402
-from colorizer.export.onnx_export import example_inputs, generator_input  # noqa: E402
+from colorizer.export.interface import example_inputs
+from colorizer.export.onnx_export import generator_input  # noqa: E402
 from colorizer.export.verify import eager_noise  # noqa: E402
 from tests.export.conftest import TEST_CASES, assert_as_close_as_eager, reuse_traced_graph  # noqa: E402
 

@@ -5,7 +5,7 @@ import torch
 
 from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export import load_engine
-from colorizer.export.onnx_export import example_inputs, generator_input
+from colorizer.export.interface import example_inputs, generator_input
 from colorizer.export.seeded_noise import seeded_noise
 from colorizer.testing import relative_l2
 from tests.export.conftest import assert_as_close_as_eager
@@ -29,7 +29,8 @@ def test_onnx_runner_matches_eager_model_with_the_same_noise(exported, generator
 def test_runner_works_inside_the_colorizer(exported, generator):
     from colorizer.inference import Colorizer
 
-    colorizer = Colorizer(load_engine(exported("zero").path))
+    colorizer = Colorizer(exported("zero").path, device="cpu")
+    assert colorizer.runner.format == "onnx" and colorizer.runner.noise == "zero"
     sketches = torch.rand(1, 3, 128, 128) * 2 - 1
     palette = torch.randint(0, 256, (9, 3), dtype=torch.uint8)
     out = colorizer.colorize_batch(sketches, palette, seed=3)

@@ -38,7 +38,7 @@ def test_import_is_light_and_missing_triton_fails_clearly():
         from colorizer.ops import KernelsUnavailable
         from colorizer.models import Sketch2Color
         try:
-            colorizer.kernels.backend.make_opset()
+            colorizer.kernels.make_opset()
         except KernelsUnavailable as exc:
             assert "\\n" not in str(exc) and "triton" in str(exc), str(exc)
         else:

@@ -128,16 +128,16 @@ def test_kernel_rejects_bad_shapes():
 
 
 def test_extract_palette_triton_matches_eager_quality():
-    """End to end with impl='triton' (interpreter on the CPU): same seeding, same Lloyd, so the same
-    compactness as impl='eager' up to float near-ties."""
+    """End to end with kernels='triton' (interpreter on the CPU): same seeding, same Lloyd, so the same
+    compactness as kernels='eager' up to float near-ties."""
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (2, 24, 32, 3), dtype=np.uint8)
     imgs[1, :, :16] = [200, 30, 30]
     imgs = torch.from_numpy(imgs).to(_device())
-    tri = pal.extract_palette(imgs, impl="triton", restarts=2, iters=4)
+    tri = pal.extract_palette(imgs, kernels="triton", restarts=2, iters=4)
     assert tri.shape == (2, 9, 3) and tri.dtype == torch.uint8 and tri.device.type == _device()
     points, _ = pal.image_pixels(imgs, downscale=True)
-    ref = pal.extract_palette(imgs, impl="eager", restarts=2, iters=4)  # same RNG, eager step
+    ref = pal.extract_palette(imgs, kernels="eager", restarts=2, iters=4)  # same RNG, eager step
     c_tri = pal.compactness(points, tri.float())
     c_ref = pal.compactness(points, ref.float())
     torch.testing.assert_close(c_tri, c_ref, rtol=1e-3, atol=1.0)
@@ -166,7 +166,7 @@ def test_extract_palette_on_gpu_matches_cv2_quality():
         y, x = rng.integers(0, ph.shape[0] - 256), rng.integers(0, ph.shape[1] - 256)
         imgs.append(ph[y : y + 256, x : x + 256])
     batch = np.stack(imgs)
-    ours = pal.extract_palette(torch.from_numpy(batch).cuda(), impl="auto")
+    ours = pal.extract_palette(torch.from_numpy(batch).cuda(), kernels="auto")
     assert ours.is_cuda
     ref = extract_palette_cv2(batch)
     points, _ = pal.image_pixels(batch, downscale=True)
