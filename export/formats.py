@@ -171,11 +171,11 @@ FORMATS: tuple[ExportFormat, ...] = (
         builder="write_triton_repo",
         runner=None,
         verifier=None,
-        runtime="Triton Inference Server (onnxruntime and tensorrt_plan backends)",
+        runtime="Triton Inference Server (onnxruntime, tensorrt_plan and openvino backends)",
         requires=(),
         gpu=False,
         description="model repository: config.pbtxt + model file per backend, dynamic batching",
-        needs=("onnx",),  # and the TensorRT plan when --trt built one
+        needs=("onnx",),  # and the TensorRT plan / OpenVINO IR when --trt / --openvino built one
     ),
 )
 

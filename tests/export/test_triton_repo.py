@@ -132,3 +132,31 @@ def test_repository_files_are_readable_by_others(exported, tmp_path):
     assert (model / "1" / "model.onnx").stat().st_mode & 0o777 == 0o644
     assert (model / "config.pbtxt").stat().st_mode & 0o777 == 0o644
     assert model.stat().st_mode & 0o777 == 0o755 and (model / "1").stat().st_mode & 0o777 == 0o755
+
+
+def test_openvino_row_parses_as_triton_model_config_and_copies_both_ir_files(exported, tmp_path):
+    from colorizer.export.triton_repo import OPENVINO_MODEL_NAME
+
+    ir = tmp_path / "ov"
+    ir.mkdir()
+    (ir / "model.xml").write_text("<net/>")  # the repository only copies the IR's two files
+    (ir / "model.bin").write_bytes(b"weights")
+    repo = tmp_path / "repo"
+    configs = write_triton_repo(
+        str(repo), exported("seeded").path, openvino_xml=str(ir / "model.xml"), max_batch_size=4
+    )
+    assert [os.path.basename(os.path.dirname(c)) for c in configs] == [ONNX_MODEL_NAME, OPENVINO_MODEL_NAME]
+    cfg = parse(repo / OPENVINO_MODEL_NAME / "config.pbtxt")
+    assert cfg.backend == "openvino" and cfg.name == OPENVINO_MODEL_NAME and cfg.max_batch_size == 4
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert {i.name for i in cfg.input} >= {"sketch", "palette", "seed"}
+    assert cfg.parameters["noise_mode"].string_value == "seeded"
+    assert (repo / OPENVINO_MODEL_NAME / "1" / "model.bin").read_bytes() == b"weights"
+    assert sorted(os.listdir(repo / OPENVINO_MODEL_NAME / "1")) == ["model.bin", "model.xml"]
+    # A second export replaces our folder; a same-name folder that is not ours is refused.
+    write_triton_repo(str(repo), exported("seeded").path, openvino_xml=str(ir / "model.xml"), max_batch_size=2)
+    assert parse(repo / OPENVINO_MODEL_NAME / "config.pbtxt").max_batch_size == 2
+    (repo / OPENVINO_MODEL_NAME / "1" / "model.bin").unlink()
+    (repo / OPENVINO_MODEL_NAME / "1" / "other.txt").write_text("someone else's")
+    with pytest.raises(ConfigError, match="colorizer_openvino exists and is not"):
+        write_triton_repo(str(repo), exported("seeded").path, openvino_xml=str(ir / "model.xml"))
