@@ -31,8 +31,9 @@ import shutil
 
 from colorizer import atomic
 from colorizer.errors import ConfigError
-from colorizer.export.artifact import check_output_folder
-from colorizer.export.onnx_export import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, read_metadata
+from colorizer.export.artifact import check_output_folder, folder_lock
+from colorizer.export.interface import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE
+from colorizer.export.onnx_export import read_metadata
 
 ONNX_MODEL_NAME = "colorizer_onnx"
 TENSORRT_MODEL_NAME = "colorizer_tensorrt"
@@ -152,6 +153,18 @@ def is_own_model_folder(folder: str, name: str, filename: str) -> bool:
     return text.startswith(f'name: "{name}"\n') and 'key: "noise_mode"' in text
 
 
+def check_model_folders(directory: str, models) -> None:
+    """ConfigError unless each (name, model file name) folder in ``directory`` is absent or ours
+    (``is_own_model_folder``): the overwrite rule of colorizer-export for a repository."""
+    for name, filename in models:
+        target = os.path.join(directory, name)
+        if os.path.lexists(target) and not is_own_model_folder(target, name, filename):
+            raise ConfigError(
+                f"{target} exists and is not a {name} model written by colorizer-export; "
+                f"move it away or choose another --triton-repo folder (nothing was written to {directory})"
+            )
+
+
 def write_triton_repo(
     directory: str,
     onnx_path: str,
@@ -192,16 +205,11 @@ def write_triton_repo(
     if openvino_xml:
         models.append((OPENVINO_MODEL_NAME, "openvino", openvino_xml, OPENVINO_FILES[0], False))
     texts = {}
-    for name, backend, _, filename, gpu in models:
+    for name, backend, _, _filename, gpu in models:
         text = model_config_text(name, backend, inputs, max_batch_size, preferred, gpu, parameters)
         parse_model_config(text)  # a schema error here is a bug in this module: let it raise
         texts[name] = text
-        target = os.path.join(directory, name)
-        if os.path.lexists(target) and not is_own_model_folder(target, name, filename):
-            raise ConfigError(
-                f"{target} exists and is not a {name} model written by colorizer-export; "
-                "move it away or choose another --triton-repo folder (nothing was written)"
-            )
+    check_model_folders(directory, [(name, filename) for name, _, _, filename, _ in models])
     try:
         os.makedirs(directory, mode=0o777, exist_ok=True)
     except OSError as exc:
@@ -209,7 +217,11 @@ def write_triton_repo(
     try:
         # Every model folder is complete under its temporary name before any of them replaces ours
         # (colorizer.atomic.replace_directory; on an error none is swapped in and the temporaries go).
+        # Built and swapped under the repository's lock, where the folders are checked again: two
+        # exports into one repository take turns, and a folder someone else made meanwhile is kept.
         with contextlib.ExitStack() as stack:
+            stack.enter_context(folder_lock(directory))  # entered first: released after every swap
+            check_model_folders(directory, [(name, filename) for name, _, _, filename, _ in models])
             for name, _, source, filename, _ in models:
                 tmp = stack.enter_context(atomic.replace_directory(os.path.join(directory, name)))
                 version_dir = os.path.join(tmp, "1")
@@ -235,7 +247,12 @@ def cli_options(parser) -> None:
 def cli_check(args, batch, size) -> None:
     if not args.triton_repo:
         return
-    check_output_folder(args.triton_repo, "Triton model repository")
+    directory = check_output_folder(args.triton_repo, "Triton model repository")
+    # Before any work, so a refused repository costs nothing and nothing else is written first.
+    models = [(ONNX_MODEL_NAME, "model.onnx")] + ([(TENSORRT_MODEL_NAME, "model.plan")] if args.trt else [])
+    if getattr(args, "openvino", None):
+        models.append((OPENVINO_MODEL_NAME, OPENVINO_FILES[0]))
+    check_model_folders(directory, models)
     if batch.max > MAX_BATCH_SIZE:
         raise ConfigError(f"--batch: a Triton max batch size must be at most {MAX_BATCH_SIZE}, got {batch.max}")
 
