@@ -341,6 +341,25 @@ def test_r2_a_disk_that_fills_mid_run_says_how_many_pictures_were_written(tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png"]  # no temporary left either
 
 
+def test_r2_what_a_killed_run_left_in_out_is_swept_and_nothing_else(tmp_path, capsys, checkpoint):
+    # kill -9 during a write leaves the atomic writer's temporary; the next run into --out removes those of
+    # its own outputs (their writer is gone), and nothing of the user's or of other outputs.
+    from colorizer import atomic
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs: the writer that was killed
+    stale, other = f".s.png.p{dead.pid}_x1y2.tmp", f".other.png.p{dead.pid}_x1y2.tmp"
+    assert atomic.is_temp_name(stale) and not atomic.writer_alive(stale)
+    (out / stale).write_bytes(b"half a picture")
+    (out / other).write_bytes(b"another output's temporary")
+    (out / ".notes").write_text("the user's hidden file")
+    code, _, lines = _colorize(capsys, checkpoint, _png(tmp_path / "s.png"), out / "s.png")
+    assert code == 0, lines
+    assert sorted(os.listdir(out)) == [".notes", other, "s.png"]
+
+
 def test_r2_a_pipe_named_like_a_sketch_is_skipped_without_hanging(tmp_path, capsys, checkpoint):
     folder = tmp_path / "sk"
     folder.mkdir()
@@ -349,3 +368,29 @@ def test_r2_a_pipe_named_like_a_sketch_is_skipped_without_hanging(tmp_path, caps
     code, out, lines = _colorize(capsys, checkpoint, folder, tmp_path / "out")
     assert code == 0 and "wrote 1 image(s)" in out, lines
     assert any("b.png: not a regular file" in line for line in lines), lines
+
+
+def test_r2_two_evals_into_one_out_keep_each_others_files(tmp_path, monkeypatch):
+    # The existence check ran before the work; a report written meanwhile by another eval was replaced.
+    import colorizer.evaluation as evaluation
+    from colorizer.errors import ColorizerError
+    from colorizer.evaluation import Report
+
+    report = Report({}, {}, {}, [], np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(Report, "to_json", lambda self: "{}")
+    monkeypatch.setattr(Report, "to_markdown", lambda self: "ours\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_check = evaluation.check_outputs
+
+    def check_then_race(folder):
+        real_check(folder)
+        (out / "eval.md").write_text("the other run's report")  # the other eval finishes right after the check
+
+    monkeypatch.setattr(evaluation, "check_outputs", check_then_race)
+    with pytest.raises(ColorizerError, match="eval.md appeared during the run .* wrote eval.json, contact_sheet.png"):
+        report.write(out, overwrite=False)
+    assert (out / "eval.md").read_text() == "the other run's report"
+    monkeypatch.setattr(evaluation, "check_outputs", real_check)
+    report.write(out, overwrite=True)
+    assert (out / "eval.md").read_text() == "ours\n"
