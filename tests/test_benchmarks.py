@@ -203,3 +203,42 @@ def test_suites_call_the_subject_files_directly(monkeypatch):
     # Without the extension the native suite says why instead of failing.
     monkeypatch.setattr(report.native, "NATIVE_AVAILABLE", False)
     assert report.suite_results(plan)["native_speed"]["status"] == "skipped"
+
+
+def test_the_train_rows_run_the_trainers_own_step(monkeypatch):
+    """bench_train_step has no GAN step of its own: the lean rows call GanStep.step, the reference row
+    GanStep's d_backward / g_backward / apply (D frozen, non-finite check) with two G forwards."""
+    from benchmarks import bench_train_step as bench
+    from colorizer.train.step import GanStep
+
+    calls = []
+
+    def counted(name):
+        original = getattr(GanStep, name)
+
+        def wrapper(self, *args, **kwargs):
+            calls.append(name)
+            return original(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in ("step", "generate", "d_backward", "g_backward", "apply"):
+        monkeypatch.setattr(GanStep, name, counted(name))
+    case = bench.TrainCase(channels=(64,), batch=2, size=128, disc_channels=(32, 32, 32, 32))
+    bench.prepare("lean-eager", case).run()
+    assert calls == ["step", "generate", "d_backward", "apply", "g_backward", "apply"]
+    calls.clear()
+    bench.prepare("reference", case).run()
+    assert calls == ["generate", "d_backward", "apply", "generate", "g_backward", "apply"]
+
+
+def test_the_bf16_train_row_is_skipped_where_the_trainer_trains_float32(monkeypatch):
+    import colorizer.hardware
+    from benchmarks import bench_train_step as bench
+
+    monkeypatch.setattr(colorizer.hardware, "cpu_has_fast_bf16", lambda: False)
+    case = bench.TrainCase(channels=(64,), batch=2, size=128, disc_channels=(32, 32, 32, 32))
+    with pytest.raises(bench.Skip, match="no native bf16"):
+        bench.prepare("lean-bf16", case)
+    monkeypatch.setattr(colorizer.hardware, "cpu_has_fast_bf16", lambda: True)
+    assert bench.prepare("lean-bf16", case).dtype == "bfloat16"

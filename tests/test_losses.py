@@ -215,3 +215,14 @@ def test_a_new_loss_term_forgotten_in_one_place_fails_naming_it(monkeypatch):
     total, parts = generator_loss(torch.full((1, 1), 0.9), fake, real, toy_weights(), None)
     assert tuple(parts) == ("gan", "l1", "feature", "tv", "toy") and parts["toy"].item() == 0.0
     assert_close(total, 100.0 * parts["l1"] + 1e-2 * parts["tv"])
+
+
+def test_the_feature_term_takes_a_bf16_fake_with_float32_vgg_weights():
+    """Mixed precision: G's bf16 output meets the float32 VGG outside autocast (it raised before)."""
+    torch.manual_seed(0)
+    vgg = VGGFeatures()
+    fake, real = torch.rand(1, 3, 8, 8) * 2 - 1, torch.rand(1, 3, 8, 8) * 2 - 1
+    _, parts16 = generator_loss(torch.full((1, 1), 0.5), fake.bfloat16(), real, LossWeights(), vgg)
+    _, parts32 = generator_loss(torch.full((1, 1), 0.5), fake.bfloat16().float(), real, LossWeights(), vgg)
+    assert parts16["feature"].dtype == torch.float32
+    assert_close(parts16["feature"], parts32["feature"])

@@ -11,6 +11,8 @@ def main(argv: list[str] | None = None) -> int:
     from colorizer.train.config import dump_yaml, resolve_config
 
     config, args = resolve_config(argv)
+    for note in args.notes:
+        print(note, file=sys.stderr)
     if args.print_config:
         print(dump_yaml(config), end="")
         return 0

@@ -83,13 +83,25 @@ class TrainConfig:
     vgg_weights: str | None = _f(None, "torchvision vgg16 state dict (.pth/.safetensors); none = no feature loss")
     # performance
     device: str = _f("auto", "auto | cpu | cuda (auto: cuda when available)")
-    amp: str = _f("none", "mixed precision on CUDA: none | bf16 | fp16")
+    amp: str = _f(
+        "none",
+        "mixed precision: none | bf16 | fp16 on CUDA; on the CPU bf16 only where the CPU has native bf16 "
+        "(AVX-512 BF16 or AMX), float32 otherwise (with a note)",
+    )
     channels_last: bool = _f(False, "channels_last memory format (CUDA)")
     compile: bool = _f(False, "torch.compile the generator")
     # run
-    out: str = _f("runs/train", "output folder: checkpoints/, samples/, train_log.csv, loss_curve.png, config.yaml")
+    out: str = _f(
+        "runs/train",
+        "output folder: checkpoints/, samples/, train_log.csv, loss_curve.png, config.yaml (a run folder's own "
+        "config.yaml given to --config runs in that folder, whatever out it records)",
+    )
     seed: int = _f(0, "random seed (model init, noise, data order, augmentation, palettes)")
-    resume: str | None = _f(None, "auto (newest good checkpoint in OUT/checkpoints, or start fresh) or a checkpoint")
+    resume: str | None = _f(
+        None,
+        "auto (newest good checkpoint in OUT/checkpoints, or start fresh), a checkpoints/ folder or a training "
+        "checkpoint file (not a bundled generator such as demo: it has no optimizer state)",
+    )
     ckpt_every: int = _f(1000, "write a checkpoint every N steps (0 = only at epoch ends and at the end)")
     keep_last: int = _f(3, "number of checkpoints kept")
     log_every: int = _f(10, "append averaged losses to train_log.csv every N steps")
@@ -151,6 +163,11 @@ class TrainConfig:
             bad("data", f"must be one of {', '.join(DATASET_KINDS)}")
         if DATASET_KINDS[self.data].needs_root and not self.data_root:
             raise ConfigError(f"data={self.data} needs --data-root FOLDER (or use --data synthetic)")
+        if DATASET_KINDS[self.data].needs_root and _inside(self.out, self.data_root):
+            raise ConfigError(
+                f"out: the output folder {self.out} is inside the data folder {self.data_root}: its sample grids "
+                "would be read as training pictures when the run is resumed; choose an output folder outside it"
+            )
         if self.size < 128 or self.size % 128:
             bad("size", "must be a positive multiple of 128")
         if self.size > MAX_SIZE:
@@ -205,7 +222,22 @@ class TrainConfig:
             raise ConfigError(f"vgg_weights: file not found: {self.vgg_weights}")
         if self.sketch_model is not None and not os.path.isfile(self.sketch_model):
             raise ConfigError(f"sketch_model: file not found: {self.sketch_model}")
+        if self.resume not in (None, "auto") and not os.path.exists(self.resume):
+            from colorizer.pretrained import names as bundled_names
+
+            if self.resume in bundled_names():
+                raise ConfigError(
+                    f"resume: {self.resume} is a bundled generator, not a training checkpoint: it has no "
+                    "discriminator or optimizer state, so no run can resume from it (resume takes auto, a "
+                    "run's checkpoints/ folder or one of its step_*.safetensors files)"
+                )
         return self
+
+
+def _inside(path: str, folder: str) -> bool:
+    """``path`` is ``folder`` or lies under it (after resolving links)."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def fields() -> tuple[dataclasses.Field, ...]:
@@ -324,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Train the reference-based sketch colorizer (GAN). Values come from the defaults (the reference's), "
             "then --preset, then --config, then the options below. Single process, or multi-GPU / multi-node "
             "under torchrun (DDP). Ctrl-C or SIGTERM finishes the step, writes a checkpoint and exits; continue "
-            "with --resume auto."
+            "with --resume auto. One trainer per output folder (a second one is refused while the first runs); "
+            "a folder with checkpoints needs --resume; a config.yaml, train_log.csv or loss_curve.png that no "
+            "run wrote is never replaced (the run is refused)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -360,7 +394,43 @@ def resolve_config(argv: list[str] | None = None) -> tuple[TrainConfig, argparse
         config = apply(config, read_config_file(args.config), args.config)
     given = {f.name: getattr(args, f.name) for f in fields() if getattr(args, f.name) is not None}
     config = apply(config, given, "command line")
+    args.notes = []
+    if args.config and "out" not in given:
+        config = _out_of_run_config(config, args.config, args.notes)
     return config.validate(), args
+
+
+def _out_of_run_config(config: TrainConfig, path: str, notes: list[str]) -> TrainConfig:
+    """A run's ``config.yaml`` belongs to the run folder it sits in (written by a run: ``is_run_config``,
+    next to a ``checkpoints/`` folder): the run uses that folder, whatever ``out:`` the file records
+    (where it was first written: a copied or moved run folder, or a relative ``out`` read from another
+    working directory, must not write into the original). Other config files keep their ``out``; an
+    explicit ``--out`` always wins."""
+    folder = os.path.dirname(path) or "."
+    if os.path.basename(path) != "config.yaml" or not os.path.isdir(os.path.join(folder, "checkpoints")):
+        return config
+    if not is_run_config(path):
+        return config
+    if os.path.realpath(config.out) == os.path.realpath(folder):
+        return config
+    notes.append(
+        f"note: {path} is the config of the run folder {folder}: the run uses that folder (the file "
+        f"records out: {config.out}, where it was written; give --out to choose another)"
+    )
+    return dataclasses.replace(config, out=folder)
+
+
+# The first line of the config.yaml a run writes into its folder: what marks a folder as a run of ours.
+CONFIG_HEADER = "# resolved training config"
+
+
+def is_run_config(path: str) -> bool:
+    """True when ``path`` is a config.yaml written by a run of this trainer (it starts with CONFIG_HEADER)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(CONFIG_HEADER)) == CONFIG_HEADER.encode()
+    except OSError:
+        return False
 
 
 def dump_yaml(config: TrainConfig, header: str = "") -> str:

@@ -53,7 +53,7 @@ from colorizer.checkpoint import CheckpointManager, config_hash, generator_metad
 from colorizer.data import SkippedFileWarning, build_dataset, collate
 from colorizer.errors import CheckpointError, ColorizerError, ConfigError, DataError
 from colorizer.losses import LOSS_NAMES, VGGFeatures
-from colorizer.train.config import TrainConfig, dump_yaml
+from colorizer.train.config import CONFIG_HEADER, TrainConfig, dump_yaml, is_run_config
 from colorizer.train.distributed import (
     DistContext,
     ResumableDistributedSampler,
@@ -75,8 +75,9 @@ class TrainingDivergedError(ColorizerError):
 
 
 @dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
+class TrainPosition:
+    """Where training stands (step, epoch, batch): saved in every checkpoint. (Not a display: that is
+    colorizer.progress.)"""
 
     step: int = 0  # optimizer steps done (good or skipped), over all epochs
     epoch: int = 0  # current epoch
@@ -89,7 +90,7 @@ class Progress:
 @dataclass
 class TrainResult:
     exit_code: int
-    progress: Progress
+    progress: TrainPosition
     checkpoint: str | None
     out: str
 
@@ -239,7 +240,7 @@ class Trainer:
         self.manager = CheckpointManager(self.ckpt_dir, keep_last=config.keep_last)
         self.csv = CsvLog(os.path.join(self.out, "train_log.csv"))
         self.identity_hash = config_hash(config.identity())
-        self.progress = Progress()
+        self.progress = TrainPosition()
         self._planned: int | None = None  # planned_steps(), computed when the lr schedule first needs it
         self.bad_positions: set[int] = set()  # data set positions found bad (each counted and named once)
         self.signals = _SignalFlag()
@@ -278,6 +279,9 @@ class Trainer:
             return
         from colorizer.train.runlock import RunLock
 
+        for folder in (self.out, self.ckpt_dir, self.samples_dir):
+            _check_not_a_file(folder)
+        _check_run_files(self.out)
         try:
             self._makedirs(self.out)
             self._lock = RunLock(self.out).acquire()
@@ -489,7 +493,7 @@ class Trainer:
         if payload.get("scalerG"):
             self.scaler_g.load_state_dict(payload["scalerG"])
             self.scaler_d.load_state_dict(payload["scalerD"])
-        self.progress = Progress(**{k: int(v) for k, v in payload["progress"].items()})
+        self.progress = TrainPosition(**{k: int(v) for k, v in payload["progress"].items()})
         self.bad_positions = {int(i) for i in payload.get("skipped_positions", [])}
         rng = payload.get("rng", {})
         mine = rng.get(f"rank{self.ctx.rank}")
@@ -694,7 +698,7 @@ class Trainer:
                 f"({cfg.batch_size} x {self.ctx.world_size})"
             )
         if self.ctx.is_main:
-            header = f"# resolved training config; {self.feature_note}\n"
+            header = f"{CONFIG_HEADER}; {self.feature_note}\n"
             config_path = os.path.join(self.out, "config.yaml")
             if not os.path.exists(config_path):
                 self._created.append(config_path)
@@ -763,9 +767,19 @@ class Trainer:
         if self._bar is not None:
             self._bar.update(1)
             self._bar.set_postfix(
-                d=f"{stats['loss_d']:.3f}", g=f"{stats['loss_g']:.3f}", l1=f"{stats['l1']:.3f}",
-                img_s=f"{run.window_rate(self.cfg.batch_size * self.ctx.world_size):.1f}", refresh=False,
-            )  # fmt: skip
+                **self._trained_losses(stats),
+                img_s=f"{run.window_rate(self.cfg.batch_size * self.ctx.world_size):.1f}",
+                refresh=False,
+            )
+
+    def _trained_losses(self, stats: dict[str, float]) -> dict[str, str]:
+        """The progress line's losses: only what is trained (no D loss without the GAN term, no L1
+        at weight 0), so that no 'nan' stands for a loss that does not exist."""
+        shown = {"d": f"{stats['loss_d']:.3f}"} if self.gan.trains_discriminator else {}
+        shown["g"] = f"{stats['loss_g']:.3f}"
+        if self.gan.weights.l1:
+            shown["l1"] = f"{stats['l1']:.3f}"
+        return shown
 
     def _log_if_due(self, run: _Run) -> None:
         """Append the window's averages to train_log.csv every ``log_every`` steps and at the end."""
@@ -777,9 +791,10 @@ class Trainer:
     def _check_divergence(self, stats: dict[str, float]) -> None:
         p = self.progress
         if p.bad_in_row >= self.cfg.max_bad_steps:
+            last = ", ".join(f"{'loss_' + k if k in 'dg' else k}={v}" for k, v in self._trained_losses(stats).items())
             raise TrainingDivergedError(
                 f"stopping at step {p.step}: {p.bad_in_row} steps in a row had a non-finite loss or "
-                f"gradient (last: loss_d={stats['loss_d']:.4g}, loss_g={stats['loss_g']:.4g}); the "
+                f"gradient (last: {last}); the "
                 f"last good checkpoint is {self.last_checkpoint or 'none (no checkpoint was written)'}; "
                 "lower the learning rates or use --amp none/bf16, then --resume auto"
             )
@@ -856,6 +871,40 @@ class Trainer:
             elapsed_s=round(time.perf_counter() - start_time, 2),
         )
         self.csv.append(row)
+
+
+def _check_not_a_file(out: str) -> None:
+    """ConfigError when the output folder, or the nearest part of its path that exists, is not a folder."""
+    head = os.path.abspath(out)
+    while not os.path.lexists(head) and head != os.path.dirname(head):
+        head = os.path.dirname(head)
+    if os.path.isdir(head):
+        return
+    if head == os.path.abspath(out):
+        raise ConfigError(f"output folder {out} is not writable: it is a file, not a folder")
+    raise ConfigError(f"output folder {out} is not writable: {head} is a file, not a folder")
+
+
+RUN_FILES = ("config.yaml", "train_log.csv", "loss_curve.png")  # the files a run writes into its folder
+
+
+def _check_run_files(out: str) -> None:
+    """ConfigError (before anything is written) when the run would replace what is not a run's:
+    one of RUN_FILES that is not a regular file, or any of them in a folder whose config.yaml was not
+    written by a run of ours (a folder of the user's that happens to hold a config.yaml or a CSV)."""
+    present = []
+    for name in RUN_FILES:
+        path = os.path.join(out, name)
+        if not os.path.lexists(path):
+            continue
+        if not os.path.isfile(path):
+            raise ConfigError(f"output folder {out}: {name} is not a file; the run writes its {name} there")
+        present.append(name)
+    if present and not is_run_config(os.path.join(out, "config.yaml")):
+        raise ConfigError(
+            f"output folder {out} holds {', '.join(present)} that no run of this trainer wrote (no config.yaml "
+            "of a run there); a run would replace them: choose another output folder, or move them"
+        )
 
 
 def _unwrap_worker_errors(loader):
