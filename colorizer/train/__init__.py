@@ -6,11 +6,11 @@ curve, CSV log).
 """
 
 from colorizer.train.config import PRESETS, TrainConfig, resolve_config
-from colorizer.train.loop import Progress, Trainer, TrainingDivergedError, TrainResult, train
+from colorizer.train.loop import Trainer, TrainingDivergedError, TrainPosition, TrainResult, train
 
 __all__ = [
     "PRESETS",
-    "Progress",
+    "TrainPosition",
     "TrainConfig",
     "TrainResult",
     "Trainer",
