@@ -21,10 +21,10 @@ What it measures, in one run on one GPU:
   by the time, against (a) a plain copy of the same activation in the same layout, timed the same way
   (T_copy; the issue's targets are multiples of it) and (b) the copy bandwidth of a 1 GiB buffer
   measured in the same run.
-- Whole model: generator forward, and one GAN train step (D step: LSGAN on real and detached fake;
-  G step: LSGAN + 100 * L1; Adam; the VGG feature and TV terms are left out, they do not touch the
-  fused ops), batch 32 (2 with --quick), bf16 autocast, channels_last; eager, compile, triton and
-  triton+compile; images/s.
+- Whole model: generator forward, and one GAN train step: the trainer's own
+  (``colorizer.train.step.GanStep`` through ``benchmarks.bench_train_step.lean_step``: device palettes,
+  D update, G update with D frozen, all loss terms, non-finite checks, Adam), batch 32 (2 with
+  --quick), ``--amp bf16``, channels_last; eager, compile, triton and triton+compile; images/s.
 
 Writes ``gpu_kernels.json`` (everything, with device, versions, git revision and date) and
 ``gpu_kernels.md`` (the side-by-side tables) into --out. Exits with a one-line error when there is
@@ -411,16 +411,14 @@ def bench_whole_model(batch: int, quick: bool) -> list[dict]:
 
 
 def _bench_model_provider(provider: str, batch: int, quick: bool) -> list[dict]:
+    from benchmarks.bench_train_step import TrainCase, build_step, lean_step
     from benchmarks.timing import measure
-    from colorizer.models import Discriminator, Sketch2Color
+    from colorizer.models import Sketch2Color
 
     kernels = "triton" if provider.startswith("triton") else "eager"
     torch.manual_seed(0)
     gen = Sketch2Color(kernels=kernels).cuda().to(memory_format=torch.channels_last)
-    disc = Discriminator(kernels=kernels).cuda().to(memory_format=torch.channels_last)
-    g_fn, d_fn = (compiled(gen), compiled(disc)) if provider.endswith("compile") else (gen, disc)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    g_fn = compiled(gen) if provider.endswith("compile") else gen
     cond = torch.randn(batch, 30, IMAGE_SIZE, IMAGE_SIZE, device="cuda").to(memory_format=torch.channels_last)
     real = torch.rand(batch, 3, IMAGE_SIZE, IMAGE_SIZE, device="cuda").mul(2).sub(1)
     real = real.to(memory_format=torch.channels_last)
@@ -429,18 +427,14 @@ def _bench_model_provider(provider: str, batch: int, quick: bool) -> list[dict]:
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
             g_fn(cond)
 
+    # The trainer's step on its own models (G compiled as the trainer's --compile does; D eager).
+    gan, _ = build_step(TrainCase(batch=batch, size=IMAGE_SIZE, device="cuda"), kernels, "bf16", channels_last=True)
+    if provider.endswith("compile"):
+        gan.g_forward = compiled(gan.g_forward)
+    sketch = cond[:, :3]
+
     def train_step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            fake = g_fn(cond)
-            d_loss = ((d_fn(cond, real) - 0.9) ** 2).mean() + (d_fn(cond, fake.detach()) ** 2).mean()
-        opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        opt_d.step()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            g_loss = ((d_fn(cond, fake) - 0.9) ** 2).mean() + 100 * (fake.float() - real).abs().mean()
-        opt_g.zero_grad(set_to_none=True)
-        g_loss.backward()
-        opt_g.step()
+        lean_step(gan, real, sketch)
 
     results = []
     for name, fn in (("generator forward", forward), ("GAN train step", train_step)):
