@@ -47,11 +47,11 @@ def amp_dtype(amp: str, device: torch.device) -> tuple[torch.dtype | None, str |
         if cpu_has_fast_bf16():
             return dtype, None
         return None, (
-            "note: --amp bf16: this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 is much "
+            "note: amp bf16: this CPU has no native bf16 (no AVX-512 BF16 or AMX), where bf16 is much "
             "slower than float32 (a training step ~28x); training in float32"
         )
     where = "CUDA and bf16 on CPUs with native bf16"
-    return None, f"note: --amp {amp} applies on {where}; training in float32 on {device}"
+    return None, f"note: amp {amp} applies on {where}; training in float32 on {device}"
 
 
 def build_models(cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
