@@ -160,6 +160,8 @@ def _openvino(case, provider: str, cache: _OpenVinoCache):
     counts = runner.runtime_precisions()
     convs = {k.split(":")[1]: v for k, v in counts.items() if k.startswith("Convolution:")}
     note = "convolutions " + ", ".join(f"{n} {p}" for p, n in sorted(convs.items()))
+    if PRECISION.get(provider) == "bfloat16" and "bf16" not in convs:
+        note += " (no bf16 hardware here: OpenVINO runs the bf16 IR in f32, so it is not faster)"
     return (lambda: runner.run(*inputs)), note
 
 

@@ -94,6 +94,23 @@ def cpu_flags() -> list[str]:
     return []
 
 
+def fast_bf16() -> dict:
+    """{"torch": ..., "openvino": ...}: whether each runs bf16 natively on this CPU (None: not installed).
+    torch's answer is ``colorizer.hardware.cpu_has_fast_bf16``, OpenVINO's its CPU plugin's
+    capabilities (they can differ: ONEDNN_MAX_CPU_ISA limits torch's oneDNN, not OpenVINO's)."""
+    from colorizer.hardware import cpu_has_fast_bf16
+
+    out = {"torch": cpu_has_fast_bf16(), "openvino": None}
+    try:
+        from colorizer.export.openvino import openvino_has_bf16, openvino_missing
+
+        if openvino_missing() is None:
+            out["openvino"] = openvino_has_bf16()
+    except Exception:  # a broken OpenVINO install must not stop a benchmark of something else
+        pass
+    return out
+
+
 def usable_cpus() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -132,6 +149,8 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
             "usable_cpus": usable_cpus(),
             "flags": cpu_flags(),
             "torch_capability": torch.backends.cpu.get_cpu_capability(),
+            # Whether bf16 runs natively (else torch's slow path, OpenVINO's f32): decides every bf16 row.
+            "fast_bf16": fast_bf16(),
             # The machine may be shared: the load when the run started says how quiet it was.
             "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
@@ -144,7 +163,11 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
         "platform": platform.platform(),
         "versions": package_versions(),
         "git": git_state(),
-        "env": {k: os.environ[k] for k in ("TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+        "env": {
+            k: os.environ[k]
+            for k in ("TRITON_INTERPRET", "CUDA_VISIBLE_DEVICES", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+            if k in os.environ
+        },
     }
     if device.type == "cuda":
         env["gpu"] = gpu_info(device)
@@ -168,6 +191,12 @@ def device_slug(env: dict) -> str:
     return f"cpu-{slugify(env['cpu']['model'], 36)}-{env['cpu']['usable_cpus']}c"
 
 
+def _fast_bf16_text(fast: dict | None) -> str:
+    if not fast:
+        return "not recorded"
+    return ", ".join(f"{k} {'yes' if v else 'no' if v is not None else 'n/a'}" for k, v in fast.items())
+
+
 def format_environment(env: dict) -> list[str]:
     """Markdown bullet lines summarising ``env`` for the report."""
     versions = env["versions"]
@@ -189,7 +218,7 @@ def format_environment(env: dict) -> list[str]:
     load = cpu["load_average_1_5_15"]
     lines += [
         f"- CPU: {cpu['model']}, {cpu['usable_cpus']} usable cores, flags {' '.join(cpu['flags']) or 'n/a'}, "
-        f"torch CPU capability {cpu['torch_capability']}"
+        f"torch CPU capability {cpu['torch_capability']}, fast bf16 {_fast_bf16_text(cpu.get('fast_bf16'))}"
         + (f", load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}" if load else "")
         + (f", at end {cpu['load_average_end'][0]:.2f}" if cpu.get("load_average_end") else ""),
         f"- threads: torch intra-op {env['threads']['torch_intra_op']}, inter-op {env['threads']['torch_inter_op']}",

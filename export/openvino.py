@@ -55,6 +55,7 @@ import functools
 import json
 import os
 import shutil
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 
@@ -126,6 +127,39 @@ def shared_core():
     opens inside it nest and unwind in order.
     """
     return require_openvino().Core()
+
+
+def openvino_has_bf16() -> bool:
+    """True when OpenVINO's CPU plugin lists BF16 among this CPU's capabilities (AVX-512 BF16, AMX).
+    Without it a bf16 IR's precision hint gives f32 execution: right, but not faster. (OpenVINO's own
+    view; torch's, which decides eager autocast, is ``colorizer.hardware.cpu_has_fast_bf16``.)"""
+    return "BF16" in shared_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class PrecisionNote(UserWarning):
+    """A reduced-precision export that is right but not faster (or slow to gate) on this CPU."""
+
+
+def bf16_notes(runner=None) -> list[str]:
+    """What a bf16 export does on this CPU when it lacks bf16 hardware, one line each (empty where it
+    has it): the eager bf16 reference of the gate takes torch's slow path, and the engine (``runner``,
+    from what the plugin really compiled) runs its convolutions in f32."""
+    from colorizer.hardware import cpu_has_fast_bf16
+
+    notes = []
+    if runner is None and not cpu_has_fast_bf16():
+        notes.append(
+            "this CPU has no fast bf16 for torch (no AVX-512 BF16 or AMX): the parity gate's eager bf16 "
+            "reference runs torch's slow path, several times slower than fp32 (measured ~7x)"
+        )
+    if runner is not None:
+        convs = {k.split(":")[1] for k in runner.runtime_precisions() if k.startswith("Convolution:")}
+        if "bf16" not in convs:
+            notes.append(
+                "OpenVINO runs this bf16 IR in f32 on this CPU (no bf16 hardware): its results are right "
+                "but it is not faster than --precision fp32; a CPU with AVX-512 BF16 or AMX runs it in bf16"
+            )
+    return notes
 
 
 def require_nncf():
@@ -656,6 +690,7 @@ def export_openvino(
             metadata["calibration"] = calibration or f"synthetic drawings (seed {CALIBRATION_SEED})"
             metadata["calibration_count"] = str(calibration_count)
         metadata.pop("opset", None)
+        notes: list[str] = []
         created = False
         try:
             os.mkdir(folder, 0o777)
@@ -680,6 +715,10 @@ def export_openvino(
             if count_fp32_marks(runner.model) != marked:
                 raise RuntimeError(f"OpenVINO read {count_fp32_marks(runner.model)} fp32 marks of {marked}")
             runner.path = os.path.join(folder, XML_NAME)
+            if precision == "bf16":  # right but not faster (or slow to gate) where bf16 hardware is absent
+                for note in bf16_notes() + bf16_notes(runner):
+                    notes.append(note)
+                    warnings.warn(note, PrecisionNote, stacklevel=2)
             parity = functional_report = None
             if verify:
                 parity = verify_runner(runner, model, cases=cases)  # at the precision the IR records
@@ -716,6 +755,7 @@ def export_openvino(
         metadata=metadata,
         parity=parity,
         functional=functional_report,
+        notes=notes,
     )
 
 
