@@ -138,6 +138,7 @@ class Service:
                 sketches = torch.ones(n, 3, side, side)
                 palettes = torch.full((n, 9, 3), 128, dtype=torch.uint8)
                 self.runner.colorize(sketches, palettes, list(range(n)))
+            self.info()  # hashes the weights file once, here rather than in the first /v1/model request
             self.batcher.start()
             self.ready.set()
             self.metrics.ready.set(1)
