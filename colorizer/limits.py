@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from colorizer.errors import ConfigError
 
 MAX_SEED = 2**31 - 1
@@ -37,6 +39,14 @@ def check_seed(seed, name: str = "seed") -> int:
     if not 0 <= value <= MAX_SEED:
         raise ConfigError(f"{name} must be in [0, {MAX_SEED}] (2**31 - 1), got {value}", option=name)
     return value
+
+
+def check_seed_tensor(seed: torch.Tensor) -> None:
+    """Raise ValueError unless seed is an integer (N,) tensor with values in [0, 2**31)."""
+    if seed.dim() != 1 or seed.dtype.is_floating_point or seed.dtype == torch.bool:
+        raise ValueError(f"seed must be a 1-D integer tensor (one per image), got {seed.dtype} {tuple(seed.shape)}")
+    if seed.numel() and (int(seed.min()) < 0 or int(seed.max()) > MAX_SEED):
+        raise ValueError(f"seed values must be in [0, {MAX_SEED}]")
 
 
 def seed_sequence(base, count: int, name: str = "seed") -> list[int]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from colorizer.errors import ConfigError
-from colorizer.limits import check_model_size, seed_sequence
+from colorizer.limits import seed_sequence
 from colorizer.models.generator import NUM_NOISE
 
 PALETTE_SIZE = 9
@@ -53,11 +53,6 @@ def graph_signature(noise: str) -> dict[str, tuple[str, tuple[int | None, ...]]]
 def check_noise_mode(noise: str) -> None:
     if noise not in NOISE_MODES:
         raise ConfigError(f"noise mode must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
-
-
-def check_image_size(height: int, width: int) -> None:
-    """ConfigError unless height and width are multiples of 128 up to 16384 (colorizer.limits)."""
-    check_model_size(height, width, "image")
 
 
 def generator_input(sketch: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:

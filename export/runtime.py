@@ -29,7 +29,8 @@ import torch
 
 from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export.interface import FORMAT_NAME, NOISE_INPUT_NAMES, NOISE_MODES, OUTPUT_NAME, split_generator_input
-from colorizer.export.seeded_noise import check_seed, seeded_noise
+from colorizer.export.seeded_noise import seeded_noise
+from colorizer.limits import check_seed_tensor
 
 
 def check_signature(path: str, noise: str, tensors) -> None:
@@ -91,7 +92,7 @@ class EngineRunner:
             from colorizer.limits import seed_sequence
 
             seeds = torch.tensor(seed_sequence(seed, batch), dtype=torch.int64)  # the one rule, colorizer.limits
-        check_seed(seeds)
+        check_seed_tensor(seeds)
         return seeds.to(torch.int32)
 
     def noise_inputs(self, batch: int, height: int, width: int, seed) -> tuple[torch.Tensor, ...]:

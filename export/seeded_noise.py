@@ -38,7 +38,6 @@ import math
 
 import torch
 
-from colorizer.limits import MAX_SEED
 from colorizer.models.generator import noise_shapes
 
 NOISE_ALGORITHM = "colorizer-feistel-boxmuller-v2"
@@ -142,12 +141,4 @@ def seeded_noise(seed: torch.Tensor, height, width) -> list[torch.Tensor]:
     return maps
 
 
-def check_seed(seed: torch.Tensor) -> None:
-    """Raise ValueError unless seed is an integer (N,) tensor with values in [0, 2**31)."""
-    if seed.dim() != 1 or seed.dtype.is_floating_point or seed.dtype == torch.bool:
-        raise ValueError(f"seed must be a 1-D integer tensor (one per image), got {seed.dtype} {tuple(seed.shape)}")
-    if seed.numel() and (int(seed.min()) < 0 or int(seed.max()) > MAX_SEED):
-        raise ValueError(f"seed values must be in [0, {MAX_SEED}]")
-
-
-__all__ = ["MAX_SEED", "NOISE_ALGORITHM", "check_seed", "noise_shapes", "seeded_noise"]
+__all__ = ["NOISE_ALGORITHM", "noise_shapes", "seeded_noise"]

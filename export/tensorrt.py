@@ -33,9 +33,10 @@ import torch
 
 from colorizer.errors import ConfigError, MissingDependencyError
 from colorizer.export.artifact import atomic_output, check_output_path, export_output, refuse_foreign, sha256_file
-from colorizer.export.interface import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, PRECISION_DTYPES, check_image_size
+from colorizer.export.interface import NOISE_INPUT_NAMES, OUTPUT_NAME, PALETTE_SIZE, PRECISION_DTYPES
 from colorizer.export.onnx_export import read_metadata
 from colorizer.export.runtime import EngineRunner, noise_mode_from_inputs
+from colorizer.limits import check_model_size
 from colorizer.models.generator import SIZE_MULTIPLE
 
 PRECISIONS = PRECISION_DTYPES  # the --precision choices (colorizer.export.formats), defined with the interface
@@ -102,7 +103,7 @@ class ShapeRange:
 
 def check_size_range(size: ShapeRange) -> None:
     for value in (size.min, size.opt, size.max):
-        check_image_size(value, value)
+        check_model_size(value, value, "image")
 
 
 def input_shapes(name: str, batch: int, size: int) -> tuple[int, ...]:

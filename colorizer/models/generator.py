@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from colorizer.errors import CheckpointError
-from colorizer.limits import SIZE_MULTIPLE
+from colorizer.limits import SIZE_MULTIPLE, check_model_size
 from colorizer.models.layers import (
     GROUPS,
     AttentionGate,
@@ -51,11 +51,6 @@ def level_channels(channels: Sequence[int]) -> list[int]:
 def noise_shapes(batch: int, height: int, width: int) -> list[tuple[int, int, int, int]]:
     """Shapes of the eight noise maps, noise7 .. noise0, for an input of (batch, *, height, width)."""
     return [(batch, 1, height >> s, width >> s) for s in (7, 6, 5, 4, 3, 2, 1, 0)]
-
-
-def check_size(height: int, width: int) -> None:
-    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or height <= 0 or width <= 0:
-        raise ValueError(f"input height and width must be positive multiples of {SIZE_MULTIPLE}, got {height}x{width}")
 
 
 def make_noise(noise, batch: int, height: int, width: int, device, dtype) -> list[torch.Tensor | None] | None:
@@ -173,7 +168,7 @@ class UNetGenerator(nn.Module):
     def forward(self, x: torch.Tensor, noise=None) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        check_size(x.shape[2], x.shape[3])
+        check_model_size(x.shape[2], x.shape[3], "input")
         maps = make_noise(noise, x.shape[0], x.shape[2], x.shape[3], x.device, x.dtype)
         return self.decoder(self.encoder(x), maps)
 

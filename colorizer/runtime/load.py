@@ -4,8 +4,8 @@ A model reference is, in this order of precedence:
 
 - a torch module (a Sketch2Color) -> kind ``module``;
 - an existing folder -> a training run folder (one with ``checkpoints/``, or the checkpoints folder
-  itself): its newest checkpoint that reads and verifies (kind ``run``); a folder holding exactly one
-  exported engine (an OpenVINO IR folder's ``model.xml``) is that engine;
+  itself): its newest checkpoint that reads and verifies (kind ``checkpoint``, ``path`` that file); a
+  folder holding exactly one exported engine (an OpenVINO IR folder's ``model.xml``) is that engine;
 - an existing file -> an exported engine when its suffix is in ``colorizer.export.formats`` (``.onnx``,
   ``.xml``, ``.plan``, ...; kind ``engine``), else a checkpoint (ours, or the reference's ``{'netG': ...}``
   ``.pth``; kind ``checkpoint``);
@@ -74,7 +74,7 @@ def resolve_model(model) -> ModelRef:
     if os.path.isdir(name):
         from colorizer.checkpoint import resolve_checkpoint
 
-        return ModelRef(name, "run", resolve_checkpoint(name), "torch")
+        return ModelRef(name, "checkpoint", resolve_checkpoint(name), "torch")
     if os.path.exists(name):
         return ModelRef(name, "checkpoint", name, "torch")
     from colorizer import pretrained
@@ -124,5 +124,6 @@ def load_runner(model, device: str | torch.device | None = AUTO, kernels: str = 
         own = getattr(model, "kernels", "eager")
         backend = own if kernels == AUTO and own != "eager" else resolve_backend(kernels, dev)
         return ModuleRunner(model, dev, backend, name=ref.name)
-    generator, _ = load_colorizer(ref.path)
-    return ModuleRunner(generator, dev, resolve_backend(kernels, dev), name=ref.name, kind=ref.kind, path=ref.path)
+    # Loaded on its backend, so the folded weights are standardized by that backend's op, as they always were.
+    generator, _ = load_colorizer(ref.path, kernels=resolve_backend(kernels, dev))
+    return ModuleRunner(generator, dev, name=ref.name, kind=ref.kind, path=ref.path)

@@ -23,6 +23,7 @@ runners: onnxruntime, OpenVINO, TensorRT) behind the same call.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 
@@ -52,8 +53,9 @@ def check_seeds(seeds, count: int) -> list[int]:
 class Runner:
     """The interface (module docstring). Subclasses define ``forward(x, seeds)``.
 
-    name: what the user named (a path, a bundled name, a module's class); kind: "module", "checkpoint",
-    "run" (a training run folder), "bundled" or "engine"; path: the file actually read (None for a module);
+    name: what the user named (a path, a bundled name, a module's class); kind: "module", "checkpoint" (a
+    training run folder is the checkpoint it resolves to), "bundled" or "engine"; path: the file actually
+    read (None for a module);
     format: "torch" or the export format's name ("onnx", "openvino", "tensorrt"); precision: "fp32", or an
     engine's ("fp16", "bf16", "int8"); backend: the op backend of a torch generator, or what runs an engine
     ("onnxruntime", "openvino", "tensorrt"); noise: "seeded" (per-picture seeds), or an engine's "zero" /
@@ -149,9 +151,10 @@ class ModuleRunner(Runner):
         from colorizer.models import fold_weight_standardization
 
         check_colorizer(generator, name or "the model")
+        if backend is not None and backend != generator.kernels:
+            # The folded weights are standardized by the backend's own op (a copy: the caller's module stays).
+            generator = copy.deepcopy(generator).set_kernels(backend)
         model = fold_weight_standardization(generator).to(device).eval()  # a copy
-        if backend is not None:
-            model.set_kernels(backend)
         backend = model.kernels
         super().__init__(
             name=name or type(generator).__name__,

@@ -54,9 +54,9 @@ def init_distributed(device: str = "auto") -> DistContext:
     world = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    if use_cuda and not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available (use --device cpu)")
+    from colorizer.runtime.device import resolve_device
+
+    use_cuda = resolve_device(device).type == "cuda"  # the one device decision (colorizer.runtime.device)
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA devices")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from colorizer.errors import ConfigError
-from colorizer.export.seeded_noise import MAX_SEED, seeded_noise
+from colorizer.export.seeded_noise import seeded_noise
+from colorizer.limits import MAX_SEED, check_seed
 from colorizer.limits import MAX_SEED as PROJECT_MAX_SEED
-from colorizer.limits import check_seed
 
 noise_module = importlib.import_module("colorizer.export.seeded_noise")
 

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from colorizer.export.seeded_noise import MAX_SEED, check_seed, seeded_noise
+from colorizer.export.seeded_noise import seeded_noise
+from colorizer.limits import MAX_SEED
+from colorizer.limits import check_seed_tensor as check_seed
 from colorizer.models import noise_shapes
 
 
