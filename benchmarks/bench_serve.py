@@ -118,6 +118,55 @@ def in_process(model_file: str, kernels: str, png: bytes, batches: list[int], ro
     }
 
 
+def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
+    """OpenVINO's own way to run several requests at once, beside one batch: ``count`` pictures as
+    ``count`` single-picture requests through an AsyncInferQueue on a THROUGHPUT-hint compilation (the
+    plugin's streams), against the same pictures as one batch and one by one on the LATENCY hint (what
+    the service runs). images/s, median of ``rounds``."""
+    import openvino as ov
+
+    from colorizer.data.images import decode_image
+    from colorizer.export.openvino import shared_core
+    from colorizer.inference import fit_to_model, sketch_to_tensor
+    from colorizer.palette import parse_palette
+
+    core = shared_core()
+    model = core.read_model(xml)
+    sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None).numpy()
+    palette = (parse_palette(PALETTE).float().numpy()[None] / 255.0 * 2.0 - 1.0).astype(np.float32)
+
+    def feed(n, first):
+        return {"sketch": np.repeat(sketch, n, 0), "palette": np.repeat(palette, n, 0),
+                "seed": np.arange(first, first + n, dtype=np.int32)}  # fmt: skip
+
+    latency = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
+    throughput = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    streams = int(throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+    request, queue = latency.create_infer_request(), ov.AsyncInferQueue(throughput, streams)
+    singles, batch = [feed(1, i) for i in range(count)], feed(count, 0)
+
+    def async_queue():
+        for f in singles:
+            queue.start_async(f)
+        queue.wait_all()
+
+    ways = {
+        f"latency hint, {count} x batch 1": lambda: [request.infer(f) for f in singles],
+        f"latency hint, 1 x batch {count}": lambda: request.infer(batch),
+        f"throughput hint, AsyncInferQueue ({streams} requests), {count} x batch 1": async_queue,
+    }
+    result = {}
+    for name, run in ways.items():
+        run()  # warm-up
+        times = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        result[name] = count / float(np.median(times))
+    return result
+
+
 class ServerProcess:
     def __init__(self, model_file: str, kernels: str, max_batch: int, max_wait_ms: float, size: int):
         cmd = [sys.executable, "-m", "colorizer.cli", "serve", model_file, "--port", "0", "--kernels", kernels,
@@ -253,10 +302,12 @@ def markdown(report: dict) -> str:
         by_batch = ", ".join(f"batch {n}: {r['images_per_s']:.2f} img/s" for n, r in ip["by_batch"].items())
         lines += [f"## {case['model']} / {case['engine']}", "",
                   f"In-process ({ip['runner']}): {by_batch}; ceiling {ip['ceiling_images_per_s']:.2f} img/s at batch "
-                  f"{ip['best_batch']}, one picture {ip['latency_one_s'] * 1000:.0f} ms.", "",
-                  "| max batch | c | images/s | x ceiling | p50 ms | p95 ms | p99 ms | p50 - one ms | mean batch | "
-                  "errors | " + " | ".join(STAGES) + " |",
-                  "|" + "---|" * (10 + len(STAGES))]  # fmt: skip
+                  f"{ip['best_batch']}, one picture {ip['latency_one_s'] * 1000:.0f} ms.", ""]  # fmt: skip
+        if case.get("openvino_async"):
+            ways = "; ".join(f"{k}: {v:.2f} img/s" for k, v in case["openvino_async"].items())
+            lines += [f"OpenVINO's asynchronous infer requests against one batch (in-process): {ways}.", ""]
+        lines += ["| max batch | c | images/s | x ceiling | p50 ms | p95 ms | p99 ms | p50 - one ms | mean batch | "
+                  "errors | " + " | ".join(STAGES) + " |", "|" + "---|" * (10 + len(STAGES))]  # fmt: skip
         for row in case["serve"]:
             stages = " | ".join("-" if row["stages_ms"][s] is None else f"{row['stages_ms'][s]:.1f}" for s in STAGES)
             extra = f"{(row['p50_s'] - ip['latency_one_s']) * 1000:+.0f}" if row["concurrency"] == 1 else ""
@@ -323,6 +374,9 @@ def main(argv=None) -> int:
                     if value not in settings:
                         settings.append(value)
                 case["default_max_batch"] = default_max_batch("cpu", fmt)
+                if engine == "openvino":
+                    case["openvino_async"] = openvino_async(model_file, body["files"]["sketch"][1], 4, args.rounds)
+                    print(f"  OpenVINO async vs batch: {case['openvino_async']}", flush=True)
                 case["serve"] = []
                 for max_batch in settings:
                     case["serve"] += serve_rows(model_file, kernels, max_batch, args.max_wait_ms, args.size,

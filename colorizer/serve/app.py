@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from colorizer.errors import ColorizerError, ConfigError, one_line
 from colorizer.serve.batcher import Batcher, QueueFull, Stopped
@@ -206,6 +207,8 @@ async def read_form(request: Request, settings: ServeSettings) -> dict[str, byte
         body = await asyncio.wait_for(read_all(), settings.upload_timeout_s)
     except asyncio.TimeoutError:
         raise HTTPError(408, f"the upload did not finish within {settings.upload_timeout_s:g} s") from None
+    except ClientDisconnect:  # the client went away mid-upload: not a bug, nobody reads the answer
+        raise HTTPError(400, "the client closed the connection during the upload") from None
 
     async def once():
         yield body

@@ -56,6 +56,13 @@ def test_many_concurrent_clients_and_a_slow_upload(serve):
         b"POST /v1/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
         b'Content-Length: 100000\r\n\r\n--b\r\nContent-Disposition: form-data; name="sketch"; filename="s"\r\n\r\n'
     )
+    # A client that goes away mid-upload: no answer to send, and not a bug (no 500 in the log).
+    gone = socket.create_connection((host, int(port)), timeout=30)
+    gone.sendall(
+        b"POST /v1/colorize HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        b"Content-Length: 100000\r\n\r\n--b\r\n"
+    )
+    gone.close()
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         statuses = list(pool.map(lambda i: colorize(server.client, i).status_code, range(48)))
@@ -69,6 +76,7 @@ def test_many_concurrent_clients_and_a_slow_upload(serve):
     text = server.client.get("/metrics").text
     assert 'colorizer_http_requests_total{method="POST",route="/v1/colorize",status="200"} 48.0' in text
     assert 'colorizer_http_requests_total{method="POST",route="/v1/colorize",status="408"} 1.0' in text
+    assert not any("internal error" in line for line in server.lines), "".join(server.lines)
 
 
 def test_sigterm_finishes_queued_and_in_flight_requests(serve):
