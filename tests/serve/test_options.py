@@ -1,0 +1,97 @@
+"""`colorizer serve` options: every one documented, the policy's defaults per device and format, bad values
+as one-line errors naming the flag."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from colorizer.errors import ConfigError
+
+
+def parse(*argv):
+    from colorizer.cli import build_parser
+
+    return build_parser().parse_args(["serve", *argv])
+
+
+def fake_runner(device="cpu", format="torch"):
+    return types.SimpleNamespace(device=torch.device(device), format=format)
+
+
+def test_every_option_is_documented():
+    from colorizer.cli import build_parser
+
+    parser = build_parser()
+    serve = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "serve")[1]
+    for action in serve._actions:
+        assert action.help and action.help.strip(), action.dest
+
+
+@pytest.mark.parametrize(
+    "device, format, argv, batch, fixed",
+    [
+        ("cpu", "torch", [], 1, False),  # the CPU default: no batching, nothing to pad
+        ("cpu", "openvino", [], 1, False),
+        ("cpu", "torch", ["--max-batch", "4"], 4, True),  # a CPU batch is padded to one shape
+        ("cpu", "torch", ["--max-batch", "4", "--batch-shape", "any"], 4, False),
+        ("cuda", "torch", [], 8, False),  # a GPU batches by default, without padding
+        ("cuda", "tensorrt", ["--batch-shape", "fixed"], 8, True),
+    ],
+)
+def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed):
+    from colorizer.serve.cli import settings_from_args
+
+    settings = settings_from_args(parse(*argv), fake_runner(device, format))
+    assert (settings.max_batch, settings.fixed_batch) == (batch, fixed)
+
+
+def test_api_key_from_the_environment_and_defaults(monkeypatch):
+    from colorizer.serve.cli import API_KEY_ENV, settings_from_args
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    args = parse()
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 8000, None)
+    assert settings_from_args(args, fake_runner()).api_key is None
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert settings_from_args(parse(), fake_runner()).api_key == "from-env"
+    assert settings_from_args(parse("--api-key", "flag"), fake_runner()).api_key == "flag"
+    assert settings_from_args(
+        parse("--cors-origin", "https://a", "--cors-origin", "https://b"), fake_runner()
+    ).cors_origins == (
+        "https://a",
+        "https://b",
+    )
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-batch", "0"], "--max-batch must be at least 1"),
+        (["--max-queue", "0"], "--max-queue must be at least 1"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms must be a number >= 0"),
+        (["--max-upload-mb", "nan"], "--max-upload-mb must be a number >= 0"),
+        (["--warmup-size", "100"], "--warmup-size must be a multiple of 128"),
+    ],
+)
+def test_bad_values_are_one_line_naming_the_flag(argv, message):
+    from colorizer.serve.cli import settings_from_args
+
+    with pytest.raises(ConfigError) as info:
+        settings_from_args(parse(*argv), fake_runner())
+    assert info.value.for_command_line().startswith(message)
+
+
+def test_a_port_in_use_is_one_line():
+    from colorizer.serve.cli import _bind
+
+    taken = _bind("127.0.0.1", 0)
+    try:
+        with pytest.raises(ConfigError, match="cannot listen on 127.0.0.1"):
+            _bind("127.0.0.1", taken.getsockname()[1])
+    finally:
+        taken.close()
+    with pytest.raises(ConfigError, match="port must be from 0 to 65535"):
+        _bind("127.0.0.1", 70000)
