@@ -102,12 +102,27 @@ def _validate(args) -> tuple[ShapeRange, ShapeRange]:
     check_noise_mode(args.noise)
     check_opset(args.opset)
     _check_precision_is_used(args)
+    _check_distinct_outputs(args)
     batch = ShapeRange.parse(args.batch, "batch")
     size = ShapeRange.parse(args.size, "size")
     check_size_range(size)
     for fmt in formats.FORMATS:  # before any work, so a bad option or a missing dependency writes nothing
         fmt.load_module().cli_check(args, batch, size)
     return batch, size
+
+
+def _check_distinct_outputs(args) -> None:
+    """ConfigError when two requested formats name the same output path (the second would fail half
+    way, after the first was written, or write into the first's files)."""
+    seen: dict[str, str] = {}
+    for fmt in formats.FORMATS:
+        value = getattr(args, fmt.dest)
+        if not value:
+            continue
+        path = os.path.realpath(value)
+        if path in seen:
+            raise ConfigError(f"{seen[path]} and {fmt.flag} name the same path {value}; give each its own")
+        seen[path] = fmt.flag
 
 
 def _check_precision_is_used(args) -> None:

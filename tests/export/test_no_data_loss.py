@@ -396,3 +396,14 @@ def test_bf16_export_without_bf16_hardware_says_so(openvino, generator, exported
     monkeypatch.setattr(openvino.OpenVinoRunner, "runtime_precisions", lambda self: {"Convolution:bf16": 9})
     runner = openvino.OpenVinoRunner(result.xml)
     assert openvino.bf16_notes() == [] and openvino.bf16_notes(runner) == []
+
+
+def test_two_formats_naming_one_path_are_refused_before_any_work(checkpoint, tmp_path, capsys):
+    """--onnx m.onnx --openvino m.onnx used to write the ONNX file and then fail on the IR folder."""
+    for argv in (
+        ["--onnx", str(tmp_path / "m.onnx"), "--openvino", str(tmp_path / "m.onnx")],
+        ["--onnx", str(tmp_path / "m.onnx"), "--triton-repo", str(tmp_path / "m.onnx")],
+    ):
+        code, out, err = run_main(["--checkpoint", checkpoint, *argv], capsys)
+        assert code == 2 and "name the same path" in one_error_line(err)
+    assert os.listdir(tmp_path) == []
