@@ -91,22 +91,6 @@ def _load_runner(args):
     return colorizer
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --kernels, the same in every command that runs a model (colorizer.runtime.device)."""
-    from colorizer.runtime.device import backend_choices
-
-    parser.add_argument(
-        "--device", default="auto", help="torch device: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1"
-    )
-    parser.add_argument(
-        "--kernels",
-        default="auto",
-        choices=backend_choices(),
-        help="op backend of a torch model (default auto: native on the CPU when built, triton on CUDA, else "
-        "eager; colorizer.runtime.device); an exported engine runs on its own runtime",
-    )
-
-
 def _check_out_name(out: Path) -> None:
     """A name with a suffix is a file name: refuse one we cannot write (x.gif, x.txt) in one line."""
     if out.suffix and not out.is_dir() and out.suffix.lower() not in _writable_extensions():
@@ -398,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace output files that exist already (default: refuse, nothing is written)",
     )
-    add_model_options(p)
+    from colorizer.runtime.device import add_device_options
+
+    add_device_options(p)
     p.set_defaults(fn=cmd_colorize)
 
     p = sub.add_parser("palette", help="print the palette K-means extracts from a picture")
@@ -459,7 +445,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--out", default="eval_out", help="folder for eval.json, eval.md, contact_sheet.png")
     parser.add_argument("--data", default="synthetic", choices=["synthetic", "folder"], help="what to score on")
     parser.add_argument("--data-root", help="with --data folder: a folder of color pictures (searched recursively)")
-    add_model_options(parser)
+    from colorizer.runtime.device import add_device_options
+
+    add_device_options(parser)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pictures per forward")
     parser.add_argument("--rows", type=int, default=CONTACT_ROWS, help="rows of the contact sheet")
     parser.add_argument("--overwrite", action="store_true", help="replace the report files in --out if present")

@@ -99,3 +99,18 @@ def resolve_backend(kernels: str = AUTO, device: str | torch.device = "cpu") -> 
     if kernels not in BACKENDS:
         raise ConfigError(f"kernels must be one of {', '.join(backend_choices())}, got {kernels!r}", option="kernels")
     return kernels
+
+
+def add_device_options(parser) -> None:
+    """Add ``--device`` and ``--kernels`` to an argparse parser: the same options, defaults and help in every
+    command that runs a model (colorize, eval, serve)."""
+    parser.add_argument(
+        "--device", default=AUTO, help="torch device: auto (cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1"
+    )
+    parser.add_argument(
+        "--kernels",
+        default=AUTO,
+        choices=backend_choices(),
+        help="op backend of a torch model (default auto: native on the CPU when built, triton on CUDA, else "
+        "eager; colorizer.runtime.device); an exported engine runs on its own runtime",
+    )

@@ -22,7 +22,7 @@ API_KEY_ENV = "COLORIZER_API_KEY"
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    from colorizer.runtime.device import AUTO, backend_choices
+    from colorizer.runtime.device import add_device_options
     from colorizer.serve.policy import BATCH_SHAPES
     from colorizer.serve.settings import ServeSettings
 
@@ -36,10 +36,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0 picks a free one and prints it)")
-    p.add_argument("--device", default=AUTO, help="torch device: auto (cuda if present), cpu, cuda, cuda:N")
-    p.add_argument(
-        "--kernels", default=AUTO, choices=list(backend_choices()), help="op backend of a torch model (default auto)"
-    )
+    add_device_options(p)
     p.add_argument(
         "--max-batch",
         type=int,
