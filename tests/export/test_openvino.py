@@ -254,7 +254,7 @@ def test_missing_openvino_is_one_line_exit_2(checkpoint, tmp_path, capsys, monke
 
 def test_bad_openvino_options_one_line_each(checkpoint, tmp_path, capsys):
     for extra, expect in (
-        (["--precision", "fp16"], "OpenVINO precision"),
+        (["--precision", "fp16"], "--openvino takes fp32, bf16, int8"),
         (["--keep-fp32", "norms"], "unknown fp32 node group"),
         (["--calibration", str(tmp_path)], "only used with"),
         (["--precision", "int8", "--calibration", str(tmp_path / "nope")], "not a folder"),
