@@ -80,7 +80,7 @@ setup(
         "export": ["onnx", "onnxruntime", "onnxscript"],
         "triton": ["triton"],
         "openvino": ["openvino", "nncf"],
-        "serve": ["fastapi", "uvicorn", "python-multipart", "prometheus-client"],
+        "serve": ["fastapi", "uvicorn", "python-multipart", "prometheus-client", "swagger-ui-bundle"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

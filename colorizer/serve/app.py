@@ -311,6 +311,8 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
         title="colorizer",
         summary="Reference-based sketch colorization: a sketch and a palette (or a reference picture) -> a picture",
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: no CDN, so /docs works offline
+        redoc_url=None,
     )
     app.state.service = service
     metrics = service.metrics
@@ -534,4 +536,24 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """``/docs``: FastAPI's Swagger UI page with its script and style from the ``swagger-ui-bundle`` package
+    instead of a CDN (a service behind a firewall, or this project's machines, reach no CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )

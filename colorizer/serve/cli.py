@@ -192,6 +192,7 @@ def cmd_serve(args) -> int:
         import fastapi  # noqa: F401
         import prometheus_client  # noqa: F401
         import python_multipart  # noqa: F401
+        import swagger_ui_bundle  # noqa: F401
         import uvicorn
     except ImportError as exc:
         raise MissingDependencyError(

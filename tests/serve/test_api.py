@@ -322,7 +322,11 @@ def test_page_docs_and_unknown_routes(make_client):
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert 'src="/static/app.js"' in page.text
     assert client.get("/static/style.css").status_code == 200
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-static/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # works without network (the script and style are ours to serve)
+    assert client.get("/docs-static/swagger-ui-bundle.js").status_code == 200
+    assert client.get("/docs-static/swagger-ui.css").status_code == 200
     schema = client.get("/openapi.json").json()
     body = schema["paths"]["/v1/colorize"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"sketch", "reference", "palette", "seed", "size"} <= set(body["properties"])
