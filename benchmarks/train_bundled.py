@@ -540,6 +540,8 @@ def main(argv=None) -> int:
     kernels, why = pick_kernels(args.gpu_check, environment["device_name"] if device == "cuda" else None)
     if args.gpu_check is not None and device != "cuda":
         why = "training on the CPU: a GPU check does not apply; eager"
+    if "kernels" in overrides:
+        why = f"given with --set kernels={overrides['kernels']} (the GPU check's choice would be {kernels})"
     overrides.setdefault("kernels", kernels)
 
     # Check the whole trainer config before anything is created (one line on a bad value).
