@@ -873,7 +873,8 @@ def step_train(cfg: Config, report: Report, budget: Budget) -> None:
 def step_inference(cfg: Config, report: Report, budget: Budget) -> None:
     import torch
 
-    from colorizer.models import Sketch2Color, fold_weight_standardization
+    from colorizer.models import Sketch2Color
+    from colorizer.runtime.runner import ModuleRunner
 
     on_cuda = cfg.device == "cuda"
     kwargs = {} if cfg.channels is None else {"channels": cfg.channels}
@@ -883,8 +884,8 @@ def step_inference(cfg: Config, report: Report, budget: Budget) -> None:
             label = f"inference {kernels} batch {batch} {cfg.size}px {'bf16 CUDA graph' if on_cuda else 'fp32'}"
             try:
                 torch.manual_seed(0)
-                model = Sketch2Color(kernels=kernels, **kwargs).eval()
-                model = fold_weight_standardization(model).to(cfg.device)
+                # The folded model on the backend, as colorize / eval / serve run it (the runtime seam).
+                model = ModuleRunner(Sketch2Color(**kwargs), cfg.device, kernels).module
                 x = torch.randn(batch, 30, cfg.size, cfg.size, device=cfg.device)
                 if on_cuda:
                     model = model.to(torch.bfloat16, memory_format=torch.channels_last)

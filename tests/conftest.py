@@ -25,9 +25,15 @@ HEAVY_FILES_FIRST = (
     "tests/test_inference.py",
     "tests/test_gpu_check.py",
     "tests/test_resume.py",
+    "tests/export/test_no_data_loss.py",
     "tests/test_benchmarks.py",
+    "tests/export/test_onnx_export.py",
+    "tests/serve/test_api.py",
     "tests/export/test_openvino_bench.py",
     "tests/test_ddp.py",
+    "tests/export/test_formats.py",
+    "tests/serve/test_server.py",
+    "tests/serve/test_browser.py",
 )
 
 

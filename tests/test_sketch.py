@@ -130,7 +130,7 @@ def test_sketch_model_errors(tmp_path):
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         SketchModel(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
         SketchModel(tmp_path / "junk.pth")
     torch.save({"netG": Sketch2Color(channels=SMALL).state_dict()}, tmp_path / "s2c.pth")
     with pytest.raises(CheckpointError, match="3 input channels"):
