@@ -366,7 +366,7 @@ class OpenVinoRunner(EngineRunner):
         require_openvino()  # one line if OpenVINO is missing, before anything else
         self.device = torch.device(device)
         if self.device.type != "cpu":
-            raise ConfigError("an OpenVINO engine runs on the CPU here; use --device cpu")
+            raise ConfigError(f"device {self.device}: an OpenVINO engine runs on the CPU here (cpu)", option="device")
         if os.path.isdir(path):
             path = os.path.join(path, XML_NAME)
         self.path = path
@@ -659,7 +659,7 @@ def export_openvino(
     check_colorizer(model)
     folder = check_ir_folder(folder)
     if calibration is not None and precision != "int8":
-        raise ConfigError("--calibration is only used with --precision int8")
+        raise ConfigError("calibration is only used with precision int8", option="calibration")
     if calibration is not None and not os.path.isdir(calibration):
         raise ConfigError(f"calibration folder {calibration} does not exist")
     ov = require_openvino()

@@ -329,7 +329,7 @@ class TensorRTRunner(EngineRunner):
         self.path = path
         self.device = torch.device(device)
         if self.device.type != "cuda":
-            raise ConfigError("a TensorRT engine runs on a CUDA device; use --device cuda")
+            raise ConfigError(f"device {self.device}: a TensorRT engine runs on a CUDA device (cuda)", option="device")
         with open(path, "rb") as f:
             data = f.read()
         self.logger = trt.Logger(trt.Logger.WARNING)

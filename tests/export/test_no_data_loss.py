@@ -245,7 +245,7 @@ def test_openvino_export_keeps_the_users_files_and_refuses_foreign_ones(openvino
     with pytest.raises(ConfigError, match="holds a model.bin that is not part of an export"):
         openvino.check_ir_folder(str(folder))  # weights without our graph: someone else's
     # A new folder that a failed export created is removed again.
-    with pytest.raises(ConfigError, match="only used with --precision int8"):
+    with pytest.raises(ConfigError, match="only used with precision int8"):
         openvino.export_openvino(generator, str(tmp_path / "new"), calibration=str(tmp_path), **kwargs)
     assert sorted(os.listdir(tmp_path)) == ["ov"]
 
