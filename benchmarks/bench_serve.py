@@ -86,15 +86,22 @@ def engine_model(model: str, engine: str, folder: Path) -> str:
     raise SystemExit(f"unknown engine {engine!r} (torch, openvino)")
 
 
-def in_process(model_file: str, kernels: str, png: bytes, batches: list[int], rounds: int) -> dict:
-    """Runner.colorize alone on the served request's own inputs (the sketch decoded and padded as the service
-    does, the same palette): seconds per call and images/s at each batch size (median of ``rounds``)."""
+def served_runner(model_file: str, engine: str):
+    """The runner ``colorizer serve`` loads for this engine on the CPU (its policy's engine options)."""
+    from colorizer.runtime.load import load_runner
+    from colorizer.serve.policy import engine_options
+
+    return load_runner(model_file, device="cpu", **engine_options("cpu", engine))
+
+
+def in_process(runner, png: bytes, batches: list[int], rounds: int) -> dict:
+    """``runner`` (the one the service loads) alone on the served request's own inputs (the sketch decoded
+    and padded as the service does, the same palette): seconds per call and images/s at each batch size
+    (median of ``rounds``)."""
     from colorizer.data.images import decode_image
     from colorizer.inference import fit_to_model, sketch_to_tensor
     from colorizer.palette import parse_palette
-    from colorizer.runtime.load import load_runner
 
-    runner = load_runner(model_file, device="cpu", kernels=kernels)
     sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None)
     palette = parse_palette(PALETTE)
     rows = {}
@@ -119,41 +126,28 @@ def in_process(model_file: str, kernels: str, png: bytes, batches: list[int], ro
 
 
 def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
-    """OpenVINO's own way to run several requests at once, beside one batch: ``count`` pictures as
-    ``count`` single-picture requests through an AsyncInferQueue on a THROUGHPUT-hint compilation (the
-    plugin's streams), against the same pictures as one batch and one by one on the LATENCY hint (what
-    the service runs). images/s, median of ``rounds``."""
-    import openvino as ov
-
+    """OpenVINO's own way to run several requests at once, beside one batch: ``count`` pictures through
+    the runner the service loads (``OpenVinoRunner(requests="auto")``: single-picture requests in an
+    AsyncInferQueue on a THROUGHPUT-hint compilation), against the latency runner (the default) given the
+    same pictures one by one and as one batch. images/s, median of ``rounds``."""
     from colorizer.data.images import decode_image
-    from colorizer.export.openvino import shared_core
     from colorizer.inference import fit_to_model, sketch_to_tensor
     from colorizer.palette import parse_palette
+    from colorizer.runtime.load import load_runner
 
-    core = shared_core()
-    model = core.read_model(xml)
-    sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None).numpy()
-    palette = (parse_palette(PALETTE).float().numpy()[None] / 255.0 * 2.0 - 1.0).astype(np.float32)
-
-    def feed(n, first):
-        return {"sketch": np.repeat(sketch, n, 0), "palette": np.repeat(palette, n, 0),
-                "seed": np.arange(first, first + n, dtype=np.int32)}  # fmt: skip
-
-    latency = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-    throughput = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
-    streams = int(throughput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-    request, queue = latency.create_infer_request(), ov.AsyncInferQueue(throughput, streams)
-    singles, batch = [feed(1, i) for i in range(count)], feed(count, 0)
-
-    def async_queue():
-        for f in singles:
-            queue.start_async(f)
-        queue.wait_all()
-
+    sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None)
+    palette = parse_palette(PALETTE)
+    latency = load_runner(xml, device="cpu")
+    queued = load_runner(xml, device="cpu", requests="auto")
+    sketches, palettes = sketch.expand(count, -1, -1, -1), palette.expand(count, -1, -1)
+    seeds = list(range(count))
     ways = {
-        f"latency hint, {count} x batch 1": lambda: [request.infer(f) for f in singles],
-        f"latency hint, 1 x batch {count}": lambda: request.infer(batch),
-        f"throughput hint, AsyncInferQueue ({streams} requests), {count} x batch 1": async_queue,
+        f"latency hint, {count} x batch 1": lambda: [
+            latency.colorize(sketch, palette, [s]) for s in seeds
+        ],
+        f"latency hint, 1 x batch {count}": lambda: latency.colorize(sketches, palettes, seeds),
+        f"throughput hint, AsyncInferQueue ({queued.engine.requests} requests), {count} x batch 1 "
+        "(what the service runs)": lambda: queued.colorize(sketches, palettes, seeds),
     }
     result = {}
     for name, run in ways.items():
@@ -364,16 +358,19 @@ def main(argv=None) -> int:
                     case["skipped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     continue
                 kernels = "native" if engine == "torch" else "auto"
-                ip = in_process(model_file, kernels, body["files"]["sketch"][1], [1, 2, 4, 8], args.rounds)
+                runner = served_runner(model_file, engine)
+                ip = in_process(runner, body["files"]["sketch"][1], [1, 2, 4, 8], args.rounds)
                 case["in_process"] = ip
                 print(f"  in-process: {ip['ceiling_images_per_s']:.2f} img/s at batch {ip['best_batch']}", flush=True)
                 fmt = "torch" if engine == "torch" else engine
                 settings = []
+                default = default_max_batch("cpu", fmt, runner)
+                del runner  # the server loads its own
                 for b in args.max_batches.split(","):
-                    value = default_max_batch("cpu", fmt) if b == "default" else int(b)
+                    value = default if b == "default" else int(b)
                     if value not in settings:
                         settings.append(value)
-                case["default_max_batch"] = default_max_batch("cpu", fmt)
+                case["default_max_batch"] = default
                 if engine == "openvino":
                     case["openvino_async"] = openvino_async(model_file, body["files"]["sketch"][1], 4, args.rounds)
                     print(f"  OpenVINO async vs batch: {case['openvino_async']}", flush=True)

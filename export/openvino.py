@@ -360,9 +360,24 @@ class OpenVinoRunner(EngineRunner):
 
     threads: the plugin's INFERENCE_NUM_THREADS (default: OpenVINO's choice). precision_hint
     overrides the IR's recorded inference precision (benchmarks only).
+
+    requests: None (default) compiles for latency (``PERFORMANCE_HINT=LATENCY``) and runs a batch as one
+    inference. A number, or ``"auto"`` (the plugin's OPTIMAL_NUMBER_OF_INFER_REQUESTS), compiles for
+    throughput (the plugin's streams) and runs each picture of a batch as its own single-picture request
+    through an ``AsyncInferQueue`` of that many requests: several pictures at once without a batch, so a
+    picture's result does not depend on the others (every request has the shape of one picture). Measured
+    on 2 CPU cores, the bundled model at 256 px: 4 pictures at once 8.2 images/s this way against 5.3 as
+    one batch of 4 and 5.9 one by one (``benchmarks/bench_serve.py``). ``colorizer serve`` uses it.
     """
 
-    def __init__(self, path: str, device="cpu", threads: int | None = None, precision_hint: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        device="cpu",
+        threads: int | None = None,
+        precision_hint: str | None = None,
+        requests: int | str | None = None,
+    ):
         require_openvino()  # one line if OpenVINO is missing, before anything else
         self.device = torch.device(device)
         if self.device.type != "cpu":
@@ -384,15 +399,26 @@ class OpenVinoRunner(EngineRunner):
             raise ConfigError(f"{path} is not a colorizer export (noise mode {self.noise!r} in its metadata)")
         self.input_names = input_names(self.noise)
         check_signature(path, self.noise, _ov_tensors(model, [*self.input_names, OUTPUT_NAME]))
+        if requests is not None and requests != "auto" and (isinstance(requests, bool) or int(requests) < 1):
+            raise ConfigError(f"requests must be a positive number or 'auto', got {requests!r}", option="requests")
         config = {
             "INFERENCE_PRECISION_HINT": precision_hint or self.metadata.get("inference_precision", "f32"),
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": "LATENCY" if requests is None else "THROUGHPUT",
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.model = model
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
+        self.queue = None
+        self.requests = 1
+        if requests is not None:
+            import openvino as ov
+
+            optimal = int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+            self.requests = optimal if requests == "auto" else int(requests)
+            self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
+            self.queue.set_callback(self._finished)
 
     def run(self, sketch, palette, *noise_inputs) -> torch.Tensor:
         tensors = (sketch, palette, *noise_inputs)
@@ -402,8 +428,20 @@ class OpenVinoRunner(EngineRunner):
         for name, t in zip(self.input_names, tensors):
             dtype = torch.int32 if name == "seed" else torch.float32
             feed[name] = t.detach().to("cpu", dtype).contiguous().numpy()
-        self.request.infer(feed)
-        return torch.from_numpy(self.request.get_tensor(OUTPUT_NAME).data.copy())
+        if self.queue is None:
+            self.request.infer(feed)
+            return torch.from_numpy(self.request.get_tensor(OUTPUT_NAME).data.copy())
+        n = tensors[0].shape[0]
+        outputs: list = [None] * n
+        for i in range(n):  # one single-picture request each; the queue runs up to self.requests at once
+            self.queue.start_async({name: value[i : i + 1] for name, value in feed.items()}, (outputs, i))
+        self.queue.wait_all()
+        return torch.from_numpy(np.concatenate(outputs))
+
+    @staticmethod
+    def _finished(request, userdata) -> None:
+        outputs, i = userdata
+        outputs[i] = request.get_tensor(OUTPUT_NAME).data.copy()
 
     def runtime_precisions(self) -> dict[str, int]:
         """(layer type, runtime precision) -> count in the compiled graph (what the plugin really runs)."""

@@ -102,13 +102,14 @@ def load_colorizer(model, kernels: str = "eager"):
 
 
 def load_runner(model, device: str | torch.device | None = AUTO, kernels: str = AUTO, **engine_options) -> Runner:
-    """A Runner for ``model`` (module docstring) on ``device`` (``resolve_device``).
+    """A Runner for ``model`` (module docstring, or a ModelRef ``resolve_model`` made) on ``device``
+    (``resolve_device``).
 
     kernels: the op backend of a torch model (``resolve_backend``: "auto" is the one policy); a module
     given with "auto" keeps its own backend unless that is "eager". An engine ignores ``kernels`` (it runs
     on its format's runtime) and takes ``engine_options`` (e.g. ``threads=``) for its runner.
     """
-    ref = resolve_model(model)
+    ref = model if isinstance(model, ModelRef) else resolve_model(model)
     dev = resolve_device(device)
     if ref.kind == "engine":
         from colorizer.export.formats import FORMATS

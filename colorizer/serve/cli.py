@@ -114,7 +114,7 @@ def settings_from_args(args, runner):
     from colorizer.serve.settings import ServeSettings
 
     device_type = runner.device.type
-    max_batch = args.max_batch if args.max_batch is not None else default_max_batch(device_type, runner.format)
+    max_batch = args.max_batch if args.max_batch is not None else default_max_batch(device_type, runner.format, runner)
     for name, value, low in (
         ("max_batch", max_batch, 1),
         ("max_queue", args.max_queue, 1),
@@ -130,7 +130,7 @@ def settings_from_args(args, runner):
         if not value >= 0:
             raise ConfigError(f"{name} must be a number >= 0, got {value}", option=name)
     check_size(args.warmup_size, "warmup_size")
-    shape = args.batch_shape or default_batch_shape(device_type)
+    shape = args.batch_shape or default_batch_shape(device_type, runner)
     return ServeSettings(
         max_batch=max_batch,
         max_wait_ms=args.max_wait_ms,
@@ -198,8 +198,10 @@ def cmd_serve(args) -> int:
         raise MissingDependencyError(
             f"colorizer serve needs the serve extra (missing {exc.name}): pip install 'colorizer[serve]'"
         ) from None
-    from colorizer.runtime.load import load_runner
+    from colorizer.runtime.device import resolve_device
+    from colorizer.runtime.load import load_runner, resolve_model
     from colorizer.serve.app import create_app
+    from colorizer.serve.policy import engine_options
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = args.model
@@ -207,7 +209,9 @@ def cmd_serve(args) -> int:
         from colorizer.pretrained import DEFAULT
 
         model = DEFAULT
-    runner = load_runner(model, device=args.device, kernels=args.kernels)
+    ref = resolve_model(model)
+    options = engine_options(resolve_device(args.device).type, ref.format) if ref.kind == "engine" else {}
+    runner = load_runner(ref, device=args.device, kernels=args.kernels, **options)
     settings = settings_from_args(args, runner)
     sock = _bind(args.host, args.port)
     host, port = sock.getsockname()[:2]

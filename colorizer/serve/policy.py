@@ -2,12 +2,14 @@
 behind each row. ``colorizer serve`` reads it when ``--max-batch`` / ``--batch-shape`` are not given.
 
 Default ``--max-batch``: the batch size with the most images/s for the model called in-process
-(``Runner.colorize``) at 256 px. On the 2-core CPU of the development machine no batch size above 1
-paid for the torch module path (eager or native) or for the OpenVINO engine (the issue's measurement:
-2.5 images/s at batch 1 against 1.8 at batch 8, eager torch path, WS folded; ``benchmarks/bench_serve.py``
-writes the in-process rows again with every run), so the CPU rows are 1: a service that never waits for
-company costs nothing against ``--max-batch 1``. A GPU is idle between small launches, so a batch pays
-there; 8 is where the generator's images/s levels off at 256 px on one GPU (``benchmarks/gpu_check.py``).
+(``Runner.colorize``) at 256 px, as served. On the 2-core CPU of the development machine (AMD EPYC,
+quiet, 2026-12-07, ``benchmarks/results/serve-*``): the bundled model on the native torch path gave 8.6
+images/s at batch 1 and 7.1 / 6.3 / 6.9 at batch 2 / 4 / 8; on OpenVINO fp32 4.1 at batch 1 and 5.0 at
+batch 8, but served with ``--max-batch 4`` a batch cost a lone request the whole batch (p50 839 ms
+against 233 ms) and never raised images/s at any concurrency. So the CPU rows are 1: a service that never
+waits for company costs nothing against ``--max-batch 1``. The GPU rows (8) are not measured: no GPU was
+lent to the session that wrote them; a GPU is idle between small launches, so some batch pays there, and
+``bench_serve`` on a GPU should set the number.
 
 Default ``--batch-shape``: a picture must come out bit for bit the same whether it was served alone or in
 a batch (on the CPU engines). Measured on this CPU, a batch of 4 differs from four batches of 1 by up to
@@ -19,6 +21,13 @@ spends no time on padding.
 """
 
 from __future__ import annotations
+
+# The serve process's environment, set before torch loads (colorizer.cli.main): OpenMP threads sleep when
+# idle instead of spinning. The service runs torch on several threads (decoding and encoding in a thread
+# pool, the model in the batcher's thread) and each keeps its own OpenMP team; spinning teams took the 2
+# cores from the model. Measured (bundled model, 256 px, 2 cores): served p50 at concurrency 1 187 ms ->
+# 106 ms, images/s at concurrency 16 6.0 -> 8.4. A value the user set wins.
+PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 FIXED, ANY = "fixed", "any"
 BATCH_SHAPES = (FIXED, ANY)
@@ -33,13 +42,36 @@ DEFAULT_MAX_BATCH: dict[tuple[str, str], int] = {
     ("cuda", "tensorrt"): 8,
 }
 DEFAULT_BATCH_SHAPE: dict[str, str] = {"cpu": FIXED, "cuda": ANY}
+# (device type, format) -> options of the engine's runner (load_runner's engine options). OpenVINO on the CPU
+# serves several requests at once through its own asynchronous infer requests, one picture each: measured
+# (bundled model, 256 px, 2 cores) 8.2 images/s for 4 pictures at once against 5.3 as one batch of 4 and
+# 5.9 one by one (benchmarks/bench_serve.py, "OpenVINO's asynchronous infer requests against one batch").
+ENGINE_OPTIONS: dict[tuple[str, str], dict] = {("cpu", "openvino"): {"requests": "auto"}}
 
 
-def default_max_batch(device_type: str, format: str) -> int:
-    """The default ``--max-batch`` for a model of ``format`` on a ``device_type`` device (1 when unknown)."""
+def engine_options(device_type: str, format: str) -> dict:
+    """The runner options ``colorizer serve`` loads an engine of ``format`` with on ``device_type``."""
+    return dict(ENGINE_OPTIONS.get((device_type, format), {}))
+
+
+def per_picture(runner) -> bool:
+    """True when the runner runs each picture of a batch as its own request (OpenVINO's async queue): then
+    a batch of the engine's request count is what it serves at once, and it needs no padding to give every
+    picture the bits it has alone."""
+    return getattr(getattr(runner, "engine", None), "queue", None) is not None
+
+
+def default_max_batch(device_type: str, format: str, runner=None) -> int:
+    """The default ``--max-batch`` for a model of ``format`` on a ``device_type`` device (1 when unknown);
+    for a per-picture runner, its number of requests."""
+    if runner is not None and per_picture(runner):
+        return int(runner.engine.requests)
     return DEFAULT_MAX_BATCH.get((device_type, format), 1)
 
 
-def default_batch_shape(device_type: str) -> str:
-    """``fixed`` (every batch padded to max_batch: bit-identical pictures) or ``any``."""
+def default_batch_shape(device_type: str, runner=None) -> str:
+    """``fixed`` (every batch padded to max_batch: bit-identical pictures) or ``any`` (no padding: a GPU,
+    or a per-picture runner whose pictures never share a shape with others)."""
+    if runner is not None and per_picture(runner):
+        return ANY
     return DEFAULT_BATCH_SHAPE.get(device_type, FIXED)

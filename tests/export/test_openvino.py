@@ -11,11 +11,14 @@ import torch
 
 pytest.importorskip("openvino")
 
+from colorizer.errors import ConfigError  # noqa: E402
 from colorizer.export import load_engine  # noqa: E402
 from colorizer.export import openvino as xo  # noqa: E402
 from colorizer.export.cli import main  # noqa: E402
-from colorizer.export.interface import example_inputs
-from colorizer.export.onnx_export import generator_input  # noqa: E402
+from colorizer.export.interface import (
+    example_inputs,
+    generator_input,  # noqa: E402
+)
 from colorizer.export.verify import eager_noise  # noqa: E402
 from tests.export.conftest import TEST_CASES, assert_as_close_as_eager, reuse_traced_graph  # noqa: E402
 
@@ -89,6 +92,24 @@ def test_fp32_export_files_metadata_and_parity(ov_exports, generator):
     # The folder itself loads too, and per-sample seeds make an image independent of its batch.
     alone = xo.OpenVinoRunner(result.folder).run(inputs[0][1:2], inputs[1][1:2], inputs[2][1:2])
     assert torch.allclose(alone, out[1:2], atol=1e-4)
+
+
+def test_async_requests_run_each_picture_alone_at_once(ov_exports, generator):
+    """requests=N (what colorize serve loads): a batch's pictures go as single-picture requests through an
+    AsyncInferQueue, so each comes out bit for bit as it does alone, whatever its companions, and as close
+    to eager fp32 as the latency runner."""
+    result = ov_exports("fp32")
+    queued = xo.OpenVinoRunner(result.xml, requests=2)
+    assert queued.requests == 2 and queued.queue is not None
+    inputs = example_inputs("seeded", 3, 128, 128, seed=11)
+    together = queued.run(*inputs)
+    for i in (2, 0):
+        alone = queued.run(*(t[i : i + 1] for t in inputs))
+        assert torch.equal(alone, together[i : i + 1]), i
+    assert_as_close_as_eager(together, generator, generator_input(*inputs[:2]), eager_noise("seeded", inputs, 128, 128))
+    assert xo.OpenVinoRunner(result.xml, requests="auto").requests >= 1
+    with pytest.raises(ConfigError, match="requests"):
+        xo.OpenVinoRunner(result.xml, requests=0)
 
 
 def test_bf16_keeps_marked_groups_in_fp32(ov_exports):

@@ -3,6 +3,7 @@ as one-line errors naming the flag."""
 
 from __future__ import annotations
 
+import os
 import types
 
 import pytest
@@ -46,6 +47,24 @@ def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed):
 
     settings = settings_from_args(parse(*argv), fake_runner(device, format))
     assert (settings.max_batch, settings.fixed_batch) == (batch, fixed)
+
+
+def test_openvino_on_the_cpu_serves_pictures_at_once_through_its_async_requests():
+    """The policy loads OpenVINO on the CPU with requests="auto" (measured faster than one batch); such a
+    runner serves as many pictures at once as it has requests, without padding (each picture is its own
+    single-picture request, so its bits never depend on its companions)."""
+    from types import SimpleNamespace
+
+    from colorizer.serve.cli import settings_from_args
+    from colorizer.serve.policy import engine_options
+
+    assert engine_options("cpu", "openvino") == {"requests": "auto"}
+    assert engine_options("cpu", "torch") == {} and engine_options("cuda", "tensorrt") == {}
+    runner = fake_runner("cpu", "openvino")
+    runner.engine = SimpleNamespace(queue=object(), requests=3)
+    settings = settings_from_args(parse(), runner)
+    assert (settings.max_batch, settings.fixed_batch) == (3, False)
+    assert settings_from_args(parse("--max-batch", "1"), runner).max_batch == 1
 
 
 def test_api_key_from_the_environment_and_defaults(monkeypatch):
@@ -95,3 +114,18 @@ def test_a_port_in_use_is_one_line():
         taken.close()
     with pytest.raises(ConfigError, match="port must be from 0 to 65535"):
         _bind("127.0.0.1", 70000)
+
+
+def test_serve_sets_its_process_environment_before_torch_loads(monkeypatch):
+    """colorizer.cli.main sets the policy's PROCESS_ENV for `serve` (OpenMP threads sleep when idle: spinning
+    teams of the decode/encode threads took the cores from the model) and keeps a value the user set."""
+    from colorizer.cli import main
+    from colorizer.serve.policy import PROCESS_ENV
+
+    for name in PROCESS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    main(["serve", "--max-wait-ms", "-1", "--port", "0", "--bogus"])  # a usage error: nothing is loaded
+    assert {name: os.environ.get(name) for name in PROCESS_ENV} == PROCESS_ENV
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    main(["serve", "--bogus"])
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
