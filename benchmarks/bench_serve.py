@@ -142,9 +142,7 @@ def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
     sketches, palettes = sketch.expand(count, -1, -1, -1), palette.expand(count, -1, -1)
     seeds = list(range(count))
     ways = {
-        f"latency hint, {count} x batch 1": lambda: [
-            latency.colorize(sketch, palette, [s]) for s in seeds
-        ],
+        f"latency hint, {count} x batch 1": lambda: [latency.colorize(sketch, palette, [s]) for s in seeds],
         f"latency hint, 1 x batch {count}": lambda: latency.colorize(sketches, palettes, seeds),
         f"throughput hint, AsyncInferQueue ({queued.engine.requests} requests), {count} x batch 1 "
         "(what the service runs)": lambda: queued.colorize(sketches, palettes, seeds),
