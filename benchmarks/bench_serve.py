@@ -87,11 +87,10 @@ def engine_model(model: str, engine: str, folder: Path) -> str:
 
 
 def served_runner(model_file: str, engine: str):
-    """The runner ``colorizer serve`` loads for this engine on the CPU (its policy's engine options)."""
+    """The runner ``colorizer serve`` loads by default for this engine on the CPU."""
     from colorizer.runtime.load import load_runner
-    from colorizer.serve.policy import engine_options
 
-    return load_runner(model_file, device="cpu", **engine_options("cpu", engine))
+    return load_runner(model_file, device="cpu")
 
 
 def in_process(runner, png: bytes, batches: list[int], rounds: int) -> dict:
@@ -127,9 +126,9 @@ def in_process(runner, png: bytes, batches: list[int], rounds: int) -> dict:
 
 def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
     """OpenVINO's own way to run several requests at once, beside one batch: ``count`` pictures through
-    the runner the service loads (``OpenVinoRunner(requests="auto")``: single-picture requests in an
-    AsyncInferQueue on a THROUGHPUT-hint compilation), against the latency runner (the default) given the
-    same pictures one by one and as one batch. images/s, median of ``rounds``."""
+    the runner ``colorize serve --openvino-requests auto`` loads (``OpenVinoRunner(requests="auto")``:
+    single-picture requests in an AsyncInferQueue on a THROUGHPUT-hint compilation), against the latency
+    runner (the default) given the same pictures one by one and as one batch. images/s, median of ``rounds``."""
     from colorizer.data.images import decode_image
     from colorizer.inference import fit_to_model, sketch_to_tensor
     from colorizer.palette import parse_palette
@@ -145,7 +144,7 @@ def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
         f"latency hint, {count} x batch 1": lambda: [latency.colorize(sketch, palette, [s]) for s in seeds],
         f"latency hint, 1 x batch {count}": lambda: latency.colorize(sketches, palettes, seeds),
         f"throughput hint, AsyncInferQueue ({queued.engine.requests} requests), {count} x batch 1 "
-        "(what the service runs)": lambda: queued.colorize(sketches, palettes, seeds),
+        "(--openvino-requests auto)": lambda: queued.colorize(sketches, palettes, seeds),
     }
     result = {}
     for name, run in ways.items():

@@ -42,16 +42,11 @@ DEFAULT_MAX_BATCH: dict[tuple[str, str], int] = {
     ("cuda", "tensorrt"): 8,
 }
 DEFAULT_BATCH_SHAPE: dict[str, str] = {"cpu": FIXED, "cuda": ANY}
-# (device type, format) -> options of the engine's runner (load_runner's engine options). OpenVINO on the CPU
-# serves several requests at once through its own asynchronous infer requests, one picture each: measured
-# (bundled model, 256 px, 2 cores) 8.2 images/s for 4 pictures at once against 5.3 as one batch of 4 and
-# 5.9 one by one (benchmarks/bench_serve.py, "OpenVINO's asynchronous infer requests against one batch").
-ENGINE_OPTIONS: dict[tuple[str, str], dict] = {("cpu", "openvino"): {"requests": "auto"}}
-
-
-def engine_options(device_type: str, format: str) -> dict:
-    """The runner options ``colorizer serve`` loads an engine of ``format`` with on ``device_type``."""
-    return dict(ENGINE_OPTIONS.get((device_type, format), {}))
+# OpenVINO's own asynchronous infer requests (``--openvino-requests``, OpenVinoRunner(requests=N)) are not
+# the default: measured on the 2-core CPU (bundled model, 256 px, benchmarks/results/serve-*), a THROUGHPUT
+# compilation with 2 streams gave one picture alone 432 ms against 244 ms on the LATENCY compilation (a
+# request gets one stream, one core) and served 4.55 images/s at concurrency 16 against 5.17 for one
+# synchronous request at a time. On a many-core machine, where the plugin makes more streams, measure it.
 
 
 def per_picture(runner) -> bool:

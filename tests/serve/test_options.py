@@ -49,17 +49,20 @@ def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed):
     assert (settings.max_batch, settings.fixed_batch) == (batch, fixed)
 
 
-def test_openvino_on_the_cpu_serves_pictures_at_once_through_its_async_requests():
-    """The policy loads OpenVINO on the CPU with requests="auto" (measured faster than one batch); such a
-    runner serves as many pictures at once as it has requests, without padding (each picture is its own
-    single-picture request, so its bits never depend on its companions)."""
+def test_openvino_requests_option_and_a_per_picture_runner():
+    """--openvino-requests N|auto (OpenVINO's async infer requests, off by default: measured slower here); a
+    runner that runs each picture as its own request serves as many at once as it has requests, without
+    padding (a picture's bits never depend on its companions)."""
     from types import SimpleNamespace
 
     from colorizer.serve.cli import settings_from_args
-    from colorizer.serve.policy import engine_options
 
-    assert engine_options("cpu", "openvino") == {"requests": "auto"}
-    assert engine_options("cpu", "torch") == {} and engine_options("cuda", "tensorrt") == {}
+    assert parse().openvino_requests is None
+    assert parse("--openvino-requests", "auto").openvino_requests == "auto"
+    assert parse("--openvino-requests", "3").openvino_requests == 3
+    for bad in ("0", "-2", "x"):
+        with pytest.raises(ConfigError, match="openvino-requests"):
+            parse("--openvino-requests", bad)
     runner = fake_runner("cpu", "openvino")
     runner.engine = SimpleNamespace(queue=object(), requests=3)
     settings = settings_from_args(parse(), runner)
