@@ -1,15 +1,16 @@
 """The service's batching defaults, one table keyed by device type and model format, with the measurement
 behind each row. ``colorizer serve`` reads it when ``--max-batch`` / ``--batch-shape`` are not given.
 
-Default ``--max-batch``: the batch size with the most images/s for the model called in-process
-(``Runner.colorize``) at 256 px, as served. On the 2-core CPU of the development machine (AMD EPYC,
-quiet, 2026-12-07, ``benchmarks/results/serve-*``): the bundled model on the native torch path gave 8.6
-images/s at batch 1 and 7.1 / 6.3 / 6.9 at batch 2 / 4 / 8; on OpenVINO fp32 4.1 at batch 1 and 5.0 at
-batch 8, but served with ``--max-batch 4`` a batch cost a lone request the whole batch (p50 839 ms
-against 233 ms) and never raised images/s at any concurrency. So the CPU rows are 1: a service that never
-waits for company costs nothing against ``--max-batch 1``. The GPU rows (8) are not measured: no GPU was
-lent to the session that wrote them; a GPU is idle between small launches, so some batch pays there, and
-``bench_serve`` on a GPU should set the number.
+Default ``--max-batch``: the batch size with the most images/s as served. On the 2-core CPU of the
+development machine (AMD EPYC, quiet, 2026-12-07, ``benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07``):
+the bundled model at 256 px on the native torch path gave 7.2 / 7.9 / 8.5 / 7.3 images/s in-process at
+batch 1 / 2 / 4 / 8 (runs of one command move these by up to 25%), and OpenVINO fp32 4.0 at batch 1 and 5.2
+at batch 8; but served with ``--max-batch 4`` a lone request paid for the whole batch (p50 573 ms against
+111 ms for torch, 854 against 222 ms for OpenVINO) and images/s never rose at any concurrency (at 16:
+8.0 against 8.2, 4.5 against 5.9). So the CPU rows are 1: a service that never waits for company costs
+nothing against ``--max-batch 1``. The GPU rows (8) are not measured: no GPU was lent to the session that
+wrote them; a GPU is idle between small launches, so some batch pays there, and ``bench_serve`` on a GPU
+should set the number.
 
 Default ``--batch-shape``: a picture must come out bit for bit the same whether it was served alone or in
 a batch (on the CPU engines). Measured on this CPU, a batch of 4 differs from four batches of 1 by up to
@@ -44,9 +45,10 @@ DEFAULT_MAX_BATCH: dict[tuple[str, str], int] = {
 DEFAULT_BATCH_SHAPE: dict[str, str] = {"cpu": FIXED, "cuda": ANY}
 # OpenVINO's own asynchronous infer requests (``--openvino-requests``, OpenVinoRunner(requests=N)) are not
 # the default: measured on the 2-core CPU (bundled model, 256 px, benchmarks/results/serve-*), a THROUGHPUT
-# compilation with 2 streams gave one picture alone 432 ms against 244 ms on the LATENCY compilation (a
+# compilation with 2 streams gave one picture alone 432 ms against 248 ms on the LATENCY compilation (a
 # request gets one stream, one core) and served 4.55 images/s at concurrency 16 against 5.17 for one
-# synchronous request at a time. On a many-core machine, where the plugin makes more streams, measure it.
+# synchronous request at a time under the same conditions. On a many-core machine, where the plugin makes
+# more streams, measure it.
 
 
 def per_picture(runner) -> bool:
