@@ -64,7 +64,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         choices=BATCH_SHAPES,
         default=None,
         help="fixed: pad every batch to --max-batch pictures, so a picture is bit-identical alone or batched; "
-        "any: run batches as they come (default: fixed on a CPU, any on a GPU)",
+        "any: run batches as they come (default: fixed on a CPU, any on a GPU and with --openvino-requests, "
+        "whose pictures each run alone)",
     )
     p.add_argument(
         "--max-queue",
