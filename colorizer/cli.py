@@ -486,12 +486,9 @@ def _main(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    command = (sys.argv[1:] if argv is None else list(argv))[:1]
-    if command == ["serve"]:  # before torch loads (OpenMP reads its environment once)
-        from colorizer.serve.policy import PROCESS_ENV
+    from colorizer.runtime.allocator import tune_malloc
 
-        for name, value in PROCESS_ENV.items():
-            os.environ.setdefault(name, value)
+    tune_malloc()  # before the model's first allocation (colorizer.runtime.allocator says why)
     return run_cli(_main, argv)
 
 

@@ -14,8 +14,10 @@ with the same message. Uploads are read into memory only (never a temporary file
 it is decoded. Every error is JSON ``{"error": "<one line>"}``; a bug is a 500 whose id the log prints with
 the traceback.
 
-Threads: the event loop only parses, waits and answers. Decoding, palette extraction and PNG encoding run
-in the worker thread pool (``anyio.to_thread``), the model in the Batcher's thread.
+Threads: the event loop only parses, waits and answers. Decoding and PNG encoding (PIL, numpy) run in the
+worker thread pool (``anyio.to_thread``); every tensor operation (the model input, a reference's palette,
+the model, the picture back to uint8) runs in the Batcher's one thread, so the process has one OpenMP team
+(``colorizer.serve.batcher``).
 """
 
 from __future__ import annotations
@@ -135,12 +137,16 @@ class Service:
         try:
             side = self.settings.warmup_size
             shapes = {1, self.settings.max_batch} if not self.settings.fixed_batch else {self.settings.max_batch}
+            # In the batcher's thread, which runs all tensor work of the service (colorizer.serve.batcher):
+            # the warm-up readies that thread's own OpenMP team. Requests get 503 until ready is set.
+            self.batcher.start()
             for n in sorted(shapes):
                 sketches = torch.ones(n, 3, side, side)
                 palettes = torch.full((n, 9, 3), 128, dtype=torch.uint8)
-                self.runner.colorize(sketches, palettes, list(range(n)))
+                self.batcher.call(
+                    lambda s=sketches, p=palettes: self.runner.colorize(s, p, list(range(len(s))))
+                ).result()
             self.info()  # hashes the weights file once, here rather than in the first /v1/model request
-            self.batcher.start()
             self.ready.set()
             self.metrics.ready.set(1)
             log.info("ready: %r warmed up at %d px", self.runner, side)
@@ -436,20 +442,27 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
             raise HTTPError(400, "palette: expected text '#rrggbb,...', got a file")
         palette = parse_palette(fields["palette"]) if has_palette else None
 
-        def prepare():
+        def decode():  # PIL and numpy only: a worker thread of the pool
             t = time.perf_counter()
             sketch = decode_upload(fields["sketch"], "sketch", settings, min_size=DEFAULT_MIN_SIZE)
             reference = decode_upload(fields["reference"], "reference", settings, None) if has_reference else None
-            t1 = time.perf_counter()
-            stage.labels("decode").observe(t1 - t)
-            pal = palette if reference is None else extract_palette(reference, seed=seed)
-            stage.labels("palette").observe(time.perf_counter() - t1)
-            x = fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), size)
-            return sketch.shape[0], sketch.shape[1], x, pal
+            stage.labels("decode").observe(time.perf_counter() - t)
+            return sketch, reference
 
-        height, width, x, pal = await anyio.to_thread.run_sync(prepare)
+        def to_model(sketch, reference):  # tensor work: in the batcher's thread (colorizer.serve.batcher)
+            t = time.perf_counter()
+            pal = palette if reference is None else extract_palette(reference, seed=seed)
+            stage.labels("palette").observe(time.perf_counter() - t)
+            return pal, fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), size)
+
+        def to_picture(image: torch.Tensor) -> np.ndarray:  # in the batcher's thread, after the batch
+            return to_uint8(restore_size(image.unsqueeze(0), height, width, size)[0])
+
+        sketch, reference = await anyio.to_thread.run_sync(decode)
+        height, width = sketch.shape[:2]
         try:
-            future = service.batcher.submit(x, pal, seed)
+            pal, x = await asyncio.wrap_future(service.batcher.call(lambda: to_model(sketch, reference)))
+            future = service.batcher.submit(x, pal, seed, finish=to_picture)
         except QueueFull as exc:
             raise HTTPError(503, f"busy: {exc}; retry later", {"Retry-After": str(settings.retry_after_s)}) from None
         except Stopped as exc:
@@ -458,14 +471,13 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
         stage.labels("queue").observe(result.queued_s)
         stage.labels("model").observe(result.model_s)
 
-        def finish() -> bytes:
+        def encode() -> bytes:
             t = time.perf_counter()
-            image = restore_size(result.image.unsqueeze(0), height, width, size)[0]
-            png = encode_png(to_uint8(image))
+            png = encode_png(result.image)
             stage.labels("encode").observe(time.perf_counter() - t)
             return png
 
-        png = await anyio.to_thread.run_sync(finish)
+        png = await anyio.to_thread.run_sync(encode)
         headers = {
             "X-Colorizer-Palette": ",".join(hex_palette(pal)),
             "X-Colorizer-Seed": str(seed),
@@ -507,10 +519,12 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
             raise HTTPError(400, "image: missing (a picture as a file field)")
         seed = check_seed(_int_field(fields, "seed") or 0, "seed")
 
-        def run():
-            return extract_palette(decode_upload(fields["image"], "image", settings, None), seed=seed)
-
-        return {"palette": hex_palette(await anyio.to_thread.run_sync(run)), "seed": seed}
+        image = await anyio.to_thread.run_sync(lambda: decode_upload(fields["image"], "image", settings, None))
+        try:
+            colors = await asyncio.wrap_future(service.batcher.call(lambda: extract_palette(image, seed=seed)))
+        except (QueueFull, Stopped) as exc:
+            raise HTTPError(503, f"busy: {exc}; retry later", {"Retry-After": str(settings.retry_after_s)}) from None
+        return {"palette": hex_palette(colors), "seed": seed}
 
     @v1.get("/model", summary="What the service runs: name, sha256, format, precision, backend, device, limits")
     async def model() -> dict:

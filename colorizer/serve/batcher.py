@@ -15,7 +15,11 @@ noise from seeds[i] alone), so a picture does not depend on its batch companions
 arithmetic is bit-identical across batch sizes is the engine's matter: ``split_batches=True`` runs the
 collected pictures one by one (the service's choice when it is not; see ``colorizer.serve.policy``).
 
-Inference runs in this thread, never on the event loop: the HTTP side only waits on a Future.
+Inference runs in this thread, never on the event loop: the HTTP side only waits on a Future. So does every
+other piece of the service's tensor work (``call``: turning a decoded upload into the model's input, a
+reference picture's palette, ``finish``: the picture back to uint8): torch gives each thread that runs a
+parallel op an OpenMP team of its own, and teams in other threads spin on the cores the model needs (see
+``colorizer.serve.policy``). With all of it here the process has one team, the model's.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Job:
     seed: int
     future: concurrent.futures.Future
     arrived: float  # time.monotonic()
+    finish: Callable[[torch.Tensor], object] | None = None  # applied to the picture in the worker thread
 
     @property
     def key(self) -> tuple[int, int]:
@@ -55,10 +60,10 @@ class Job:
 
 @dataclasses.dataclass(frozen=True)
 class BatchResult:
-    """What a Job's future holds: the picture float32 (3, H, W) in [-1, 1] (CPU), its batch's size, the
-    seconds it waited in the queue and the seconds its batch ran."""
+    """What a Job's future holds: the picture float32 (3, H, W) in [-1, 1] (CPU), or what the Job's
+    ``finish`` made of it; its batch's size, the seconds it waited in the queue and the seconds its batch ran."""
 
-    image: torch.Tensor
+    image: object
     batch_size: int
     queued_s: float
     model_s: float
@@ -87,6 +92,7 @@ class Batcher:
         self.split_batches = split_batches
         self.on_batch, self.on_depth = on_batch, on_depth
         self._pending: dict[tuple[int, int], deque[Job]] = {}
+        self._calls: deque[tuple[Callable[[], object], concurrent.futures.Future]] = deque()
         self._count = 0
         self._cond = threading.Condition()
         self._stopping = False
@@ -94,29 +100,50 @@ class Batcher:
 
     @property
     def depth(self) -> int:
-        """Pictures waiting (not yet in a running batch)."""
-        return self._count
+        """Work waiting for the worker thread: pictures not yet in a running batch, and calls."""
+        return self._count + len(self._calls)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="colorizer-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, sketch: torch.Tensor, palette: torch.Tensor, seed: int) -> concurrent.futures.Future:
-        """Queue one picture; its Future gets a BatchResult (or the batch's exception).
+    def submit(
+        self,
+        sketch: torch.Tensor,
+        palette: torch.Tensor,
+        seed: int,
+        finish: Callable[[torch.Tensor], object] | None = None,
+    ) -> concurrent.futures.Future:
+        """Queue one picture; its Future gets a BatchResult (or the batch's exception). ``finish`` (optional)
+        turns the picture into what the result holds, in the worker thread, after the batch ran.
 
         QueueFull when ``max_queue`` pictures wait already; Stopped after ``stop``.
         """
-        job = Job(sketch, palette, int(seed), concurrent.futures.Future(), time.monotonic())
+        job = Job(sketch, palette, int(seed), concurrent.futures.Future(), time.monotonic(), finish)
         with self._cond:
             if self._stopping:
                 raise Stopped("the service is shutting down")
-            if self._count >= self.max_queue:
-                raise QueueFull(f"the queue is full ({self.max_queue} pictures waiting)")
+            if self.depth >= self.max_queue:
+                raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
             self._pending.setdefault(job.key, deque()).append(job)
             self._count += 1
             self._cond.notify()
         self._report_depth()
         return job.future
+
+    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
+        """Run ``fn()`` in the worker thread, before the next batch (calls are short tensor work); its Future
+        gets the value or the exception. Bounded by ``max_queue`` with the pictures: QueueFull, Stopped."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._cond:
+            if self._stopping:
+                raise Stopped("the service is shutting down")
+            if self.depth >= self.max_queue:
+                raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
+            self._calls.append((fn, future))
+            self._cond.notify()
+        self._report_depth()
+        return future
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new pictures, run every queued one, then end the worker thread."""
@@ -128,16 +155,18 @@ class Batcher:
 
     def _report_depth(self) -> None:
         if self.on_depth is not None:
-            self.on_depth(self._count)
+            self.on_depth(self.depth)
 
     def _oldest_key(self) -> tuple[int, int] | None:
         heads = [(q[0].arrived, key) for key, q in self._pending.items() if q]
         return min(heads)[1] if heads else None
 
-    def _take(self) -> list[Job] | None:
-        """The next batch (blocking), or None once stopped and drained."""
+    def _take(self) -> list[Job] | tuple | None:
+        """The next call (fn, future) or batch (blocking), or None once stopped and drained."""
         with self._cond:
             while True:
+                if self._calls:
+                    return self._calls.popleft()
                 key = self._oldest_key()
                 if key is None:
                     if self._stopping:
@@ -148,11 +177,13 @@ class Batcher:
                 deadline = queue[0].arrived + self.max_wait_s
                 # Wait for company only while the batch is short, the oldest picture's budget lasts and the
                 # service is not draining (a drain runs what is there at once).
-                while len(queue) < self.max_batch and not self._stopping:
+                while len(queue) < self.max_batch and not self._stopping and not self._calls:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
+                if self._calls and len(queue) < self.max_batch and not self._stopping:
+                    continue  # run the call while the batch may still fill
                 jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
                 if not queue:
                     del self._pending[key]
@@ -165,6 +196,14 @@ class Batcher:
             if jobs is None:
                 return
             self._report_depth()
+            if isinstance(jobs, tuple):
+                fn, future = jobs
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:  # noqa: BLE001 - the caller's error, raised where it waits
+                        future.set_exception(exc)
+                continue
             jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
             if jobs:
                 self._run(jobs)
@@ -187,4 +226,9 @@ class Batcher:
         if self.on_batch is not None:
             self.on_batch(len(jobs), seconds)
         for j, image in zip(jobs, images):
-            j.future.set_result(BatchResult(image, len(jobs), start - j.arrived, seconds))
+            try:
+                value = image if j.finish is None else j.finish(image)
+            except Exception as exc:  # noqa: BLE001 - this picture's error only
+                j.future.set_exception(exc)
+                continue
+            j.future.set_result(BatchResult(value, len(jobs), start - j.arrived, seconds))

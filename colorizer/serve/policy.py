@@ -23,13 +23,6 @@ spends no time on padding.
 
 from __future__ import annotations
 
-# The serve process's environment, set before torch loads (colorizer.cli.main): OpenMP threads sleep when
-# idle instead of spinning. The service runs torch on several threads (decoding and encoding in a thread
-# pool, the model in the batcher's thread) and each keeps its own OpenMP team; spinning teams took the 2
-# cores from the model. Measured (bundled model, 256 px, 2 cores): served p50 at concurrency 1 187 ms ->
-# 106 ms, images/s at concurrency 16 6.0 -> 8.4. A value the user set wins.
-PROCESS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
-
 FIXED, ANY = "fixed", "any"
 BATCH_SHAPES = (FIXED, ANY)
 

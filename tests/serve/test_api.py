@@ -344,3 +344,43 @@ def test_no_route_touches_a_path_the_client_names(make_client, tmp_path):
     assert response.status_code == 400
     response = client.post("/v1/palette", data={"image": str(secret)}, files={"x": ("x", b"")})
     assert response.status_code == 400
+
+
+def test_every_tensor_operation_runs_in_the_batchers_thread(make_client, runner, monkeypatch):
+    """The service's one-OpenMP-team rule (colorizer.serve.batcher): the model input, a reference's palette,
+    the model and the picture back to uint8 all run in the batcher's thread, for /v1/colorize and /v1/palette."""
+    import colorizer.data.images
+    import colorizer.inference
+    import colorizer.palette
+
+    seen: dict[str, set[str]] = {}
+
+    def spy(module, name):
+        original = getattr(module, name)
+
+        def wrapped(*args, **kwargs):
+            seen.setdefault(name, set()).add(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    for name in ("sketch_to_tensor", "fit_to_model", "restore_size"):
+        spy(colorizer.inference, name)
+    spy(colorizer.data.images, "to_uint8")
+    spy(colorizer.palette, "extract_palette")
+
+    class Model:
+        def __getattr__(self, name):
+            return getattr(runner, name)
+
+        def colorize(self, *args):
+            seen.setdefault("colorize", set()).add(threading.current_thread().name)
+            return runner.colorize(*args)
+
+    client = make_client(model=Model())
+    assert post_colorize(client, palette=PALETTE).status_code == 200
+    assert post_colorize(client, reference=png_bytes(40, 40, seed=1), size=128).status_code == 200
+    image = {"image": ("a.png", png_bytes(30, 30), "image/png")}
+    assert client.post("/v1/palette", files=image).status_code == 200
+    names = ("sketch_to_tensor", "fit_to_model", "restore_size", "to_uint8", "extract_palette", "colorize")
+    assert {name: seen.get(name) for name in names} == {name: {"colorizer-batcher"} for name in names}

@@ -117,18 +117,3 @@ def test_a_port_in_use_is_one_line():
         taken.close()
     with pytest.raises(ConfigError, match="port must be from 0 to 65535"):
         _bind("127.0.0.1", 70000)
-
-
-def test_serve_sets_its_process_environment_before_torch_loads(monkeypatch):
-    """colorizer.cli.main sets the policy's PROCESS_ENV for `serve` (OpenMP threads sleep when idle: spinning
-    teams of the decode/encode threads took the cores from the model) and keeps a value the user set."""
-    from colorizer.cli import main
-    from colorizer.serve.policy import PROCESS_ENV
-
-    for name in PROCESS_ENV:
-        monkeypatch.delenv(name, raising=False)
-    main(["serve", "--max-wait-ms", "-1", "--port", "0", "--bogus"])  # a usage error: nothing is loaded
-    assert {name: os.environ.get(name) for name in PROCESS_ENV} == PROCESS_ENV
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    main(["serve", "--bogus"])
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
