@@ -173,8 +173,11 @@ def _bind(host: str, port: int) -> socket.socket:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise ConfigError(f"host {host!r}: not an address of this machine ({exc.strerror})", option="host") from None
-    family, _, _, _, address = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, address = infos[0]
+    # The protocol number matters: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections of a
+    # socket whose proto is IPPROTO_TCP. With proto 0 every answer on a kept-alive connection waited for the
+    # client's delayed ACK: 44 ms for GET /healthz instead of under 1 ms (measured on loopback).
+    sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)

@@ -117,3 +117,29 @@ def test_a_port_in_use_is_one_line():
         taken.close()
     with pytest.raises(ConfigError, match="port must be from 0 to 65535"):
         _bind("127.0.0.1", 70000)
+
+
+def test_connections_of_the_bound_socket_get_tcp_nodelay():
+    """asyncio turns Nagle's algorithm off only for sockets whose proto is IPPROTO_TCP; without it each answer
+    on a kept-alive connection waited for the client's delayed ACK (40 ms)."""
+    import asyncio
+    import socket
+
+    from colorizer.serve.cli import _bind
+
+    sock = _bind("127.0.0.1", 0)
+    seen = []
+
+    async def main():
+        def on_connect(reader, writer):
+            seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)
+        async with server:
+            reader, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            await reader.read()
+            writer.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert seen and seen[0] != 0
