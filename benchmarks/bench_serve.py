@@ -7,26 +7,31 @@ For each model (the bundled ``demo``; ``reference``: the reference widths, rando
 and engine (``torch``: the checkpoint through ``load_runner`` with ``--kernels native``; ``openvino``: the
 same model exported to OpenVINO IR fp32), the run
 
-1. calls the engine in-process (``Runner.colorize``) at batch sizes 1, 2, 4, 8 on the served request's own
-   sketch and palette: the latency of one picture and the best images/s (the ceiling);
-2. starts ``colorizer serve`` on a free loopback port once per ``--max-batch`` setting (the policy's
-   default, 1, and a batching one) and runs closed-loop clients at each concurrency (1, 4, 16, 64): every
-   client sends a request (a 256x256 sketch PNG and a 9-color palette), waits for the PNG, sends the next;
-3. records images/s, p50/p95/p99 latency, the mean batch size (the server's ``colorizer_batch_size``
-   histogram) and where a request's time goes (``colorizer_stage_duration_seconds``: read, decode,
-   palette, queue, model, encode), as deltas of ``/metrics`` over the run.
+1. starts the in-process side, a ``Probe``: the runner ``colorizer serve`` loads, in a process of its own
+   set up as the ``colorizer`` command sets up its own; it sweeps batch sizes 1, 2, 4, 8 on the served
+   request's own sketch and palette (the ceiling: the best images/s);
+2. starts ``colorizer serve`` on a free loopback port once per ``--max-batch`` setting and runs closed-loop
+   clients (a 256x256 sketch PNG, a 9-color palette, a fresh seed per request) at each concurrency
+   (1, 4, 16, 64), interleaved with the probe so that both sides meet the same moment of the machine: at
+   c=1 one probe call then one served request, ``--pairs`` times; at c>1 the probe at the ceiling's batch
+   size, then the served loop, ``--blocks`` times;
+3. records images/s, p50/p95/p99 latency, the gap (served minus in-process latency of one picture, median
+   of the pairs), ``x ceiling`` (served over in-process images/s, median of the blocks), the mean batch
+   size (``colorizer_batch_size``) and where a request's time goes (``colorizer_stage_duration_seconds``:
+   read, decode, palette, queue, model, encode), as deltas of ``/metrics`` over the run.
 
 Targets of the issue, checked in the table: at concurrency 16 at least 0.85x the in-process ceiling's
 images/s; at concurrency 1 a p50 at most 15 ms above the in-process latency of one picture.
 
-The clients run in this process (threads, one httpx client each) on the same machine as the server: on a
-2-core CPU they take a share of it, which the figures include (say so when comparing).
+The clients run in this process (threads, one httpx client each; no tensor work) on the same machine as
+the server: on a 2-core CPU they take a share of it, which the figures include.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import os
 import re
 import signal
@@ -37,13 +42,8 @@ import threading
 import time
 from pathlib import Path
 
-# The clients share the cores with the server: this process's OpenMP threads must sleep when idle, as the
-# server's do (colorizer.serve.policy.PROCESS_ENV), or they spin on the cores the server needs (measured:
-# the served model call took 183 ms instead of 95 ms). Set before torch loads; a value given wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("read", "decode", "palette", "queue", "model", "encode")
@@ -91,42 +91,84 @@ def engine_model(model: str, engine: str, folder: Path) -> str:
     raise SystemExit(f"unknown engine {engine!r} (torch, openvino)")
 
 
-def served_runner(model_file: str, engine: str):
-    """The runner ``colorizer serve`` loads by default for this engine on the CPU."""
-    from colorizer.runtime.load import load_runner
-
-    return load_runner(model_file, device="cpu")
+PROBE_HELLO = "probe ready"
 
 
-def in_process(runner, png: bytes, batches: list[int], rounds: int) -> dict:
-    """``runner`` (the one the service loads) alone on the served request's own inputs (the sketch decoded
-    and padded as the service does, the same palette): seconds per call and images/s at each batch size
-    (median of ``rounds``)."""
+def probe_main(model_file: str, kernels: str, size: int) -> int:
+    """The in-process side (``--probe``): this process, set up as the ``colorizer`` command sets up its own
+    (``tune_malloc``), loads the runner ``colorizer serve`` loads, then answers lines ``BATCH CALLS SEED`` from
+    stdin with the seconds of each ``Runner.colorize`` call as a JSON list (picture i of call j gets seed
+    SEED + j * BATCH + i: fresh noise every call, as the served requests get)."""
+    import json
+
+    from colorizer.runtime.allocator import tune_malloc
+
+    tune_malloc()
     from colorizer.data.images import decode_image
     from colorizer.inference import fit_to_model, sketch_to_tensor
     from colorizer.palette import parse_palette
+    from colorizer.runtime.load import load_runner
 
-    sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None)
+    runner = load_runner(model_file, device="cpu", kernels=kernels)
+    sketch = fit_to_model(sketch_to_tensor(decode_image(sketch_png(size), "sketch")).unsqueeze(0), None)
     palette = parse_palette(PALETTE)
-    rows = {}
-    for n in batches:
+    print(json.dumps({"hello": PROBE_HELLO, "runner": repr(runner)}), flush=True)
+    for line in sys.stdin:
+        n, calls, seed = (int(v) for v in line.split())
         sketches, palettes = sketch.expand(n, -1, -1, -1), palette.expand(n, -1, -1)
-        runner.colorize(sketches, palettes, list(range(n)))  # warm-up
         times = []
-        for r in range(rounds):
+        for j in range(calls):
             start = time.perf_counter()
-            runner.colorize(sketches, palettes, [r * n + i for i in range(n)])
+            runner.colorize(sketches, palettes, [seed + j * n + i for i in range(n)])
             times.append(time.perf_counter() - start)
-        median = float(np.median(times))
-        rows[n] = {"seconds_per_call": median, "images_per_s": n / median}
-    best = max(rows, key=lambda n: rows[n]["images_per_s"])
-    return {
-        "runner": repr(runner),
-        "by_batch": rows,
-        "best_batch": best,
-        "ceiling_images_per_s": rows[best]["images_per_s"],
-        "latency_one_s": rows[1]["seconds_per_call"] if 1 in rows else None,
-    }
+        print(json.dumps(times), flush=True)
+    return 0
+
+
+class Probe:
+    """The engine in-process, in a process of its own (``probe_main``), called between served runs: both
+    sides meet the same moment of a shared machine (on the development VM one call's time moves by 20-40%
+    from minute to minute)."""
+
+    def __init__(self, model_file: str, kernels: str, size: int):
+        import json
+
+        cmd = [sys.executable, "-m", "benchmarks.bench_serve", "--probe", model_file, "--kernels", kernels,
+               "--size", str(size), "--out", "-"]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        hello = json.loads(self.proc.stdout.readline() or "{}")
+        if hello.get("hello") != PROBE_HELLO:
+            raise RuntimeError("the in-process probe did not start")
+        self.runner = hello["runner"]
+        self.seed = 1 << 20
+
+    def calls(self, batch: int, count: int) -> list[float]:
+        """Seconds of ``count`` calls at ``batch`` pictures, each with fresh seeds."""
+        import json
+
+        self.proc.stdin.write(f"{batch} {count} {self.seed}\n")
+        self.proc.stdin.flush()
+        self.seed += batch * count
+        return json.loads(self.proc.stdout.readline())
+
+    def sweep(self, batches: list[int], rounds: int) -> dict:
+        """The latency of one picture and the best images/s over ``batches`` (the ceiling), medians of ``rounds``."""
+        rows = {}
+        for n in batches:
+            self.calls(n, 1)  # warm-up
+            median = float(np.median(self.calls(n, rounds)))
+            rows[n] = {"seconds_per_call": median, "images_per_s": n / median}
+        best = max(rows, key=lambda n: rows[n]["images_per_s"])
+        ceiling = rows[best]["images_per_s"]
+        return {"runner": self.runner, "by_batch": rows, "best_batch": best, "ceiling_images_per_s": ceiling,
+                "latency_one_s": rows[1]["seconds_per_call"]}  # fmt: skip
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
@@ -209,8 +251,12 @@ def scrape(client, url: str) -> dict[str, float]:
     return values
 
 
+SEEDS = itertools.count(1)  # every served request gets a fresh seed, as every probe call does
+
+
 def closed_loop(url: str, concurrency: int, requests: int, body: dict, timeout: float) -> dict:
-    """``concurrency`` clients, each sending its next request when the last one is answered, ``requests`` in all."""
+    """``concurrency`` clients, each sending its next request when the last one is answered, ``requests`` in
+    all; each request with a fresh seed."""
     import httpx
 
     latencies: list[float] = []
@@ -225,8 +271,10 @@ def closed_loop(url: str, concurrency: int, requests: int, body: dict, timeout: 
                     if remaining[0] == 0:
                         return
                     remaining[0] -= 1
+                    seed = next(SEEDS)
                 start = time.perf_counter()
-                response = http.post(url + "/v1/colorize", files=body["files"], data=body["data"])
+                data = {**body["data"], "seed": str(seed)}
+                response = http.post(url + "/v1/colorize", files=body["files"], data=data)
                 elapsed = time.perf_counter() - start
                 with lock:
                     (latencies.append(elapsed) if response.status_code == 200 else errors.append(response.text[:200]))
@@ -237,45 +285,92 @@ def closed_loop(url: str, concurrency: int, requests: int, body: dict, timeout: 
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - start
-    lat = np.array(latencies) if latencies else np.array([float("nan")])
-    return {
-        "concurrency": concurrency,
-        "requests": requests,
-        "errors": len(errors),
-        "first_error": errors[0] if errors else None,
-        "wall_s": wall,
-        "images_per_s": len(latencies) / wall,
-        "p50_s": float(np.percentile(lat, 50)),
-        "p95_s": float(np.percentile(lat, 95)),
-        "p99_s": float(np.percentile(lat, 99)),
-    }
+    return {"wall_s": time.perf_counter() - start, "latencies": latencies, "errors": errors}
 
 
-def serve_rows(model_file, kernels, max_batch, max_wait_ms, size, concurrencies, per_level, body) -> list[dict]:
+def stage_means(before: dict, after: dict) -> tuple[float | None, dict]:
+    """The mean batch size and the mean ms of each stage between two scrapes."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    batches = delta.get("colorizer_batch_size_count", 0.0)
+    mean_batch = delta.get("colorizer_batch_size_sum", 0.0) / batches if batches else None
+    stages = {}
+    for stage in STAGES:
+        count = delta.get(f'colorizer_stage_duration_seconds_count{{stage="{stage}"}}', 0.0)
+        total = delta.get(f'colorizer_stage_duration_seconds_sum{{stage="{stage}"}}', 0.0)
+        stages[stage] = 1000 * total / count if count else None
+    return mean_batch, stages
+
+
+def serve_rows(probe: Probe, ceiling: dict, server_args: tuple, concurrencies, per_level, pairs, blocks, body):
+    """One server (``server_args`` for ServerProcess), measured against the probe, interleaved:
+
+    - c=1: ``pairs`` times one probe call then one served request; the gap is the median of the pairs'
+      differences (served latency - in-process latency of one picture, both with fresh seeds);
+    - c>1: ``blocks`` times the probe at the ceiling's batch size, then the served closed loop; ``x ceiling``
+      is the median over blocks of served images/s over the probe's images/s of the same block.
+    """
     import httpx
 
-    server = ServerProcess(model_file, kernels, max_batch, max_wait_ms, size)
+    server = ServerProcess(*server_args)
+    best = ceiling["best_batch"]
     rows = []
     try:
         with httpx.Client(timeout=60) as http:
-            closed_loop(server.url, 1, 2, body, 600)  # first-request effects (allocations, caches) out of the rows
+            closed_loop(server.url, 1, 3, body, 600)  # first-request effects (allocations, caches) out of the rows
             for c in concurrencies:
                 before = scrape(http, server.url)
-                row = closed_loop(server.url, c, max(per_level, c), body, 600)  # every client sends at least one
-                after = scrape(http, server.url)
-                delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-                batches = delta.get("colorizer_batch_size_count", 0.0)
-                row["mean_batch"] = delta.get("colorizer_batch_size_sum", 0.0) / batches if batches else None
-                row["stages_ms"] = {}
-                for stage in STAGES:
-                    count = delta.get(f'colorizer_stage_duration_seconds_count{{stage="{stage}"}}', 0.0)
-                    total = delta.get(f'colorizer_stage_duration_seconds_sum{{stage="{stage}"}}', 0.0)
-                    row["stages_ms"][stage] = 1000 * total / count if count else None
-                row["max_batch"] = max_batch
+                latencies, errors, ratios, probe_ips, served_ips, gaps, ones = [], [], [], [], [], [], []
+                if c == 1:
+                    for _ in range(pairs):
+                        time.sleep(0.02)  # let the other side's OpenMP threads stop spinning (about 10 ms)
+                        one = probe.calls(1, 1)[0]
+                        time.sleep(0.02)
+                        run = closed_loop(server.url, 1, 1, body, 600)
+                        latencies += run["latencies"]
+                        errors += run["errors"]
+                        if run["latencies"]:
+                            gaps.append(run["latencies"][0] - one)
+                            ones.append(one)
+                    wall = sum(latencies)
+                else:
+                    wall = 0.0
+                    for _ in range(blocks):
+                        calls = probe.calls(best, max(2, 4 // best))
+                        block_probe = best / float(np.median(calls))
+                        run = closed_loop(server.url, c, max(per_level, c), body, 600)
+                        latencies += run["latencies"]
+                        errors += run["errors"]
+                        wall += run["wall_s"]
+                        block_served = len(run["latencies"]) / run["wall_s"]
+                        probe_ips.append(block_probe)
+                        served_ips.append(block_served)
+                        ratios.append(block_served / block_probe)
+                mean_batch, stages = stage_means(before, scrape(http, server.url))
+                lat = np.array(latencies) if latencies else np.array([float("nan")])
+                row = {
+                    "max_batch": server_args[2],
+                    "concurrency": c,
+                    "requests": len(latencies) + len(errors),
+                    "errors": len(errors),
+                    "first_error": errors[0] if errors else None,
+                    "images_per_s": len(latencies) / wall if wall else None,
+                    "p50_s": float(np.percentile(lat, 50)),
+                    "p95_s": float(np.percentile(lat, 95)),
+                    "p99_s": float(np.percentile(lat, 99)),
+                    "mean_batch": mean_batch,
+                    "stages_ms": stages,
+                }
+                if c == 1:
+                    row["probe_one_s"] = float(np.median(ones)) if ones else None
+                    row["gap_s"] = float(np.median(gaps)) if gaps else None
+                    row["gaps_s"] = gaps
+                else:
+                    row["x_ceiling"] = float(np.median(ratios))
+                    row["blocks"] = [{"served_images_per_s": a, "probe_images_per_s": b, "ratio": r}
+                                     for a, b, r in zip(served_ips, probe_ips, ratios)]  # fmt: skip
                 rows.append(row)
-                shown = f"{row['images_per_s']:.2f} img/s, p50 {row['p50_s'] * 1000:.0f} ms"
-                print(f"  max-batch {max_batch} c={c}: {shown}, mean batch {row['mean_batch']}", flush=True)
+                shown = f"x ceiling {row['x_ceiling']:.2f}" if c > 1 else f"gap {1000 * (row['gap_s'] or 0):+.0f} ms"
+                print(f"  max-batch {row['max_batch']} c={c}: {row['images_per_s']:.2f} img/s, {shown}", flush=True)
     finally:
         server.stop()
     return rows
@@ -286,10 +381,15 @@ def markdown(report: dict) -> str:
 
     lines = ["# colorizer serve under load", "", *format_environment(report["environment"]), "",
              f"Command: `{report['command']}`", "",
-             "Closed-loop clients over loopback HTTP, 256x256 sketches with a 9-color palette. `ceiling`: the engine "
-             "in-process at its best batch size. `x ceiling`: served images/s over the ceiling (target at c=16: "
-             ">= 0.85). `p50 - one`: served p50 at c=1 minus the in-process latency of one picture (target <= 15 ms). "
-             "Stages: mean ms per request (read = upload, queue = waiting for a batch).", ""]  # fmt: skip
+             "Closed-loop clients over loopback HTTP (threads of the benchmark's process, on the same cores as the "
+             "server), 256x256 sketches with a 9-color palette, a fresh seed for every request. The in-process "
+             "side is the same runner in a process of its own (set up as the `colorizer` command sets up its "
+             "own), called between the served runs so that both meet the same moment of the machine. `ceiling`: "
+             "its best images/s over batch sizes. `x ceiling` (target at c=16: >= 0.85): the median over blocks "
+             "of served images/s over the in-process images/s at the ceiling's batch size measured just before. "
+             "`gap` (target at c=1: <= 15 ms): the median over pairs of one served request's latency minus one "
+             "in-process call's, taken one after the other. Stages: mean ms per request (read = upload, queue "
+             "= waiting for the model's thread, model = the batch's call).", ""]  # fmt: skip
     for case in report["cases"]:
         if "skipped" in case:
             lines += [f"## {case['model']} / {case['engine']}: skipped ({case['skipped']})", ""]
@@ -298,21 +398,23 @@ def markdown(report: dict) -> str:
         by_batch = ", ".join(f"batch {n}: {r['images_per_s']:.2f} img/s" for n, r in ip["by_batch"].items())
         lines += [f"## {case['model']} / {case['engine']}", "",
                   f"In-process ({ip['runner']}): {by_batch}; ceiling {ip['ceiling_images_per_s']:.2f} img/s at batch "
-                  f"{ip['best_batch']}, one picture {ip['latency_one_s'] * 1000:.0f} ms.", ""]  # fmt: skip
+                  f"{ip['best_batch']}, one picture {ip['latency_one_s'] * 1000:.0f} ms. Server default "
+                  f"--max-batch: {case['default_max_batch']}.", ""]  # fmt: skip
         if case.get("openvino_async"):
             ways = "; ".join(f"{k}: {v:.2f} img/s" for k, v in case["openvino_async"].items())
             lines += [f"OpenVINO's asynchronous infer requests against one batch (in-process): {ways}.", ""]
-        lines += ["| max batch | c | images/s | x ceiling | p50 ms | p95 ms | p99 ms | p50 - one ms | mean batch | "
-                  "errors | " + " | ".join(STAGES) + " |", "|" + "---|" * (10 + len(STAGES))]  # fmt: skip
+        lines += ["| max batch | c | images/s | x ceiling | in-process one ms | p50 ms | gap ms | p95 ms | p99 ms | "
+                  "mean batch | errors | " + " | ".join(STAGES) + " |", "|" + "---|" * (11 + len(STAGES))]  # fmt: skip
         for row in case["serve"]:
             stages = " | ".join("-" if row["stages_ms"][s] is None else f"{row['stages_ms'][s]:.1f}" for s in STAGES)
-            extra = f"{(row['p50_s'] - ip['latency_one_s']) * 1000:+.0f}" if row["concurrency"] == 1 else ""
+            one = f"{row['probe_one_s'] * 1000:.0f}" if row.get("probe_one_s") else ""
+            gap = f"{row['gap_s'] * 1000:+.0f}" if row.get("gap_s") is not None else ""
+            ratio = f"{row['x_ceiling']:.2f}" if "x_ceiling" in row else ""
             mean_batch = "-" if row["mean_batch"] is None else f"{row['mean_batch']:.2f}"
             lines.append(
-                f"| {row['max_batch']} | {row['concurrency']} | {row['images_per_s']:.2f} | "
-                f"{row['images_per_s'] / ip['ceiling_images_per_s']:.2f} | {row['p50_s'] * 1000:.0f} | "
-                f"{row['p95_s'] * 1000:.0f} | {row['p99_s'] * 1000:.0f} | {extra} | {mean_batch} | {row['errors']} | "
-                f"{stages} |"
+                f"| {row['max_batch']} | {row['concurrency']} | {row['images_per_s']:.2f} | {ratio} | {one} | "
+                f"{row['p50_s'] * 1000:.0f} | {gap} | {row['p95_s'] * 1000:.0f} | {row['p99_s'] * 1000:.0f} | "
+                f"{mean_batch} | {row['errors']} | {stages} |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -324,17 +426,23 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default="demo,reference", help="demo (bundled) and/or reference (widths)")
     parser.add_argument("--engines", default="torch,openvino", help="torch (native kernels) and/or openvino")
     parser.add_argument("--concurrency", default="1,4,16,64")
-    parser.add_argument("--max-batches", default="default,1,4", help="server --max-batch settings; default = policy")
+    parser.add_argument("--max-batches", default="default", help="server --max-batch settings; default = policy")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--requests", type=int, default=32, help="requests per concurrency level (at least c)")
-    parser.add_argument("--reference-requests", type=int, default=8, help="the same for the reference widths (slow)")
-    parser.add_argument("--rounds", type=int, default=5, help="in-process rounds per batch size")
-    parser.add_argument("--quick", action="store_true", help="demo, torch, c=1,4, 8 requests: a check of the script")
+    parser.add_argument("--requests", type=int, default=32, help="requests per block at c>1 (at least c)")
+    parser.add_argument("--reference-requests", type=int, default=16, help="the same for the reference widths (slow)")
+    parser.add_argument("--pairs", type=int, default=16, help="probe/served pairs at c=1")
+    parser.add_argument("--blocks", type=int, default=3, help="probe/served blocks at each c>1")
+    parser.add_argument("--rounds", type=int, default=5, help="in-process calls per batch size for the ceiling")
+    parser.add_argument("--quick", action="store_true", help="demo, torch, c=1,4, few requests: a check of the script")
+    parser.add_argument("--probe", metavar="MODEL", help=argparse.SUPPRESS)  # the in-process side (Probe)
+    parser.add_argument("--kernels", default="native", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.probe:
+        return probe_main(args.probe, args.kernels, args.size)
     if args.quick:
         args.models, args.engines, args.concurrency, args.requests, args.rounds = "demo", "torch", "1,4", 8, 2
-        args.max_batches = "default,4"
+        args.pairs, args.blocks = 4, 1
 
     from benchmarks.environment import collect_environment
     from benchmarks.output import write_result
@@ -342,8 +450,7 @@ def main(argv=None) -> int:
 
     env = collect_environment("cpu")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
-    body = {"files": {"sketch": ("sketch.png", sketch_png(args.size), "image/png")},
-            "data": {"palette": PALETTE, "seed": "0"}}  # fmt: skip
+    body = {"files": {"sketch": ("sketch.png", sketch_png(args.size), "image/png")}, "data": {"palette": PALETTE}}
     report = {"environment": env, "command": "python -m benchmarks.bench_serve " + " ".join(argv or sys.argv[1:]),
               "size": args.size, "cases": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench_serve_") as tmp:
@@ -360,26 +467,29 @@ def main(argv=None) -> int:
                     case["skipped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                     continue
                 kernels = "native" if engine == "torch" else "auto"
-                runner = served_runner(model_file, engine)
-                ip = in_process(runner, body["files"]["sketch"][1], [1, 2, 4, 8], args.rounds)
-                case["in_process"] = ip
-                print(f"  in-process: {ip['ceiling_images_per_s']:.2f} img/s at batch {ip['best_batch']}", flush=True)
-                fmt = "torch" if engine == "torch" else engine
+                if engine == "openvino":
+                    case["openvino_async"] = openvino_async(model_file, body["files"]["sketch"][1], 4, args.rounds)
+                    print(f"  OpenVINO async vs batch: {case['openvino_async']}", flush=True)
+                default = default_max_batch("cpu", engine)
+                case["default_max_batch"] = default
                 settings = []
-                default = default_max_batch("cpu", fmt, runner)
-                del runner  # the server loads its own
                 for b in args.max_batches.split(","):
                     value = default if b == "default" else int(b)
                     if value not in settings:
                         settings.append(value)
-                case["default_max_batch"] = default
-                if engine == "openvino":
-                    case["openvino_async"] = openvino_async(model_file, body["files"]["sketch"][1], 4, args.rounds)
-                    print(f"  OpenVINO async vs batch: {case['openvino_async']}", flush=True)
-                case["serve"] = []
-                for max_batch in settings:
-                    case["serve"] += serve_rows(model_file, kernels, max_batch, args.max_wait_ms, args.size,
-                                                concurrencies, per_level, body)  # fmt: skip
+                probe = Probe(model_file, kernels, args.size)
+                try:
+                    case["in_process"] = ip = probe.sweep([1, 2, 4, 8], args.rounds)
+                    print(
+                        f"  in-process: {ip['ceiling_images_per_s']:.2f} img/s at batch {ip['best_batch']}", flush=True
+                    )
+                    case["serve"] = []
+                    for max_batch in settings:
+                        server_args = (model_file, kernels, max_batch, args.max_wait_ms, args.size)
+                        case["serve"] += serve_rows(probe, ip, server_args, concurrencies, per_level, args.pairs,
+                                                    args.blocks, body)  # fmt: skip
+                finally:
+                    probe.close()
     env["cpu"]["load_average_end"] = list(os.getloadavg())
     json_path, md_path = write_result(args.out, "bench_serve", report, markdown(report))
     print(f"wrote {json_path} and {md_path}")
