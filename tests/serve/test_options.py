@@ -3,7 +3,6 @@ as one-line errors naming the flag."""
 
 from __future__ import annotations
 
-import os
 import types
 
 import pytest
