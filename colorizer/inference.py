@@ -17,22 +17,34 @@ PAPER = 1.0  # white in [-1, 1]
 
 
 def sketch_to_tensor(sketch: np.ndarray) -> torch.Tensor:
-    """uint8 (H, W, 3) or (H, W) line art -> float32 (3, H, W) in [-1, 1], gray repeated to 3 channels."""
+    """uint8 (H, W, 3) or (H, W) line art -> float32 (3, H, W) in [-1, 1], gray repeated to 3 channels.
+
+    Computed in numpy (one thread, no torch op): the service runs this beside the model, where a torch op
+    would start an OpenMP team of its own (``colorizer.serve.batcher``). Bit for bit torch's float32
+    ``x / 255 * 2 - 1``."""
     arr = np.asarray(sketch)
     if arr.ndim == 3:
         # ITU-R 601 luma, as PIL's convert("L") and torchvision's to_grayscale
         arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
-    gray = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)) / 255.0 * 2.0 - 1.0
-    return gray.unsqueeze(0).repeat(3, 1, 1)
+    gray = np.ascontiguousarray(arr, dtype=np.float32) / np.float32(255.0) * np.float32(2.0) - np.float32(1.0)
+    return torch.from_numpy(np.repeat(gray[None], 3, axis=0))
 
 
 def fit_to_model(sketch: torch.Tensor, size: int | None) -> torch.Tensor:
-    """(N, 3, H, W) -> (N, 3, H', W') with H', W' multiples of 128: pad with paper, or resize to size."""
+    """(N, 3, H, W) -> (N, 3, H', W') with H', W' multiples of 128: pad with paper, or resize to size.
+
+    Padding a CPU tensor is done in numpy (no torch op, as in ``sketch_to_tensor``); a sketch that needs
+    none is returned as it is."""
     h, w = sketch.shape[-2:]
     if size is not None:
         check_size(size, "size")
         return F.interpolate(sketch, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     ph, pw = padded_size(h, w)
+    if (ph, pw) == (h, w):
+        return sketch
+    if sketch.device.type == "cpu" and not sketch.requires_grad:
+        widths = [(0, 0)] * (sketch.dim() - 2) + [(0, ph - h), (0, pw - w)]
+        return torch.from_numpy(np.pad(sketch.numpy(), widths, constant_values=PAPER))
     return F.pad(sketch, (0, pw - w, 0, ph - h), value=PAPER)
 
 

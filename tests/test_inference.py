@@ -101,3 +101,45 @@ def test_memory_is_flat_over_1000_colorizations():
     rss = json.loads(result.stdout.strip().splitlines()[-1])
     growth_mb = (rss[1] - rss[0]) / 2**20
     assert growth_mb < 16, f"resident memory grew by {growth_mb:.1f} MiB between colorization 200 and 1000"
+
+
+class _Ops(__import__("torch.utils._python_dispatch", fromlist=["TorchDispatchMode"]).TorchDispatchMode):
+    """Records the ATen ops dispatched in its context (this thread)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+VIEWS = {"lift_fresh", "unsqueeze", "slice", "alias", "detach", "view", "select", "squeeze"}  # no compute
+
+
+def test_the_request_conversions_are_numpy_and_bit_identical_to_the_torch_formulas():
+    """sketch_to_tensor, fit_to_model (padding), restore_size (cropping) and to_uint8 run in the service's pool
+    threads beside the model: they dispatch no torch op but views (a torch op there would start a second
+    OpenMP team; colorizer.serve.batcher), and give the bits of the torch formulas they replaced."""
+    from colorizer.data.images import to_uint8
+    from colorizer.inference import PAPER
+
+    rng = np.random.default_rng(0)
+    sketch = rng.integers(0, 256, (150, 300, 3), dtype=np.uint8)
+    sketch[0, :256] = np.arange(256)[:, None]  # every gray level
+    out = torch.randn(1, 3, 256, 384) * 1.3
+    out[0, 0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+    with _Ops() as mode:
+        x = fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), None)
+        picture = to_uint8(restore_size(out, 150, 300, None))
+    assert set(mode.ops) <= VIEWS, mode.ops
+
+    luma = sketch[..., 0] * 0.299 + sketch[..., 1] * 0.587 + sketch[..., 2] * 0.114
+    gray = torch.from_numpy(np.ascontiguousarray(luma, dtype=np.float32)) / 255.0 * 2.0 - 1.0
+    expected_x = torch.nn.functional.pad(gray.expand(1, 3, -1, -1), (0, 84, 0, 106), value=PAPER)
+    assert torch.equal(x, expected_x)
+    crop = out[..., :150, :300]
+    expected = ((crop.nan_to_num(0.0) + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+    assert np.array_equal(picture, expected.movedim(-3, -1).numpy())
+    assert picture[0, 0, :3, 0].tolist() == [128, 255, 0]  # NaN, +inf, -inf

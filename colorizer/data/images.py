@@ -269,16 +269,19 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 def to_uint8(tensor: torch.Tensor) -> np.ndarray:
     """float (3, H, W) or (N, 3, H, W) in [-1, 1] -> uint8 numpy (H, W, 3) or (N, H, W, 3).
 
-    The inverse of ``to_tensor``: (x + 1) / 2 * 255, rounded to nearest and clamped to 0..255.
-    NaN becomes mid-gray (128) rather than an undefined cast.
+    The inverse of ``to_tensor``: (x + 1) / 2 * 255, rounded to nearest (half to even) and clamped to
+    0..255. NaN becomes mid-gray (128) rather than an undefined cast. Computed in numpy (one thread, no
+    torch op on a float32 CPU tensor; see ``colorizer.inference.sketch_to_tensor``).
     """
-    if not isinstance(tensor, torch.Tensor):
-        tensor = torch.as_tensor(tensor)
-    if tensor.dim() not in (3, 4) or tensor.shape[-3] != 3:
-        raise ValueError(f"to_uint8 expects (3, H, W) or (N, 3, H, W), got {tuple(tensor.shape)}")
-    x = tensor.detach().to(device="cpu", dtype=torch.float32).nan_to_num(0.0)
-    x = ((x + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(x.movedim(-3, -1).numpy())
+    if isinstance(tensor, torch.Tensor):
+        tensor = tensor.detach().to(device="cpu", dtype=torch.float32).numpy()
+    x = np.asarray(tensor, dtype=np.float32)
+    if x.ndim not in (3, 4) or x.shape[-3] != 3:
+        raise ValueError(f"to_uint8 expects (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+    with np.errstate(over="ignore", invalid="ignore"):  # +-inf saturate to 255 / 0, as the cast of torch's clamp
+        y = (np.nan_to_num(x, nan=0.0) + np.float32(1.0)) * np.float32(127.5)
+    y = np.clip(np.rint(y), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.moveaxis(y, -3, -1))
 
 
 def _as_pil(image) -> Image.Image:

@@ -14,10 +14,10 @@ with the same message. Uploads are read into memory only (never a temporary file
 it is decoded. Every error is JSON ``{"error": "<one line>"}``; a bug is a 500 whose id the log prints with
 the traceback.
 
-Threads: the event loop only parses, waits and answers. Decoding and PNG encoding (PIL, numpy) run in the
-worker thread pool (``anyio.to_thread``); every tensor operation (the model input, a reference's palette,
-the model, the picture back to uint8) runs in the Batcher's one thread, so the process has one OpenMP team
-(``colorizer.serve.batcher``).
+Threads: the event loop only parses, waits and answers. Decoding, the model input, the picture back to
+uint8 and PNG encoding (PIL and numpy, no torch op) run in the worker thread pool (``anyio.to_thread``);
+every torch operation (a reference's palette, a resize to ``size`` and back, the model) runs in the
+Batcher's one thread, so the process has one OpenMP team (``colorizer.serve.batcher``).
 """
 
 from __future__ import annotations
@@ -445,27 +445,32 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
             raise HTTPError(400, "palette: expected text '#rrggbb,...', got a file")
         palette = parse_palette(fields["palette"]) if has_palette else None
 
-        def decode():  # PIL and numpy only: a worker thread of the pool
+        def decode():  # PIL and numpy only (no torch op): a worker thread of the pool
             t = time.perf_counter()
             sketch = decode_upload(fields["sketch"], "sketch", settings, min_size=DEFAULT_MIN_SIZE)
             reference = decode_upload(fields["reference"], "reference", settings, None) if has_reference else None
+            padded = fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), None) if size is None else None
             stage.labels("decode").observe(time.perf_counter() - t)
-            return sketch, reference
+            return sketch, reference, padded
 
-        def to_model(sketch, reference):  # tensor work: in the batcher's thread (colorizer.serve.batcher)
+        def to_model(sketch, reference, padded):  # torch work (k-means, a resize): the batcher's thread
             t = time.perf_counter()
             pal = palette if reference is None else extract_palette(reference, seed=seed)
             stage.labels("palette").observe(time.perf_counter() - t)
-            return pal, fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), size)
+            return pal, padded if padded is not None else fit_to_model(sketch_to_tensor(sketch).unsqueeze(0), size)
 
-        def to_picture(image: torch.Tensor) -> np.ndarray:  # in the batcher's thread, after the batch
-            return to_uint8(restore_size(image.unsqueeze(0), height, width, size)[0])
-
-        sketch, reference = await anyio.to_thread.run_sync(decode)
+        sketch, reference, x = await anyio.to_thread.run_sync(decode)
         height, width = sketch.shape[:2]
+
+        def resize_back(image: torch.Tensor) -> torch.Tensor:  # with size: a torch resize, in the batcher's thread
+            return restore_size(image.unsqueeze(0), height, width, size)[0]
+
         try:
-            pal, x = await asyncio.wrap_future(service.batcher.call(lambda: to_model(sketch, reference)))
-            future = service.batcher.submit(x, pal, seed, finish=to_picture)
+            if reference is not None or x is None:
+                pal, x = await asyncio.wrap_future(service.batcher.call(lambda: to_model(sketch, reference, x)))
+            else:
+                pal = palette
+            future = service.batcher.submit(x, pal, seed, finish=None if size is None else resize_back)
         except QueueFull as exc:
             raise HTTPError(503, f"busy: {exc}; retry later", {"Retry-After": str(settings.retry_after_s)}) from None
         except Stopped as exc:
@@ -474,9 +479,10 @@ def create_app(runner, settings: ServeSettings | None = None) -> FastAPI:
         stage.labels("queue").observe(result.queued_s)
         stage.labels("model").observe(result.model_s)
 
-        def encode() -> bytes:
+        def encode() -> bytes:  # numpy and PIL only: the pool
             t = time.perf_counter()
-            png = encode_png(result.image)
+            image = result.image if size is not None else restore_size(result.image, height, width, None)
+            png = encode_png(to_uint8(image))
             stage.labels("encode").observe(time.perf_counter() - t)
             return png
 

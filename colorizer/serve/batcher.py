@@ -16,10 +16,11 @@ arithmetic is bit-identical across batch sizes is the engine's matter: ``split_b
 collected pictures one by one (the service's choice when it is not; see ``colorizer.serve.policy``).
 
 Inference runs in this thread, never on the event loop: the HTTP side only waits on a Future. So does every
-other piece of the service's tensor work (``call``: turning a decoded upload into the model's input, a
-reference picture's palette, ``finish``: the picture back to uint8): torch gives each thread that runs a
-parallel op an OpenMP team of its own, and teams in other threads spin on the cores the model needs (see
-``colorizer.serve.policy``). With all of it here the process has one team, the model's.
+other torch operation of the service (``call``: a reference picture's palette, a resize to the requested
+size; ``finish``: the resize back): torch gives each thread that runs a parallel op an OpenMP team of its
+own, and with more OpenMP threads in the process than cores libgomp stops them spinning between ops (the
+model call slowed by 10-40%; ``colorizer.serve.cli`` loads the model in a thread of its own for the same
+reason). With all of it here the process has one team, the model's.
 """
 
 from __future__ import annotations
@@ -214,9 +215,8 @@ class Batcher:
             if self.split_batches:
                 images = [self.run(j.sketch, j.palette[None], [j.seed])[0] for j in jobs]
             else:
-                out = self.run(
-                    torch.cat([j.sketch for j in jobs]), torch.stack([j.palette for j in jobs]), [j.seed for j in jobs]
-                )
+                sketches = jobs[0].sketch if len(jobs) == 1 else torch.cat([j.sketch for j in jobs])
+                out = self.run(sketches, torch.stack([j.palette for j in jobs]), [j.seed for j in jobs])
                 images = list(out)
         except Exception as exc:  # noqa: BLE001 - the error goes to every waiting request (a bug: 500)
             for j in jobs:

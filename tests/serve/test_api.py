@@ -346,27 +346,28 @@ def test_no_route_touches_a_path_the_client_names(make_client, tmp_path):
     assert response.status_code == 400
 
 
-def test_every_tensor_operation_runs_in_the_batchers_thread(make_client, runner, monkeypatch):
-    """The service's one-OpenMP-team rule (colorizer.serve.batcher): the model input, a reference's palette,
-    the model and the picture back to uint8 all run in the batcher's thread, for /v1/colorize and /v1/palette."""
-    import colorizer.data.images
+def test_every_torch_operation_runs_in_the_batchers_thread(make_client, runner, monkeypatch):
+    """The service's one-OpenMP-team rule (colorizer.serve.batcher): a reference's palette, a resize to
+    ``size`` and back, and the model run in the batcher's thread, for /v1/colorize and /v1/palette. (What runs
+    in the pool, the conversions of colorizer.inference and to_uint8, dispatches no torch op:
+    tests/test_inference.py.)"""
     import colorizer.inference
     import colorizer.palette
 
     seen: dict[str, set[str]] = {}
 
-    def spy(module, name):
+    def spy(module, name, when=lambda *a: True):
         original = getattr(module, name)
 
         def wrapped(*args, **kwargs):
-            seen.setdefault(name, set()).add(threading.current_thread().name)
+            if when(*args):
+                seen.setdefault(name, set()).add(threading.current_thread().name)
             return original(*args, **kwargs)
 
         monkeypatch.setattr(module, name, wrapped)
 
-    for name in ("sketch_to_tensor", "fit_to_model", "restore_size"):
-        spy(colorizer.inference, name)
-    spy(colorizer.data.images, "to_uint8")
+    spy(colorizer.inference, "fit_to_model", when=lambda x, size: size is not None)
+    spy(colorizer.inference, "restore_size", when=lambda image, h, w, size: size is not None)
     spy(colorizer.palette, "extract_palette")
 
     class Model:
@@ -382,5 +383,5 @@ def test_every_tensor_operation_runs_in_the_batchers_thread(make_client, runner,
     assert post_colorize(client, reference=png_bytes(40, 40, seed=1), size=128).status_code == 200
     image = {"image": ("a.png", png_bytes(30, 30), "image/png")}
     assert client.post("/v1/palette", files=image).status_code == 200
-    names = ("sketch_to_tensor", "fit_to_model", "restore_size", "to_uint8", "extract_palette", "colorize")
+    names = ("fit_to_model", "restore_size", "extract_palette", "colorize")
     assert {name: seen.get(name) for name in names} == {name: {"colorizer-batcher"} for name in names}
