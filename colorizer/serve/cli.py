@@ -41,8 +41,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-batch",
         type=int,
         default=None,
-        help="most pictures per model call (default: per device and format, colorizer.serve.policy: 1 on a CPU, "
-        "where a batch was measured not to pay; 8 on a GPU)",
+        help="most pictures per model call (default: per device and format, colorizer.serve.policy: 1 for torch "
+        "on a CPU, where its batches were measured not to pay; 8 for OpenVINO on a CPU and on a GPU)",
     )
     p.add_argument(
         "--openvino-requests",
@@ -56,16 +56,18 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-wait-ms",
         type=float,
-        default=d.max_wait_ms,
-        help=f"longest wait for a batch to fill, in ms (default {d.max_wait_ms:g}; never waits with --max-batch 1)",
+        default=None,
+        help="longest wait for a batch to fill, in ms (default: per device, colorizer.serve.policy: 0 on a CPU, "
+        "where requests that arrive during a model call are batched when it ends; 5 on a GPU; never waits with "
+        "--max-batch 1)",
     )
     p.add_argument(
         "--batch-shape",
         choices=BATCH_SHAPES,
         default=None,
         help="fixed: pad every batch to --max-batch pictures, so a picture is bit-identical alone or batched; "
-        "any: run batches as they come (default: fixed on a CPU, any on a GPU and with --openvino-requests, "
-        "whose pictures each run alone)",
+        "any: run batches as they come (default: fixed for torch on a CPU; any for OpenVINO, whose CPU plugin "
+        "gives a picture the same bits in any batch, on a GPU, and with --openvino-requests)",
     )
     p.add_argument(
         "--max-queue",
@@ -129,11 +131,12 @@ def settings_from_args(args, runner):
     """ServeSettings from the parsed options, the policy filling what was not given."""
     from colorizer.errors import ConfigError
     from colorizer.limits import check_size
-    from colorizer.serve.policy import FIXED, default_batch_shape, default_max_batch
+    from colorizer.serve.policy import FIXED, default_batch_shape, default_max_batch, default_max_wait_ms
     from colorizer.serve.settings import ServeSettings
 
     device_type = runner.device.type
     max_batch = args.max_batch if args.max_batch is not None else default_max_batch(device_type, runner.format, runner)
+    max_wait_ms = args.max_wait_ms if args.max_wait_ms is not None else default_max_wait_ms(device_type)
     for name, value, low in (
         ("max_batch", max_batch, 1),
         ("max_queue", args.max_queue, 1),
@@ -142,7 +145,7 @@ def settings_from_args(args, runner):
         if value < low:
             raise ConfigError(f"{name} must be at least {low}, got {value}", option=name)
     for name, value in (
-        ("max_wait_ms", args.max_wait_ms),
+        ("max_wait_ms", max_wait_ms),
         ("max_upload_mb", args.max_upload_mb),
         ("upload_timeout_s", args.upload_timeout_s),
     ):
@@ -152,7 +155,7 @@ def settings_from_args(args, runner):
     shape = args.batch_shape or default_batch_shape(device_type, runner)
     return ServeSettings(
         max_batch=max_batch,
-        max_wait_ms=args.max_wait_ms,
+        max_wait_ms=max_wait_ms,
         max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb,
         max_pixels=args.max_pixels,

@@ -1,24 +1,34 @@
-"""The service's batching defaults, one table keyed by device type and model format, with the measurement
-behind each row. ``colorizer serve`` reads it when ``--max-batch`` / ``--batch-shape`` are not given.
+"""The service's batching defaults, tables keyed by device type and model format, with the measurement
+behind each row. ``colorizer serve`` reads them when ``--max-batch`` / ``--batch-shape`` / ``--max-wait-ms``
+are not given.
 
-Default ``--max-batch``: the batch size with the most images/s as served. On the 2-core CPU of the
-development machine (AMD EPYC, quiet, 2026-12-07, ``benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07``):
-the bundled model at 256 px on the native torch path gave 7.2 / 7.9 / 8.5 / 7.3 images/s in-process at
-batch 1 / 2 / 4 / 8 (runs of one command move these by up to 25%), and OpenVINO fp32 4.0 at batch 1 and 5.2
-at batch 8; but served with ``--max-batch 4`` a lone request paid for the whole batch (p50 573 ms against
-111 ms for torch, 854 against 222 ms for OpenVINO) and images/s never rose at any concurrency (at 16:
-8.0 against 8.2, 4.5 against 5.9). So the CPU rows are 1: a service that never waits for company costs
-nothing against ``--max-batch 1``. The GPU rows (8) are not measured: no GPU was lent to the session that
-wrote them; a GPU is idle between small launches, so some batch pays there, and ``bench_serve`` on a GPU
-should set the number.
+Measured on the 2-core CPU of the development machine (AMD EPYC, 2026-12-07,
+``benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07*``), 256 px, in-process images/s at batch 1 / 2 / 4 / 8:
+
+- native torch, bundled model: 13.5 / 13.3 / 10.1 / 8.2 (batch 1 is best); reference widths: 4.6 / 5.2 /
+  5.4 / 4.3 (batch 4 is 17% over batch 1);
+- OpenVINO fp32, bundled model: 4.4 / 4.5 / 4.7 / 4.8; reference widths: 3.0 / 3.2 / 3.1 / 3.5.
 
 Default ``--batch-shape``: a picture must come out bit for bit the same whether it was served alone or in
-a batch (on the CPU engines). Measured on this CPU, a batch of 4 differs from four batches of 1 by up to
-3e-5 for the eager and native torch paths (oneDNN picks its blocking by batch size), while a picture's bits
-at one batch shape do not depend on its companions (tests/serve/test_batching.py checks both). So on a
-CPU every batch is padded to ``max_batch`` pictures ("fixed"): the model always sees one shape. With the
-CPU default of 1 that is free. On a GPU the float results are not promised bit-identical, and "any"
-spends no time on padding.
+a batch (on the CPU engines). The native and eager torch paths are not batch-invariant (a batch of 4
+differs from four batches of 1 by up to 3e-5: oneDNN blocks its convolutions by batch size), while at one
+batch shape a picture's bits do not depend on its companions: so torch on a CPU pads every batch to
+``max_batch`` pictures ("fixed"). OpenVINO's CPU plugin is batch-invariant (batches of 2, 4 and 8 equal
+their pictures alone bit for bit; tests/serve/test_batching.py checks it), so it runs batches as they come
+("any"). On a GPU the float results are not promised bit-identical, and "any" spends no time on padding.
+
+Default ``--max-batch``: native torch on a CPU 1. With the fixed shape a lone request pays for the whole
+batch (served ``--max-batch 4``: p50 at concurrency 1 410 ms against 85 ms), and for the bundled model
+batching never raised served images/s (at concurrency 16: 9.7 against 12.1). The reference widths would
+gain (17% in-process at batch 4) but only by giving up the bit-identity (``--batch-shape any --max-batch 4``
+is the user's choice). OpenVINO on a CPU 8, the in-process best for both widths, without padding: a lone
+request runs at batch 1. The GPU rows (8) are not measured: no GPU was lent to the session that wrote
+them; a GPU is idle between small launches, so some batch pays there, and ``bench_serve`` on a GPU should
+set the number.
+
+Default ``--max-wait-ms``: 0 on a CPU. A model call takes 70-350 ms there; requests that arrive during a
+call wait for it anyway and go in the next batch together, so waiting for more company only adds to a lone
+request's latency. 5 ms on a GPU, where a call takes a few ms (not measured).
 """
 
 from __future__ import annotations
@@ -30,18 +40,25 @@ BATCH_SHAPES = (FIXED, ANY)
 DEFAULT_MAX_BATCH: dict[tuple[str, str], int] = {
     ("cpu", "torch"): 1,
     ("cpu", "onnx"): 1,
-    ("cpu", "openvino"): 1,
+    ("cpu", "openvino"): 8,
     ("cuda", "torch"): 8,
     ("cuda", "onnx"): 8,
     ("cuda", "tensorrt"): 8,
 }
-DEFAULT_BATCH_SHAPE: dict[str, str] = {"cpu": FIXED, "cuda": ANY}
+# (device type, format) -> default --batch-shape; a device's row (format None) for the formats not named.
+DEFAULT_BATCH_SHAPE: dict[tuple[str, str | None], str] = {
+    ("cpu", None): FIXED,
+    ("cpu", "openvino"): ANY,  # batch-invariant: tests/serve/test_batching.py
+    ("cuda", None): ANY,
+}
+DEFAULT_MAX_WAIT_MS: dict[str, float] = {"cpu": 0.0, "cuda": 5.0}
 # OpenVINO's own asynchronous infer requests (``--openvino-requests``, OpenVinoRunner(requests=N)) are not
-# the default: measured on the 2-core CPU (bundled model, 256 px, benchmarks/results/serve-*), a THROUGHPUT
-# compilation with 2 streams gave one picture alone 432 ms against 248 ms on the LATENCY compilation (a
-# request gets one stream, one core) and served 4.55 images/s at concurrency 16 against 5.17 for one
-# synchronous request at a time under the same conditions. On a many-core machine, where the plugin makes
-# more streams, measure it.
+# the default. Measured on the 2-core CPU (256 px, four pictures in-process, 2026-12-07): bundled model 5.05
+# images/s through an AsyncInferQueue of 2 requests on a THROUGHPUT compilation, 4.88 as one batch of 4 on
+# the LATENCY compilation, 4.50 one by one; reference widths 3.04, 3.13, 3.49. But each request gets one of
+# the plugin's two streams (one core): one picture alone took 432 ms against 248 ms on the LATENCY
+# compilation (an earlier run), which a lone request pays in full; and one batch on the LATENCY compilation
+# is as fast. On a many-core machine, where the plugin makes more streams, measure it.
 
 
 def per_picture(runner) -> bool:
@@ -60,8 +77,14 @@ def default_max_batch(device_type: str, format: str, runner=None) -> int:
 
 
 def default_batch_shape(device_type: str, runner=None) -> str:
-    """``fixed`` (every batch padded to max_batch: bit-identical pictures) or ``any`` (no padding: a GPU,
-    or a per-picture runner whose pictures never share a shape with others)."""
+    """``fixed`` (every batch padded to max_batch: bit-identical pictures) or ``any`` (no padding: a GPU, a
+    batch-invariant engine, or a per-picture runner whose pictures never share a shape with others)."""
     if runner is not None and per_picture(runner):
         return ANY
-    return DEFAULT_BATCH_SHAPE.get(device_type, FIXED)
+    format = getattr(runner, "format", None)
+    return DEFAULT_BATCH_SHAPE.get((device_type, format), DEFAULT_BATCH_SHAPE.get((device_type, None), FIXED))
+
+
+def default_max_wait_ms(device_type: str) -> float:
+    """The default ``--max-wait-ms`` on a ``device_type`` device (5 when unknown)."""
+    return DEFAULT_MAX_WAIT_MS.get(device_type, 5.0)

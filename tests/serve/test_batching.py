@@ -130,3 +130,23 @@ def test_fixed_batch_shape_gives_the_same_bits_whatever_the_companions(runner):
     for i in range(4):
         assert torch.equal(alone[i][0], together[i]), i
     assert torch.equal(shuffled[0], together[3]) and torch.equal(shuffled[2], together[1])
+
+
+@pytest.mark.parametrize("model", ["tiny", "demo"])
+def test_openvino_gives_a_picture_the_same_bits_in_any_batch(model, tiny_checkpoint, tmp_path):
+    """Why the service batches OpenVINO on a CPU without padding (policy: ``any`` shape): its CPU plugin is
+    batch-invariant, a picture comes out bit for bit the same alone and in batches of 2, 3 and 8."""
+    pytest.importorskip("openvino")
+    from colorizer.export.openvino import export_openvino
+    from colorizer.runtime.load import load_colorizer, load_runner
+
+    generator, _ = load_colorizer(str(tiny_checkpoint) if model == "tiny" else "demo")
+    xml = export_openvino(generator, str(tmp_path / "ov"), precision="fp32", verify=False, functional=False).xml
+    runner = load_runner(xml, device="cpu")
+    torch.manual_seed(5)
+    sketches = torch.rand(8, 1, 128, 256) * 2 - 1
+    palettes = torch.randint(0, 256, (8, 9, 3), dtype=torch.uint8)
+    alone = torch.cat([runner.colorize(sketches[i : i + 1], palettes[i : i + 1], [i]) for i in range(8)])
+    for n in (2, 3, 8):
+        together = runner.colorize(sketches[:n], palettes[:n], list(range(n)))
+        assert torch.equal(together, alone[:n]), n

@@ -31,21 +31,22 @@ def test_every_option_is_documented():
 
 
 @pytest.mark.parametrize(
-    "device, format, argv, batch, fixed",
+    "device, format, argv, batch, fixed, wait",
     [
-        ("cpu", "torch", [], 1, False),  # the CPU default: no batching, nothing to pad
-        ("cpu", "openvino", [], 1, False),
-        ("cpu", "torch", ["--max-batch", "4"], 4, True),  # a CPU batch is padded to one shape
-        ("cpu", "torch", ["--max-batch", "4", "--batch-shape", "any"], 4, False),
-        ("cuda", "torch", [], 8, False),  # a GPU batches by default, without padding
-        ("cuda", "tensorrt", ["--batch-shape", "fixed"], 8, True),
+        ("cpu", "torch", [], 1, False, 0.0),  # torch on a CPU: no batching, nothing to pad, no wait
+        ("cpu", "openvino", [], 8, False, 0.0),  # batch-invariant: batches as they come, unpadded
+        ("cpu", "openvino", ["--batch-shape", "fixed"], 8, True, 0.0),
+        ("cpu", "torch", ["--max-batch", "4"], 4, True, 0.0),  # a torch CPU batch is padded to one shape
+        ("cpu", "torch", ["--max-batch", "4", "--batch-shape", "any", "--max-wait-ms", "2"], 4, False, 2.0),
+        ("cuda", "torch", [], 8, False, 5.0),  # a GPU batches by default, without padding
+        ("cuda", "tensorrt", ["--batch-shape", "fixed"], 8, True, 5.0),
     ],
 )
-def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed):
+def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed, wait):
     from colorizer.serve.cli import settings_from_args
 
     settings = settings_from_args(parse(*argv), fake_runner(device, format))
-    assert (settings.max_batch, settings.fixed_batch) == (batch, fixed)
+    assert (settings.max_batch, settings.fixed_batch, settings.max_wait_ms) == (batch, fixed, wait)
 
 
 def test_openvino_requests_option_and_a_per_picture_runner():
