@@ -217,10 +217,14 @@ def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
 
 
 class ServerProcess:
-    def __init__(self, model_file: str, kernels: str, max_batch: int, max_wait_ms: float, size: int):
+    def __init__(self, model_file: str, kernels: str, max_batch: int, max_wait_ms: float | None, size: int,
+                 batch_shape: str | None = None):  # fmt: skip
         cmd = [sys.executable, "-m", "colorizer.cli", "serve", model_file, "--port", "0", "--kernels", kernels,
-               "--max-batch", str(max_batch), "--max-wait-ms", str(max_wait_ms), "--warmup-size", str(size),
-               "--max-queue", "1024"]  # fmt: skip
+               "--max-batch", str(max_batch), "--warmup-size", str(size), "--max-queue", "1024"]  # fmt: skip
+        if max_wait_ms is not None:  # else the policy's default
+            cmd += ["--max-wait-ms", str(max_wait_ms)]
+        if batch_shape is not None:  # else the policy's default
+            cmd += ["--batch-shape", batch_shape]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []
         self.url = None
@@ -463,7 +467,8 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", default="torch,openvino", help="torch (native kernels) and/or openvino")
     parser.add_argument("--concurrency", default="1,4,16,64")
     parser.add_argument("--max-batches", default="default", help="server --max-batch settings; default = policy")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=None, help="server --max-wait-ms (default: policy)")
+    parser.add_argument("--batch-shape", choices=("fixed", "any"), help="server --batch-shape (default: policy)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--requests", type=int, default=32, help="requests per block at c>1 (at least c)")
     parser.add_argument("--reference-requests", type=int, default=16, help="the same for the reference widths (slow)")
@@ -521,7 +526,7 @@ def main(argv=None) -> int:
                     )
                     case["serve"] = []
                     for max_batch in settings:
-                        server_args = (model_file, kernels, max_batch, args.max_wait_ms, args.size)
+                        server_args = (model_file, kernels, max_batch, args.max_wait_ms, args.size, args.batch_shape)
                         case["serve"] += serve_rows(probe, ip, server_args, concurrencies, per_level, args.pairs,
                                                     args.blocks, body)  # fmt: skip
                 finally:

@@ -41,8 +41,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-batch",
         type=int,
         default=None,
-        help="most pictures per model call (default: per device and format, colorizer.serve.policy: 1 for torch "
-        "on a CPU, where its batches were measured not to pay; 8 for OpenVINO on a CPU and on a GPU)",
+        help="most pictures per model call (default: per device and format, colorizer.serve.policy: 1 on a CPU, "
+        "where batches were measured not to pay; 8 on a GPU)",
     )
     p.add_argument(
         "--openvino-requests",

@@ -3,11 +3,11 @@ behind each row. ``colorizer serve`` reads them when ``--max-batch`` / ``--batch
 are not given.
 
 Measured on the 2-core CPU of the development machine (AMD EPYC, 2026-12-07,
-``benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07*``), 256 px, in-process images/s at batch 1 / 2 / 4 / 8:
+``benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07*``), 256 px, in-process images/s at batch 1 / 2 / 4 / 8
+(one run each; the same command moves these by 10-25% on this machine):
 
-- native torch, bundled model: 13.5 / 13.3 / 10.1 / 8.2 (batch 1 is best); reference widths: 4.6 / 5.2 /
-  5.4 / 4.3 (batch 4 is 17% over batch 1);
-- OpenVINO fp32, bundled model: 4.4 / 4.5 / 4.7 / 4.8; reference widths: 3.0 / 3.2 / 3.1 / 3.5.
+- native torch, bundled model: 13.5 / 13.3 / 10.1 / 8.2; reference widths: 5.3 / 5.7 / 5.4 / 4.8;
+- OpenVINO fp32, bundled model: 4.0 / 4.4 / 4.5 / 4.6; reference widths: 3.9 / 4.1 / 3.4 / 3.7.
 
 Default ``--batch-shape``: a picture must come out bit for bit the same whether it was served alone or in
 a batch (on the CPU engines). The native and eager torch paths are not batch-invariant (a batch of 4
@@ -17,14 +17,15 @@ batch shape a picture's bits do not depend on its companions: so torch on a CPU 
 their pictures alone bit for bit; tests/serve/test_batching.py checks it), so it runs batches as they come
 ("any"). On a GPU the float results are not promised bit-identical, and "any" spends no time on padding.
 
-Default ``--max-batch``: native torch on a CPU 1. With the fixed shape a lone request pays for the whole
-batch (served ``--max-batch 4``: p50 at concurrency 1 410 ms against 85 ms), and for the bundled model
-batching never raised served images/s (at concurrency 16: 9.7 against 12.1). The reference widths would
-gain (17% in-process at batch 4) but only by giving up the bit-identity (``--batch-shape any --max-batch 4``
-is the user's choice). OpenVINO on a CPU 8, the in-process best for both widths, without padding: a lone
-request runs at batch 1. The GPU rows (8) are not measured: no GPU was lent to the session that wrote
-them; a GPU is idle between small launches, so some batch pays there, and ``bench_serve`` on a GPU should
-set the number.
+Default ``--max-batch`` on a CPU: 1, for both. For torch, with its fixed shape a lone request pays for the
+whole batch (served ``--max-batch 4``: p50 at concurrency 1 410 ms against 85 ms) and for the bundled model
+batching never raised served images/s (at concurrency 16: 9.7 against 12.1); the reference widths gain a
+little in-process (batch 2: 7%) but only by giving up the bit-identity (``--batch-shape any --max-batch 2``
+is the user's choice). For OpenVINO, unpadded batches of up to 8 served fewer images/s than one picture at a
+time in the same runs (bundled model at concurrency 16 / 64: 4.24 / 4.40 against 5.67 / 5.36; reference
+widths 3.04 / 3.24 against 3.09 / 3.69). The GPU rows (8) are not measured: no GPU was lent to the session
+that wrote them; a GPU is idle between small launches, so some batch pays there, and ``bench_serve`` on a
+GPU should set the number.
 
 Default ``--max-wait-ms``: 0 on a CPU. A model call takes 70-350 ms there; requests that arrive during a
 call wait for it anyway and go in the next batch together, so waiting for more company only adds to a lone
@@ -40,7 +41,7 @@ BATCH_SHAPES = (FIXED, ANY)
 DEFAULT_MAX_BATCH: dict[tuple[str, str], int] = {
     ("cpu", "torch"): 1,
     ("cpu", "onnx"): 1,
-    ("cpu", "openvino"): 8,
+    ("cpu", "openvino"): 1,
     ("cuda", "torch"): 8,
     ("cuda", "onnx"): 8,
     ("cuda", "tensorrt"): 8,

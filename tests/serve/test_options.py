@@ -34,8 +34,9 @@ def test_every_option_is_documented():
     "device, format, argv, batch, fixed, wait",
     [
         ("cpu", "torch", [], 1, False, 0.0),  # torch on a CPU: no batching, nothing to pad, no wait
-        ("cpu", "openvino", [], 8, False, 0.0),  # batch-invariant: batches as they come, unpadded
-        ("cpu", "openvino", ["--batch-shape", "fixed"], 8, True, 0.0),
+        ("cpu", "openvino", [], 1, False, 0.0),
+        ("cpu", "openvino", ["--max-batch", "8"], 8, False, 0.0),  # batch-invariant: batches unpadded
+        ("cpu", "openvino", ["--max-batch", "8", "--batch-shape", "fixed"], 8, True, 0.0),
         ("cpu", "torch", ["--max-batch", "4"], 4, True, 0.0),  # a torch CPU batch is padded to one shape
         ("cpu", "torch", ["--max-batch", "4", "--batch-shape", "any", "--max-wait-ms", "2"], 4, False, 2.0),
         ("cuda", "torch", [], 8, False, 5.0),  # a GPU batches by default, without padding
