@@ -59,8 +59,10 @@ def test_a_freed_block_is_reused_without_faults_after_tune_malloc():
 
     tuned, plain = run("tuned"), run("plain")
     assert tuned["applied"] == SETTINGS
-    assert tuned["main"] < 100 and tuned["thread"] < 100, tuned  # measured: 0 and 0
-    assert plain["main"] > 5000 and plain["thread"] > 5000, plain  # measured: 35,000-50,000 (2,048 a MiB)
+    # Measured in 36 runs: tuned, 0 pages in the main thread and 0-4,096 in the other (now and then one or
+    # two of the 8 MiB activations, 2,048 pages each, fault in again there); plain, 24,000-51,000 in both.
+    assert tuned["main"] < 100 and tuned["thread"] < 10_000, tuned
+    assert plain["main"] > 20_000 and plain["thread"] > 20_000, plain
 
 
 def test_the_users_own_malloc_environment_wins():
