@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import json
 import os
 import re
 import signal
@@ -92,6 +93,15 @@ def engine_model(model: str, engine: str, folder: Path) -> str:
     raise SystemExit(f"unknown engine {engine!r} (torch, openvino)")
 
 
+def request_inputs(png: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """The served request's sketch (decoded and padded as the service does) and palette, for in-process calls."""
+    from colorizer.data.images import decode_image
+    from colorizer.inference import fit_to_model, sketch_to_tensor
+    from colorizer.palette import parse_palette
+
+    return fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None), parse_palette(PALETTE)
+
+
 PROBE_HELLO = "probe ready"
 
 
@@ -100,19 +110,13 @@ def probe_main(model_file: str, kernels: str, size: int) -> int:
     (``tune_malloc``), loads the runner ``colorizer serve`` loads, then answers lines ``BATCH CALLS SEED`` from
     stdin with the seconds of each ``Runner.colorize`` call as a JSON list (picture i of call j gets seed
     SEED + j * BATCH + i: fresh noise every call, as the served requests get)."""
-    import json
-
     from colorizer.runtime.allocator import tune_malloc
 
     tune_malloc()
-    from colorizer.data.images import decode_image
-    from colorizer.inference import fit_to_model, sketch_to_tensor
-    from colorizer.palette import parse_palette
     from colorizer.runtime.load import load_runner
 
     runner = load_runner(model_file, device="cpu", kernels=kernels)
-    sketch = fit_to_model(sketch_to_tensor(decode_image(sketch_png(size), "sketch")).unsqueeze(0), None)
-    palette = parse_palette(PALETTE)
+    sketch, palette = request_inputs(sketch_png(size))
     print(json.dumps({"hello": PROBE_HELLO, "runner": repr(runner)}), flush=True)
     for line in sys.stdin:
         n, calls, seed = (int(v) for v in line.split())
@@ -132,10 +136,8 @@ class Probe:
     from minute to minute)."""
 
     def __init__(self, model_file: str, kernels: str, size: int):
-        import json
-
         cmd = [sys.executable, "-m", "benchmarks.bench_serve", "--probe", model_file, "--kernels", kernels,
-               "--size", str(size), "--out", "-"]  # fmt: skip
+               "--size", str(size)]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
         hello = json.loads(self.proc.stdout.readline() or "{}")
         if hello.get("hello") != PROBE_HELLO:
@@ -145,8 +147,6 @@ class Probe:
 
     def calls(self, batch: int, count: int) -> list[float]:
         """Seconds of ``count`` calls at ``batch`` pictures, each with fresh seeds."""
-        import json
-
         self.proc.stdin.write(f"{batch} {count} {self.seed}\n")
         self.proc.stdin.flush()
         self.seed += batch * count
@@ -187,13 +187,9 @@ def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
     the runner ``colorize serve --openvino-requests auto`` loads (``OpenVinoRunner(requests="auto")``:
     single-picture requests in an AsyncInferQueue on a THROUGHPUT-hint compilation), against the latency
     runner (the default) given the same pictures one by one and as one batch. images/s, median of ``rounds``."""
-    from colorizer.data.images import decode_image
-    from colorizer.inference import fit_to_model, sketch_to_tensor
-    from colorizer.palette import parse_palette
     from colorizer.runtime.load import load_runner
 
-    sketch = fit_to_model(sketch_to_tensor(decode_image(png, "sketch")).unsqueeze(0), None)
-    palette = parse_palette(PALETTE)
+    sketch, palette = request_inputs(png)
     latency = load_runner(xml, device="cpu")
     queued = load_runner(xml, device="cpu", requests="auto")
     sketches, palettes = sketch.expand(count, -1, -1, -1), palette.expand(count, -1, -1)
@@ -462,7 +458,7 @@ def markdown(report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="result folder (JSON + Markdown)")
+    parser.add_argument("--out", help="result folder (JSON + Markdown; required)")
     parser.add_argument("--models", default="demo,reference", help="demo (bundled) and/or reference (widths)")
     parser.add_argument("--engines", default="torch,openvino", help="torch (native kernels) and/or openvino")
     parser.add_argument("--concurrency", default="1,4,16,64")
@@ -481,6 +477,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.probe:
         return probe_main(args.probe, args.kernels, args.size)
+    if not args.out:
+        parser.error("the following arguments are required: --out")
     if args.quick:
         args.models, args.engines, args.concurrency, args.requests, args.rounds = "demo", "torch", "1,4", 8, 2
         args.pairs, args.blocks = 4, 1
