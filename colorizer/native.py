@@ -10,7 +10,9 @@ with exactly the signatures of ``colorizer.ops.reference``:
 - ``weight_standardize(w, eps=1e-5)``: w (C_out, ...), unbiased std, eps added to the std.
 - ``attention_gate(...)``: the two GroupNorms, the add and the ReLU run as two native
   ``group_norm_act`` calls (the GroupNorm of ``x_proj`` takes the normalized ``g_proj`` as its
-  residual); the 1-channel projection, InstanceNorm, sigmoid and product stay eager torch.
+  residual); the 1-channel projection (``reference.sum_projection``: a product and a sum over the
+  channels, whose bits do not depend on the thread count as the 1x1 convolution's do), InstanceNorm,
+  sigmoid and product stay eager torch.
 - ``kmeans_assign_accumulate(points, centers, weights=None, with_labels=True)``: one Lloyd step's
   assignment and sums (the palette's K-means step; no autograd).
 
@@ -315,7 +317,8 @@ def attention_gate(
     """x * sigmoid(InstanceNorm(psi_weight . relu(GN(g_proj) + GN(x_proj)) + psi_bias)).
 
     Shapes as ``colorizer.ops.reference.attention_gate``. relu(GN(g) + GN(x)) is two native
-    group_norm_act calls (the second adds the first as its residual); the rest is eager torch.
+    group_norm_act calls (the second adds the first as its residual); the rest is eager torch, with the
+    projection as a sum over the channels (``reference.sum_projection``: thread-count invariant).
     """
     if not native_supports(g_proj) or x_proj.dtype != g_proj.dtype:
         return reference.attention_gate(
@@ -323,7 +326,7 @@ def attention_gate(
         )
     g1 = group_norm_act(g_proj, g_norm_weight, g_norm_bias, groups, eps)
     p = group_norm_act(x_proj, x_norm_weight, x_norm_bias, groups, eps, act="relu", residual=g1)
-    return reference.attention_gate_tail(p, x, psi_weight, psi_bias, eps)
+    return reference.attention_gate_tail(p, x, psi_weight, psi_bias, eps, project=reference.sum_projection)
 
 
 def kmeans_assign_accumulate(

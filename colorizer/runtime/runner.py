@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +35,40 @@ from colorizer.errors import ConfigError
 from colorizer.limits import check_model_size, check_seed
 
 NOISE_CACHE = 256  # pictures whose noise maps a ModuleRunner keeps (about 0.35 MB each at 256 px)
+# A CPU ModuleRunner runs convolutions of fewer output pixels than this on one thread (see
+# ``one_thread_for_small_convolutions``).
+SMALL_CONV_PIXELS = 64
+_restore = threading.local()
+
+
+def _small_conv_pre(module, args):
+    x = args[0]
+    threads = torch.get_num_threads()
+    small = x.dim() == 4 and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] < SMALL_CONV_PIXELS
+    stack = _restore.__dict__.setdefault("stack", [])
+    stack.append(threads if small and threads > 1 else None)
+    if stack[-1] is not None:
+        torch.set_num_threads(1)
+
+
+def _small_conv_post(module, args, output):
+    threads = _restore.stack.pop()
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def one_thread_for_small_convolutions(model: torch.nn.Module) -> None:
+    """Run ``model``'s convolutions over fewer than ``SMALL_CONV_PIXELS`` pixels (its deepest levels, a few
+    pixels wide) on one thread, whatever the caller's thread count, so that a picture's bits do not depend on
+    the thread count (the service runs a picture alone on all threads and side by side on fewer:
+    ``colorizer.serve.batcher``). oneDNN gives 3x3 convolutions over 5 to 10 pixels (a 384x256 picture's
+    3x2 level) a different order of summation on 1 and 2 threads (up to 2e-4 apart); on one thread both are
+    the one-thread result. The work there is a few MFLOP: one thread is as fast. Forward hooks on every
+    Conv2d, the thread count kept per thread (streams run the same module side by side)."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(_small_conv_pre)
+            module.register_forward_hook(_small_conv_post)
 
 
 def check_seeds(seeds, count: int) -> list[int]:
@@ -167,21 +202,26 @@ class ModuleRunner(Runner):
         )
         self.layout = torch.channels_last if backend == "native" else torch.contiguous_format
         self.module = model.to(memory_format=self.layout)
-        # Eval colorizes each picture twice with the same seed: its noise maps are computed once.
+        if self.device.type == "cpu":
+            one_thread_for_small_convolutions(self.module)
+        # Eval colorizes each picture twice with the same seed: its noise maps are computed once. The lock
+        # lets threads call colorize side by side (the service's streams, colorizer.serve.batcher).
         self._noise: dict[tuple[int, int, int], list[torch.Tensor]] = {}
+        self._noise_lock = threading.Lock()
 
     def noise_for(self, seeds: list[int], height: int, width: int) -> list[torch.Tensor]:
         """The eight noise maps (noise7 .. noise0) of a batch, picture i's from ``seeds[i]`` alone."""
         from colorizer.export.seeded_noise import seeded_noise
 
-        missing = [s for s in dict.fromkeys(seeds) if (s, height, width) not in self._noise]
-        if missing:
-            if len(self._noise) + len(missing) > NOISE_CACHE:
-                self._noise.clear()
-            maps = seeded_noise(torch.tensor(missing, dtype=torch.int32), height, width)
-            for k, s in enumerate(missing):
-                self._noise[(s, height, width)] = [m[k : k + 1].to(self.device) for m in maps]
-        per_seed = [self._noise[(s, height, width)] for s in seeds]
+        with self._noise_lock:
+            missing = [s for s in dict.fromkeys(seeds) if (s, height, width) not in self._noise]
+            if missing:
+                if len(self._noise) + len(missing) > NOISE_CACHE:
+                    self._noise.clear()
+                maps = seeded_noise(torch.tensor(missing, dtype=torch.int32), height, width)
+                for k, s in enumerate(missing):
+                    self._noise[(s, height, width)] = [m[k : k + 1].to(self.device) for m in maps]
+            per_seed = [self._noise[(s, height, width)] for s in seeds]
         return [torch.cat(level) for level in zip(*per_seed)]
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
