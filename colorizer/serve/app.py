@@ -17,7 +17,9 @@ the traceback.
 Threads: the event loop only parses, waits and answers. Decoding, the model input, the picture back to
 uint8 and PNG encoding (PIL and numpy, no torch op) run in the worker thread pool (``anyio.to_thread``);
 every torch operation (a reference's palette, a resize to ``size`` and back, the model) runs in the
-Batcher's one thread, so the process has one OpenMP team (``colorizer.serve.batcher``).
+Batcher's worker threads, so the process has one OpenMP team (``colorizer.serve.batcher``; with streams,
+pictures that wait run side by side on fewer threads each, once ``Service.check_streams`` found the bits the
+same).
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class Metrics:
             ["stage"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )  # fmt: skip
+        self.pictures_by_threads = Counter(
+            "colorizer_pictures_by_threads", "Pictures run, by the threads their model call ran on (streams)",
+            ["threads"], registry=r,
+        )  # fmt: skip
         self.queue_depth = Gauge("colorizer_queue_depth", "Pictures waiting for a batch", registry=r)
         self.in_flight = Gauge("colorizer_colorize_in_flight", "Colorize requests being handled", registry=r)
         self.ready = Gauge("colorizer_ready", "1 once the model is loaded and warmed up", registry=r)
@@ -113,6 +119,8 @@ class Service:
             max_batch=settings.max_batch,
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue=settings.max_queue,
+            streams=settings.streams,
+            threads=settings.threads,
             on_batch=self._on_batch,
             on_depth=self.metrics.queue_depth.set,
         )
@@ -128,9 +136,38 @@ class Service:
             seeds = seeds + [seeds[-1]] * pad
         return self.runner.colorize(sketches, palettes, seeds)[:n]
 
-    def _on_batch(self, size: int, seconds: float) -> None:
+    def _on_batch(self, size: int, seconds: float, threads: int) -> None:
         self.metrics.batch_size.observe(size)
         self.metrics.batch_seconds.observe(seconds)
+        self.metrics.pictures_by_threads.labels(str(threads)).inc(size)
+
+    def check_streams(self) -> bool:
+        """Open the batcher's streams if the model gives a picture the same bits on the streams' threads as
+        alone on all threads (so a picture's bits never depend on how busy the service was); else stay at
+        one stream and log why. Runs the warm-up picture once each way, in the lead worker."""
+        batcher = self.batcher
+        if batcher.streams == 1:
+            return False
+        side = self.settings.warmup_size
+        sketch = torch.linspace(-1, 1, 3 * side * side).reshape(1, 3, side, side)
+        palette = torch.arange(27, dtype=torch.uint8).reshape(1, 9, 3) * 9
+
+        def colorize(threads):
+            return batcher.call(lambda: self._run_batch(sketch, palette, [0]), threads=threads).result()
+
+        alone, side_by_side = colorize(batcher.threads), colorize(batcher.narrow_threads)
+        if not torch.equal(alone, side_by_side):
+            diff = float((alone - side_by_side).abs().max())
+            log.warning(
+                "one stream: the model's pictures on %d and on %d threads differ (by up to %.1e), so pictures run "
+                "one at a time on all threads",
+                batcher.threads, batcher.narrow_threads, diff,
+            )  # fmt: skip
+            return False
+        batcher.open_streams()
+        log.info("%d streams: pictures run side by side on %d thread(s) each when several wait",
+                 batcher.streams, batcher.narrow_threads)  # fmt: skip
+        return True
 
     def warm_up(self) -> None:
         """Run the model once per batch shape the service will use, then mark it ready."""
@@ -146,6 +183,7 @@ class Service:
                 self.batcher.call(
                     lambda s=sketches, p=palettes: self.runner.colorize(s, p, list(range(len(s))))
                 ).result()
+            self.check_streams()
             self.info()  # hashes the weights file once, here rather than in the first /v1/model request
             self.ready.set()
             self.metrics.ready.set(1)
@@ -169,6 +207,8 @@ class Service:
                 "max_wait_ms": s.max_wait_ms,
                 "max_queue": s.max_queue,
                 "fixed_batch": s.fixed_batch,
+                "streams": self.batcher.open_streams_count,
+                "threads": self.batcher.threads,
             }
             self._info = described
         return self._info

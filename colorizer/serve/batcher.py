@@ -15,12 +15,20 @@ noise from seeds[i] alone), so a picture does not depend on its batch companions
 arithmetic is bit-identical across batch sizes is the engine's matter: ``split_batches=True`` runs the
 collected pictures one by one (the service's choice when it is not; see ``colorizer.serve.policy``).
 
-Inference runs in this thread, never on the event loop: the HTTP side only waits on a Future. So does every
-other torch operation of the service (``call``: a reference picture's palette, a resize to the requested
-size; ``finish``: the resize back): torch gives each thread that runs a parallel op an OpenMP team of its
-own, and with more OpenMP threads in the process than cores libgomp stops them spinning between ops (the
-model call slowed by 10-40%; ``colorizer.serve.cli`` loads the model in a thread of its own for the same
-reason). With all of it here the process has one team, the model's.
+Inference runs in the worker threads, never on the event loop: the HTTP side only waits on a Future. So does
+every other torch operation of the service (``call``: a reference picture's palette, a resize to the
+requested size, in the lead worker; ``finish``: the resize back): torch gives each thread that runs a
+parallel op an OpenMP team of its own, and with more OpenMP threads in the process than cores libgomp stops
+them spinning between ops (the model call slowed by 10-40%; ``colorizer.serve.cli`` loads the model in a
+thread of its own for the same reason). With all of it here the process has one team, the lead's.
+
+Streams (``streams`` > 1, a torch model on a CPU): a picture alone runs in the lead on all threads (the
+lowest latency); when pictures wait, the workers run one each side by side on ``threads // streams`` threads
+(on a 2-core CPU: two pictures on one thread each, which served more images/s than one after another on
+both, see ``colorizer.serve.policy``; a worker on one thread has no OpenMP team). Nothing starts beside a
+picture that runs on all threads.
+A picture's bits must then not depend on the thread count: ``colorizer.serve.app.Service.check_streams``
+opens the streams only when the warm-up picture comes out the same both ways.
 """
 
 from __future__ import annotations
@@ -73,7 +81,13 @@ class BatchResult:
 class Batcher:
     """Collects Jobs into batches and runs ``run(sketches (N,3,H,W), palettes (N,9,3), seeds [N])``.
 
-    on_batch(size, seconds) and on_depth(pending) are called from the worker thread (metrics).
+    streams > 1 (a torch model on a CPU; ``colorizer.serve.policy``): that many worker threads. A picture alone
+    (nothing else waiting or running) runs in the lead worker on all ``threads``; when more wait, each worker
+    runs one batch at a time on ``threads // streams`` threads, side by side. The lead starts with ``start``;
+    the others only after ``open_streams`` (the service calls it once its warm-up found the model's bits the
+    same at both thread counts), so until then the lead alone runs everything, on all threads.
+
+    on_batch(size, seconds, threads) and on_depth(pending) are called from the worker threads (metrics).
     """
 
     def __init__(
@@ -84,29 +98,58 @@ class Batcher:
         max_wait_s: float = 0.005,
         max_queue: int = 64,
         split_batches: bool = False,
-        on_batch: Callable[[int, float], None] | None = None,
+        streams: int = 1,
+        threads: int | None = None,
+        on_batch: Callable[[int, float, int], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if streams < 1:
+            raise ValueError(f"streams must be at least 1, got {streams}")
         self.run, self.max_batch, self.max_wait_s, self.max_queue = run, int(max_batch), float(max_wait_s), max_queue
         self.split_batches = split_batches
+        self.streams = int(streams)
+        self.threads = int(threads) if threads is not None else torch.get_num_threads()
+        self.narrow_threads = max(1, self.threads // self.streams)
         self.on_batch, self.on_depth = on_batch, on_depth
         self._pending: dict[tuple[int, int], deque[Job]] = {}
-        self._calls: deque[tuple[Callable[[], object], concurrent.futures.Future]] = deque()
+        self._calls: deque[tuple[Callable[[], object], concurrent.futures.Future, int | None]] = deque()
         self._count = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._open = 1  # workers that take work: the lead, then ``streams`` after open_streams
+        self._running = 0  # workers inside a run or call
+        self._wide = False  # the lead runs a picture alone on all threads: the others wait for it
+        self._threads: list[threading.Thread] = []
 
     @property
     def depth(self) -> int:
-        """Work waiting for the worker thread: pictures not yet in a running batch, and calls."""
+        """Work waiting for the worker threads: pictures not yet in a running batch, and calls."""
         return self._count + len(self._calls)
 
+    @property
+    def open_streams_count(self) -> int:
+        """Workers taking work now: 1 until ``open_streams``."""
+        return self._open
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="colorizer-batcher", daemon=True)
-        self._thread.start()
+        """Start the lead worker (it runs every call, and every picture while it is the only worker)."""
+        self._start_worker(0)
+
+    def open_streams(self) -> None:
+        """Start the other ``streams - 1`` workers (after ``start``)."""
+        with self._cond:
+            self._open = self.streams
+            self._cond.notify_all()
+        for k in range(1, self.streams):
+            self._start_worker(k)
+
+    def _start_worker(self, k: int) -> None:
+        name = "colorizer-batcher" if k == 0 else f"colorizer-batcher-{k}"
+        thread = threading.Thread(target=self._loop, args=(k,), name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def submit(
         self,
@@ -128,31 +171,33 @@ class Batcher:
                 raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
             self._pending.setdefault(job.key, deque()).append(job)
             self._count += 1
-            self._cond.notify()
+            self._cond.notify_all()
         self._report_depth()
         return job.future
 
-    def call(self, fn: Callable[[], object]) -> concurrent.futures.Future:
-        """Run ``fn()`` in the worker thread, before the next batch (calls are short tensor work); its Future
-        gets the value or the exception. Bounded by ``max_queue`` with the pictures: QueueFull, Stopped."""
+    def call(self, fn: Callable[[], object], threads: int | None = None) -> concurrent.futures.Future:
+        """Run ``fn()`` in the lead worker, before its next batch (calls are short tensor work); its Future
+        gets the value or the exception. ``threads``: run it on that many threads (default: as a batch would
+        run now). Bounded by ``max_queue`` with the pictures: QueueFull, Stopped."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._cond:
             if self._stopping:
                 raise Stopped("the service is shutting down")
             if self.depth >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} waiting)")
-            self._calls.append((fn, future))
-            self._cond.notify()
+            self._calls.append((fn, future, threads))
+            self._cond.notify_all()
         self._report_depth()
         return future
 
     def stop(self, timeout: float | None = None) -> None:
-        """Refuse new pictures, run every queued one, then end the worker thread."""
+        """Refuse new pictures, run every queued one, then end the worker threads."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads):
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
     def _report_depth(self) -> None:
         if self.on_depth is not None:
@@ -162,54 +207,88 @@ class Batcher:
         heads = [(q[0].arrived, key) for key, q in self._pending.items() if q]
         return min(heads)[1] if heads else None
 
-    def _take(self) -> list[Job] | tuple | None:
-        """The next call (fn, future) or batch (blocking), or None once stopped and drained."""
+    def _threads_now(self) -> int:
+        """Threads for the work just taken (called with the lock held, after the take): all of them when
+        this is the only work, running or waiting, and fewer side by side otherwise."""
+        if self._open == 1:
+            return self.threads
+        alone = self._running == 0 and self._count == 0 and not self._calls
+        return self.threads if alone else self.narrow_threads
+
+    def _may_take(self, worker: int) -> bool:
+        """A worker other than the lead joins in only while the lead does not run a picture alone, and only
+        when there is company: something running already, or two pictures waiting (one alone is the lead's,
+        on all threads)."""
+        if worker == 0:
+            return True
+        if worker >= self._open or self._wide:
+            return False
+        return self._running > 0 or self._count >= 2
+
+    def _take(self, worker: int):
+        """(threads, call) or (threads, jobs) for ``worker`` (blocking), or None once stopped and drained."""
         with self._cond:
             while True:
-                if self._calls:
-                    return self._calls.popleft()
+                if worker == 0 and self._calls:
+                    fn, future, threads = self._calls.popleft()
+                    return self._begin(threads or self._threads_now()), (fn, future)
                 key = self._oldest_key()
-                if key is None:
-                    if self._stopping:
+                if key is None or not self._may_take(worker):
+                    if self._stopping and key is None:
                         return None
                     self._cond.wait()
                     continue
                 queue = self._pending[key]
-                deadline = queue[0].arrived + self.max_wait_s
                 # Wait for company only while the batch is short, the oldest picture's budget lasts and the
-                # service is not draining (a drain runs what is there at once).
-                while len(queue) < self.max_batch and not self._stopping and not self._calls:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-                if self._calls and len(queue) < self.max_batch and not self._stopping:
-                    continue  # run the call while the batch may still fill
+                # service is not draining (a drain runs what is there at once); a call for the lead goes first.
+                if len(queue) < self.max_batch and not self._stopping and not (worker == 0 and self._calls):
+                    left = queue[0].arrived + self.max_wait_s - time.monotonic()
+                    if left > 0:
+                        self._cond.wait(left)
+                        continue  # look again: another worker may have taken the queue meanwhile
                 jobs = [queue.popleft() for _ in range(min(self.max_batch, len(queue)))]
                 if not queue:
                     del self._pending[key]
                 self._count -= len(jobs)
-                return jobs
+                return self._begin(self._threads_now()), jobs
 
-    def _loop(self) -> None:
+    def _begin(self, threads: int) -> int:
+        """Count a worker as running (lock held); a run on all threads while streams are open is 'wide'."""
+        self._running += 1
+        self._wide = self._open > 1 and threads == self.threads and threads > self.narrow_threads
+        return threads
+
+    def _end(self) -> None:
+        with self._cond:
+            self._running -= 1
+            self._wide = False
+            self._cond.notify_all()
+
+    def _loop(self, worker: int) -> None:
         while True:
-            jobs = self._take()
-            if jobs is None:
+            taken = self._take(worker)
+            if taken is None:
                 return
+            threads, work = taken
             self._report_depth()
-            if isinstance(jobs, tuple):
-                fn, future = jobs
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn())
-                    except BaseException as exc:  # noqa: BLE001 - the caller's error, raised where it waits
-                        future.set_exception(exc)
-                continue
-            jobs = [j for j in jobs if j.future.set_running_or_notify_cancel()]
-            if jobs:
-                self._run(jobs)
+            try:
+                if self.streams > 1 and torch.get_num_threads() != threads:
+                    torch.set_num_threads(threads)  # this thread's OpenMP setting (and MKL's)
+                if isinstance(work, tuple):
+                    fn, future = work
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            future.set_result(fn())
+                        except BaseException as exc:  # noqa: BLE001 - the caller's error, raised where it waits
+                            future.set_exception(exc)
+                else:
+                    jobs = [j for j in work if j.future.set_running_or_notify_cancel()]
+                    if jobs:
+                        self._run(jobs, threads)
+            finally:
+                self._end()
 
-    def _run(self, jobs: list[Job]) -> None:
+    def _run(self, jobs: list[Job], threads: int) -> None:
         start = time.monotonic()
         try:
             if self.split_batches:
@@ -224,7 +303,7 @@ class Batcher:
             return
         seconds = time.monotonic() - start
         if self.on_batch is not None:
-            self.on_batch(len(jobs), seconds)
+            self.on_batch(len(jobs), seconds, threads)
         for j, image in zip(jobs, images):
             try:
                 value = image if j.finish is None else j.finish(image)

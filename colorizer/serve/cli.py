@@ -70,6 +70,15 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "gives a picture the same bits in any batch, on a GPU, and with --openvino-requests)",
     )
     p.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="torch model only: when several pictures wait, run up to N side by side on threads/N threads each "
+        "(a picture alone still gets every thread); opened only if the warm-up finds a picture's bits the same "
+        "both ways (default: per device, colorizer.serve.policy: one per thread on a CPU of up to 2 threads, "
+        "else 1)",
+    )
+    p.add_argument(
         "--max-queue",
         type=int,
         default=d.max_queue,
@@ -131,14 +140,29 @@ def settings_from_args(args, runner):
     """ServeSettings from the parsed options, the policy filling what was not given."""
     from colorizer.errors import ConfigError
     from colorizer.limits import check_size
-    from colorizer.serve.policy import FIXED, default_batch_shape, default_max_batch, default_max_wait_ms
+    from colorizer.serve.policy import (
+        FIXED,
+        default_batch_shape,
+        default_max_batch,
+        default_max_wait_ms,
+        default_streams,
+    )
     from colorizer.serve.settings import ServeSettings
 
     device_type = runner.device.type
     max_batch = args.max_batch if args.max_batch is not None else default_max_batch(device_type, runner.format, runner)
     max_wait_ms = args.max_wait_ms if args.max_wait_ms is not None else default_max_wait_ms(device_type)
+    streams = args.streams
+    if streams is None:
+        import torch
+
+        streams = default_streams(device_type, runner.format, torch.get_num_threads())
+    elif streams > 1 and runner.format != "torch":
+        hint = " (--openvino-requests runs OpenVINO's own)" if runner.format == "openvino" else ""
+        raise ConfigError(f"streams is for a torch model; this one is {runner.format}{hint}", option="streams")
     for name, value, low in (
         ("max_batch", max_batch, 1),
+        ("streams", streams, 1),
         ("max_queue", args.max_queue, 1),
         ("max_pixels", args.max_pixels, 1),
     ):
@@ -164,6 +188,7 @@ def settings_from_args(args, runner):
         cors_origins=tuple(args.cors_origin),
         warmup_size=args.warmup_size,
         fixed_batch=shape == FIXED and max_batch > 1,
+        streams=streams,
     )
 
 
@@ -283,6 +308,7 @@ def cmd_serve(args) -> int:
     print(
         f"colorizer serve: {runner!r}, max batch {settings.max_batch} "
         f"({'fixed shape' if settings.fixed_batch else 'any shape'}), wait {settings.max_wait_ms:g} ms, "
+        f"streams {settings.streams}, "
         f"queue {settings.max_queue}, API key {key}; listening on {url}, warming up",
         file=sys.stderr,
         flush=True,

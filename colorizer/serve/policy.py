@@ -62,6 +62,29 @@ DEFAULT_MAX_WAIT_MS: dict[str, float] = {"cpu": 0.0, "cuda": 5.0}
 # is as fast. On a many-core machine, where the plugin makes more streams, measure it.
 
 
+# Default ``--streams``: pictures run side by side, each on threads // streams threads, when more than one
+# waits (a picture alone still runs on all threads: colorizer.serve.batcher). Only a torch model (an engine
+# has its own: OpenVINO's --openvino-requests), and only on a CPU (a GPU batches instead). Measured on the
+# 2-core CPU (AMD EPYC, 2026-12-07, benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07-streams), bundled
+# model, 256 px: in-process one picture took 68 ms on 2 threads, and two side by side on one thread each
+# gave 15.2 images/s against 14.8 one after another (the small convolutions of a narrow model do not split
+# well over threads); served at concurrency 16, 13.9 images/s against 11.2 with one stream the same day (a
+# worker on one thread has no OpenMP team to stall when the HTTP side takes its core).
+# Two streams need the model's bits to be the same on one thread and on two, which the service checks at
+# warm-up and otherwise stays at one stream: the native path is (colorizer.ops.reference.sum_projection;
+# tests/serve/test_streams.py); the reference widths are not (oneDNN splits the channels of their wide 1x1
+# convolutions between threads). Not measured on more cores, so the default is one stream there.
+MAX_DEFAULT_STREAM_THREADS = 2
+
+
+def default_streams(device_type: str, format: str, threads: int) -> int:
+    """The default ``--streams`` for a model of ``format`` on ``device_type`` run on ``threads`` threads: one
+    per thread for a torch model on a CPU of at most ``MAX_DEFAULT_STREAM_THREADS`` threads, else 1."""
+    if device_type == "cpu" and format == "torch" and 1 < threads <= MAX_DEFAULT_STREAM_THREADS:
+        return threads
+    return 1
+
+
 def per_picture(runner) -> bool:
     """True when the runner runs each picture of a batch as its own request (OpenVINO's async queue): then
     a batch of the engine's request count is what it serves at once, and it needs no padding to give every

@@ -19,4 +19,6 @@ class ServeSettings:
     cors_origins: tuple[str, ...] = ()
     warmup_size: int = 256
     fixed_batch: bool = False  # pad every batch to max_batch pictures (see colorizer.serve.policy)
+    streams: int = 1  # pictures run side by side when several wait (colorizer.serve.batcher, .policy)
+    threads: int | None = None  # a picture alone runs on these (None: torch.get_num_threads())
     retry_after_s: int = 1

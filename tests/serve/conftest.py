@@ -96,8 +96,8 @@ def make_client(runner):
 
 
 class Server:
-    def __init__(self, model, *args):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    def __init__(self, model, *args, env=None):
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
         env.pop("COLORIZER_API_KEY", None)
         cmd = [sys.executable, "-m", "colorizer.cli", "serve", str(model), "--port", "0", "--warmup-size", "128", *args]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
@@ -145,11 +145,11 @@ class Server:
 
 @pytest.fixture
 def serve(tiny_checkpoint):
-    """serve(*options, model=tiny) -> a running `colorizer serve` process (killed after the test)."""
+    """serve(*options, model=tiny, env=None) -> a running `colorizer serve` process (killed after the test)."""
     servers = []
 
-    def start(*args, model=None):
-        server = Server(model or tiny_checkpoint, *args)
+    def start(*args, model=None, env=None):
+        server = Server(model or tiny_checkpoint, *args, env=env)
         servers.append(server)
         return server
 

@@ -50,6 +50,26 @@ def test_policy_fills_what_was_not_given(device, format, argv, batch, fixed, wai
     assert (settings.max_batch, settings.fixed_batch, settings.max_wait_ms) == (batch, fixed, wait)
 
 
+def test_streams_default_per_device_format_and_threads_and_only_for_torch(monkeypatch):
+    """--streams: one per thread for torch on a CPU of up to 2 threads (measured there), 1 elsewhere; an
+    engine refuses more than 1 (OpenVINO has its own: --openvino-requests)."""
+    from colorizer.serve.cli import settings_from_args
+    from colorizer.serve.policy import default_streams
+
+    assert [default_streams("cpu", "torch", t) for t in (1, 2, 4, 16)] == [1, 2, 1, 1]
+    assert default_streams("cuda", "torch", 2) == default_streams("cpu", "openvino", 2) == 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert settings_from_args(parse(), fake_runner()).streams == 2
+    assert settings_from_args(parse(), fake_runner("cpu", "openvino")).streams == 1
+    assert settings_from_args(parse("--streams", "1"), fake_runner()).streams == 1
+    assert settings_from_args(parse("--streams", "3"), fake_runner("cuda")).streams == 3
+    with pytest.raises(ConfigError, match="streams is for a torch model; this one is openvino .*--openvino-requests"):
+        settings_from_args(parse("--streams", "2"), fake_runner("cpu", "openvino"))
+    with pytest.raises(ConfigError) as info:
+        settings_from_args(parse("--streams", "0"), fake_runner())
+    assert info.value.for_command_line().startswith("--streams must be at least 1")
+
+
 def test_openvino_requests_option_and_a_per_picture_runner():
     """--openvino-requests N|auto (OpenVINO's async infer requests, off by default: measured slower here); a
     runner that runs each picture as its own request serves as many at once as it has requests, without
