@@ -107,9 +107,16 @@ PROBE_HELLO = "probe ready"
 
 def probe_main(model_file: str, kernels: str, size: int) -> int:
     """The in-process side (``--probe``): this process, set up as the ``colorizer`` command sets up its own
-    (``tune_malloc``), loads the runner ``colorizer serve`` loads, then answers lines ``BATCH CALLS SEED`` from
-    stdin with the seconds of each ``Runner.colorize`` call as a JSON list (picture i of call j gets seed
-    SEED + j * BATCH + i: fresh noise every call, as the served requests get)."""
+    (``tune_malloc``), loads the runner ``colorizer serve`` loads, then answers lines ``BATCH CALLS SEED
+    STREAMS`` from stdin with a JSON list of seconds (picture i of call j gets seed SEED + j * BATCH + i: fresh
+    noise every call, as the served requests get):
+
+    - STREAMS 1: ``CALLS`` ``Runner.colorize`` calls of BATCH pictures on all threads, one after another, the
+      seconds of each;
+    - STREAMS k > 1: k threads (this one and k - 1 kept for the purpose, as the service's batcher keeps its
+      workers) each make ``CALLS`` calls on threads // k threads side by side; the wall seconds per round of k
+      calls.
+    """
     from colorizer.runtime.allocator import tune_malloc
 
     tune_malloc()
@@ -117,17 +124,50 @@ def probe_main(model_file: str, kernels: str, size: int) -> int:
 
     runner = load_runner(model_file, device="cpu", kernels=kernels)
     sketch, palette = request_inputs(sketch_png(size))
-    print(json.dumps({"hello": PROBE_HELLO, "runner": repr(runner)}), flush=True)
+    threads = torch.get_num_threads()
+    helpers: list[StreamHelper] = []
+    print(json.dumps({"hello": PROBE_HELLO, "runner": repr(runner), "threads": threads}), flush=True)
     for line in sys.stdin:
-        n, calls, seed = (int(v) for v in line.split())
-        sketches, palettes = sketch.expand(n, -1, -1, -1), palette.expand(n, -1, -1)
-        times = []
-        for j in range(calls):
-            start = time.perf_counter()
-            runner.colorize(sketches, palettes, [seed + j * n + i for i in range(n)])
-            times.append(time.perf_counter() - start)
-        print(json.dumps(times), flush=True)
+        n, calls, seed, streams = (int(v) for v in line.split())
+        args = (runner, sketch.expand(n, -1, -1, -1), palette.expand(n, -1, -1), calls, seed, streams)
+        if streams == 1:
+            print(json.dumps(_probe_calls(*args, 0, threads)), flush=True)
+            continue
+        while len(helpers) < streams - 1:
+            helpers.append(StreamHelper())
+        narrow = max(1, threads // streams)
+        start = time.perf_counter()
+        pending = [h.submit(_probe_calls, *args, k, narrow) for k, h in enumerate(helpers[: streams - 1], 1)]
+        _probe_calls(*args, 0, narrow)
+        for p in pending:
+            p.result()
+        wall = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        print(json.dumps([wall / calls] * calls), flush=True)
     return 0
+
+
+def _probe_calls(runner, sketches, palettes, calls: int, seed: int, streams: int, k: int, threads: int) -> list:
+    """Stream ``k``'s ``calls`` calls on ``threads`` threads, the seconds of each."""
+    torch.set_num_threads(threads)
+    n, times = sketches.shape[0], []
+    for j in range(calls):
+        start = time.perf_counter()
+        runner.colorize(sketches, palettes, [seed + ((j * streams + k) * n) + i for i in range(n)])
+        times.append(time.perf_counter() - start)
+    return times
+
+
+class StreamHelper:
+    """One long-lived thread that runs what it is given (the probe's extra stream)."""
+
+    def __init__(self):
+        import concurrent.futures
+
+        self.pool = concurrent.futures.ThreadPoolExecutor(1)
+
+    def submit(self, fn, *args):
+        return self.pool.submit(fn, *args)
 
 
 class Probe:
@@ -142,37 +182,47 @@ class Probe:
         hello = json.loads(self.proc.stdout.readline() or "{}")
         if hello.get("hello") != PROBE_HELLO:
             raise RuntimeError("the in-process probe did not start")
-        self.runner = hello["runner"]
+        self.runner, self.threads = hello["runner"], hello["threads"]
         self.seed = 1 << 20
 
-    def calls(self, batch: int, count: int) -> list[float]:
-        """Seconds of ``count`` calls at ``batch`` pictures, each with fresh seeds."""
-        self.proc.stdin.write(f"{batch} {count} {self.seed}\n")
+    def calls(self, batch: int, count: int, streams: int = 1) -> list[float]:
+        """Seconds of ``count`` calls at ``batch`` pictures, each with fresh seeds (``streams`` > 1: the wall
+        seconds per round of that many calls side by side)."""
+        self.proc.stdin.write(f"{batch} {count} {self.seed} {streams}\n")
         self.proc.stdin.flush()
-        self.seed += batch * count
+        self.seed += batch * count * streams
         return json.loads(self.proc.stdout.readline())
 
-    def sweep(self, batches: list[int], rounds: int) -> dict:
-        """The latency of one picture and the best images/s over ``batches`` (the ceiling): ``rounds`` passes
-        over the batch sizes in turn (so that a slow minute of the machine hits them all), medians."""
-        times: dict[int, list[float]] = {n: [] for n in batches}
-        for n in batches:
-            self.calls(n, 1)  # warm-up
+    def sweep(self, batches: list[int], rounds: int, streams: int = 1) -> dict:
+        """The latency of one picture and the best images/s over ``batches`` and, with ``streams`` > 1, over
+        that many pictures side by side (the ceiling): ``rounds`` passes over the ways in turn (so that a slow
+        minute of the machine hits them all), medians."""
+        ways = [(n, 1) for n in batches] + ([(1, streams)] if streams > 1 else [])
+        times: dict[tuple[int, int], list[float]] = {w: [] for w in ways}
+        for n, k in ways:
+            self.calls(n, 1, k)  # warm-up
         for _ in range(rounds):
-            for n in batches:
-                times[n] += self.calls(n, 1)
+            for n, k in ways:
+                times[(n, k)] += self.calls(n, 1, k)
         rows = {}
-        for n in batches:
-            median = float(np.median(times[n]))
-            rows[n] = {"seconds_per_call": median, "images_per_s": n / median}
-        best = max(rows, key=lambda n: rows[n]["images_per_s"])
-        ceiling = rows[best]["images_per_s"]
-        return {"runner": self.runner, "by_batch": rows, "best_batch": best, "ceiling_images_per_s": ceiling,
-                "latency_one_s": rows[1]["seconds_per_call"]}  # fmt: skip
+        for n, k in ways:
+            median = float(np.median(times[(n, k)]))
+            rows[(n, k)] = {"seconds_per_call": median, "images_per_s": n * k / median}
+        best = max(rows, key=lambda w: rows[w]["images_per_s"])
+        return {
+            "runner": self.runner,
+            "threads": self.threads,
+            "by_batch": {n: rows[(n, 1)] for n in batches},
+            "streams": {"streams": streams, **rows[(1, streams)]} if streams > 1 else None,
+            "best_batch": best[0],
+            "best_streams": best[1],
+            "ceiling_images_per_s": rows[best]["images_per_s"],
+            "latency_one_s": rows[(1, 1)]["seconds_per_call"],
+        }
 
-    def best_now(self, batches: list[int]) -> float:
-        """The best images/s over ``batches`` (the ceiling's batch size and 1), measured now."""
-        return max(n / float(np.median(self.calls(n, max(2, 4 // n)))) for n in batches)
+    def best_now(self, ways: list[tuple[int, int]]) -> float:
+        """The best images/s over ``ways`` (batch, streams), measured now."""
+        return max(n * k / float(np.median(self.calls(n, max(2, 4 // (n * k)), k))) for n, k in ways)
 
     def close(self) -> None:
         self.proc.stdin.close()
@@ -214,13 +264,15 @@ def openvino_async(xml: str, png: bytes, count: int, rounds: int) -> dict:
 
 class ServerProcess:
     def __init__(self, model_file: str, kernels: str, max_batch: int, max_wait_ms: float | None, size: int,
-                 batch_shape: str | None = None):  # fmt: skip
+                 batch_shape: str | None = None, streams: int | None = None):  # fmt: skip
         cmd = [sys.executable, "-m", "colorizer.cli", "serve", model_file, "--port", "0", "--kernels", kernels,
                "--max-batch", str(max_batch), "--warmup-size", str(size), "--max-queue", "1024"]  # fmt: skip
         if max_wait_ms is not None:  # else the policy's default
             cmd += ["--max-wait-ms", str(max_wait_ms)]
         if batch_shape is not None:  # else the policy's default
             cmd += ["--batch-shape", batch_shape]
+        if streams is not None:  # else the policy's default
+            cmd += ["--streams", str(streams)]
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []
         self.url = None
@@ -348,10 +400,11 @@ def serve_rows(probe: Probe, ceiling: dict, server_args: tuple, concurrencies, p
     import httpx
 
     server = ServerProcess(*server_args)
-    best = ceiling["best_batch"]
+    ways = sorted({(1, 1), (ceiling["best_batch"], ceiling["best_streams"])})
     rows = []
     try:
         with httpx.Client(timeout=60) as http:
+            limits = http.get(server.url + "/v1/model").json()["limits"]
             closed_loop(server.url, 1, 3, body, 600)  # first-request effects (allocations, caches) out of the rows
             for c in concurrencies:
                 before = scrape(http, server.url)
@@ -371,7 +424,7 @@ def serve_rows(probe: Probe, ceiling: dict, server_args: tuple, concurrencies, p
                 else:
                     wall = 0.0
                     for _ in range(blocks):
-                        block_probe = probe.best_now(sorted({1, best}))
+                        block_probe = probe.best_now(ways)
                         run = closed_loop(server.url, c, max(per_level, c), body, 600)
                         latencies += run["latencies"]
                         errors += run["errors"]
@@ -384,6 +437,7 @@ def serve_rows(probe: Probe, ceiling: dict, server_args: tuple, concurrencies, p
                 lat = np.array(latencies) if latencies else np.array([float("nan")])
                 row = {
                     "max_batch": server_args[2],
+                    "streams": limits.get("streams", 1),
                     "concurrency": c,
                     "requests": len(latencies) + len(errors),
                     "errors": len(errors),
@@ -420,8 +474,10 @@ def markdown(report: dict) -> str:
              "server), 256x256 sketches with a 9-color palette, a fresh seed for every request. The in-process "
              "side is the same runner in a process of its own (set up as the `colorizer` command sets up its "
              "own), called between the served runs so that both meet the same moment of the machine. `ceiling`: "
-             "its best images/s over batch sizes. `x ceiling` (target at c=16: >= 0.85): the median over blocks "
-             "of served images/s over the in-process images/s (the best of batch 1 and the ceiling's batch size) "
+             "its best images/s over batch sizes and, where the server runs pictures side by side (`--streams`), over "
+             "that many pictures side by side on threads/streams threads each. `x ceiling` (target at c=16: "
+             ">= 0.85): the median over blocks of served images/s over the in-process images/s (the best of batch 1 "
+             "and the ceiling's way) "
              "measured just before. "
              "`gap` (target at c=1: <= 15 ms): the median over pairs of one served request's latency minus one "
              "in-process call's, taken one after the other. Stages: mean ms per request (read = upload, queue "
@@ -431,16 +487,23 @@ def markdown(report: dict) -> str:
             lines += [f"## {case['model']} / {case['engine']}: skipped ({case['skipped']})", ""]
             continue
         ip = case["in_process"]
-        by_batch = ", ".join(f"batch {n}: {r['images_per_s']:.2f} img/s" for n, r in ip["by_batch"].items())
+        ways = [f"batch {n}: {r['images_per_s']:.2f} img/s" for n, r in ip["by_batch"].items()]
+        if ip.get("streams"):
+            st = ip["streams"]
+            ways.append(f"{st['streams']} pictures side by side on {max(1, ip['threads'] // st['streams'])} "
+                        f"thread(s) each: {st['images_per_s']:.2f} img/s")  # fmt: skip
+        best = f"{ip['best_streams']} streams" if ip.get("best_streams", 1) > 1 else f"batch {ip['best_batch']}"
         lines += [f"## {case['model']} / {case['engine']}", "",
-                  f"In-process ({ip['runner']}): {by_batch}; ceiling {ip['ceiling_images_per_s']:.2f} img/s at batch "
-                  f"{ip['best_batch']}, one picture {ip['latency_one_s'] * 1000:.0f} ms. Server default "
-                  f"--max-batch: {case['default_max_batch']}.", ""]  # fmt: skip
+                  f"In-process ({ip['runner']}, {ip.get('threads', '?')} threads): {'; '.join(ways)}; ceiling "
+                  f"{ip['ceiling_images_per_s']:.2f} img/s ({best}), one picture {ip['latency_one_s'] * 1000:.0f} "
+                  f"ms. Server defaults: --max-batch {case['default_max_batch']}, --streams "
+                  f"{case.get('default_streams', 1)}.", ""]  # fmt: skip
         if case.get("openvino_async"):
             ways = "; ".join(f"{k}: {v:.2f} img/s" for k, v in case["openvino_async"].items())
             lines += [f"OpenVINO's asynchronous infer requests against one batch (in-process): {ways}.", ""]
-        lines += ["| max batch | c | images/s | x ceiling | in-process one ms | p50 ms | gap ms | p95 ms | p99 ms | "
-                  "mean batch | errors | " + " | ".join(STAGES) + " |", "|" + "---|" * (11 + len(STAGES))]  # fmt: skip
+        lines += ["| max batch | streams | c | images/s | x ceiling | in-process one ms | p50 ms | gap ms | p95 ms | "
+                  "p99 ms | mean batch | errors | " + " | ".join(STAGES) + " |",
+                  "|" + "---|" * (12 + len(STAGES))]  # fmt: skip
         for row in case["serve"]:
             stages = " | ".join("-" if row["stages_ms"][s] is None else f"{row['stages_ms'][s]:.1f}" for s in STAGES)
             one = f"{row['probe_one_s'] * 1000:.0f}" if row.get("probe_one_s") else ""
@@ -448,7 +511,8 @@ def markdown(report: dict) -> str:
             ratio = f"{row['x_ceiling']:.2f}" if "x_ceiling" in row else ""
             mean_batch = "-" if row["mean_batch"] is None else f"{row['mean_batch']:.2f}"
             lines.append(
-                f"| {row['max_batch']} | {row['concurrency']} | {row['images_per_s']:.2f} | {ratio} | {one} | "
+                f"| {row['max_batch']} | {row.get('streams', 1)} | {row['concurrency']} | {row['images_per_s']:.2f} | "
+                f"{ratio} | {one} | "
                 f"{row['p50_s'] * 1000:.0f} | {gap} | {row['p95_s'] * 1000:.0f} | {row['p99_s'] * 1000:.0f} | "
                 f"{mean_batch} | {row['errors']} | {stages} |"
             )
@@ -465,6 +529,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-batches", default="default", help="server --max-batch settings; default = policy")
     parser.add_argument("--max-wait-ms", type=float, default=None, help="server --max-wait-ms (default: policy)")
     parser.add_argument("--batch-shape", choices=("fixed", "any"), help="server --batch-shape (default: policy)")
+    parser.add_argument("--streams", type=int, default=None, help="server --streams (default: policy)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--requests", type=int, default=32, help="requests per block at c>1 (at least c)")
     parser.add_argument("--reference-requests", type=int, default=16, help="the same for the reference widths (slow)")
@@ -485,7 +550,7 @@ def main(argv=None) -> int:
 
     from benchmarks.environment import collect_environment
     from benchmarks.output import write_result
-    from colorizer.serve.policy import default_max_batch
+    from colorizer.serve.policy import default_max_batch, default_streams
 
     env = collect_environment("cpu")
     concurrencies = [int(c) for c in args.concurrency.split(",")]
@@ -518,13 +583,16 @@ def main(argv=None) -> int:
                         settings.append(value)
                 probe = Probe(model_file, kernels, args.size)
                 try:
-                    case["in_process"] = ip = probe.sweep([1, 2, 4, 8], args.rounds)
-                    print(
-                        f"  in-process: {ip['ceiling_images_per_s']:.2f} img/s at batch {ip['best_batch']}", flush=True
-                    )
+                    fmt = "torch" if engine == "torch" else engine
+                    case["default_streams"] = default_streams("cpu", fmt, probe.threads)
+                    streams = args.streams if args.streams is not None else case["default_streams"]
+                    case["in_process"] = ip = probe.sweep([1, 2, 4, 8], args.rounds, streams)
+                    print(f"  in-process: {ip['ceiling_images_per_s']:.2f} img/s at batch {ip['best_batch']} x "
+                          f"{ip['best_streams']} stream(s)", flush=True)  # fmt: skip
                     case["serve"] = []
                     for max_batch in settings:
-                        server_args = (model_file, kernels, max_batch, args.max_wait_ms, args.size, args.batch_shape)
+                        server_args = (model_file, kernels, max_batch, args.max_wait_ms, args.size, args.batch_shape,
+                                       args.streams)  # fmt: skip
                         case["serve"] += serve_rows(probe, ip, server_args, concurrencies, per_level, args.pairs,
                                                     args.blocks, body)  # fmt: skip
                 finally:
