@@ -35,8 +35,8 @@ from colorizer.errors import ConfigError
 from colorizer.limits import check_model_size, check_seed
 
 NOISE_CACHE = 256  # pictures whose noise maps a ModuleRunner keeps (about 0.35 MB each at 256 px)
-# A CPU ModuleRunner runs convolutions of fewer output pixels than this on one thread (see
-# ``one_thread_for_small_convolutions``).
+# With ``keep_bits_across_thread_counts``, a CPU ModuleRunner runs convolutions of fewer output pixels than
+# this on one thread (see ``one_thread_for_small_convolutions``).
 SMALL_CONV_PIXELS = 64
 _restore = threading.local()
 
@@ -57,18 +57,21 @@ def _small_conv_post(module, args, output):
         torch.set_num_threads(threads)
 
 
-def one_thread_for_small_convolutions(model: torch.nn.Module) -> None:
+def one_thread_for_small_convolutions(model: torch.nn.Module) -> list:
     """Run ``model``'s convolutions over fewer than ``SMALL_CONV_PIXELS`` pixels (its deepest levels, a few
     pixels wide) on one thread, whatever the caller's thread count, so that a picture's bits do not depend on
     the thread count (the service runs a picture alone on all threads and side by side on fewer:
     ``colorizer.serve.batcher``). oneDNN gives 3x3 convolutions over 5 to 10 pixels (a 384x256 picture's
     3x2 level) a different order of summation on 1 and 2 threads (up to 2e-4 apart); on one thread both are
-    the one-thread result. The work there is a few MFLOP: one thread is as fast. Forward hooks on every
-    Conv2d, the thread count kept per thread (streams run the same module side by side)."""
+    the one-thread result. Forward hooks on every Conv2d, the thread count kept per thread (streams run the
+    same module side by side); returns the hooks' handles. It costs the bundled model about 2% of a picture
+    on 2 threads (paired calls), so only the service turns it on (``Runner.keep_bits_across_thread_counts``)."""
+    handles = []
     for module in model.modules():
         if isinstance(module, torch.nn.Conv2d):
-            module.register_forward_pre_hook(_small_conv_pre)
-            module.register_forward_hook(_small_conv_post)
+            handles.append(module.register_forward_pre_hook(_small_conv_pre))
+            handles.append(module.register_forward_hook(_small_conv_post))
+    return handles
 
 
 def check_seeds(seeds, count: int) -> list[int]:
@@ -148,6 +151,12 @@ class Runner:
             self._sha256 = sha256_of(self.path)
         return self._sha256
 
+    def keep_bits_across_thread_counts(self, on: bool = True) -> bool:
+        """Make a picture's bits the same on any thread count (``on``), or stop; True if this runner now does
+        what it can for that (the service still checks the bits: ``colorizer.serve.app.Service.check_streams``).
+        An engine runs on its own runtime: False."""
+        return False
+
     def describe(self) -> dict:
         """What runs, for reports and the service's /v1/model."""
         from colorizer.limits import MAX_SEED, MAX_SIDE, SIZE_MULTIPLE
@@ -202,8 +211,7 @@ class ModuleRunner(Runner):
         )
         self.layout = torch.channels_last if backend == "native" else torch.contiguous_format
         self.module = model.to(memory_format=self.layout)
-        if self.device.type == "cpu":
-            one_thread_for_small_convolutions(self.module)
+        self._small_conv_hooks: list = []
         # Eval colorizes each picture twice with the same seed: its noise maps are computed once. The lock
         # lets threads call colorize side by side (the service's streams, colorizer.serve.batcher).
         self._noise: dict[tuple[int, int, int], list[torch.Tensor]] = {}
@@ -223,6 +231,19 @@ class ModuleRunner(Runner):
                     self._noise[(s, height, width)] = [m[k : k + 1].to(self.device) for m in maps]
             per_seed = [self._noise[(s, height, width)] for s in seeds]
         return [torch.cat(level) for level in zip(*per_seed)]
+
+    def keep_bits_across_thread_counts(self, on: bool = True) -> bool:
+        """On a CPU: the small convolutions on one thread (``one_thread_for_small_convolutions``), with the
+        native backend's thread-invariant ops that is every op of the model; off removes the hooks."""
+        if self.device.type != "cpu":
+            return False
+        if on and not self._small_conv_hooks:
+            self._small_conv_hooks = one_thread_for_small_convolutions(self.module)
+        if not on:
+            for handle in self._small_conv_hooks:
+                handle.remove()
+            self._small_conv_hooks = []
+        return on
 
     def forward(self, x: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         noise = self.noise_for(seeds, x.shape[-2], x.shape[-1])

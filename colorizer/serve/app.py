@@ -144,20 +144,34 @@ class Service:
     def check_streams(self) -> bool:
         """Open the batcher's streams if the model gives a picture the same bits on the streams' threads as
         alone on all threads (so a picture's bits never depend on how busy the service was); else stay at
-        one stream and log why. Runs the warm-up picture once each way, in the lead worker."""
+        one stream and log why. Asks the runner to keep its bits across thread counts first
+        (``Runner.keep_bits_across_thread_counts``; undone when the check fails), then runs a square picture
+        of the warm-up size and one 128 px taller (whose deepest level is 3 by 2 pixels at 256: odd small
+        levels are where oneDNN's order of summation followed the thread count) each way, in the lead."""
+        from colorizer.limits import SIZE_MULTIPLE
+
         batcher = self.batcher
         if batcher.streams == 1:
             return False
+        keep = getattr(self.runner, "keep_bits_across_thread_counts", None)
+        if keep is not None:
+            keep(True)
         side = self.settings.warmup_size
-        sketch = torch.linspace(-1, 1, 3 * side * side).reshape(1, 3, side, side)
         palette = torch.arange(27, dtype=torch.uint8).reshape(1, 9, 3) * 9
+        differ = []
+        for height in (side, side + SIZE_MULTIPLE):
+            sketch = torch.linspace(-1, 1, 3 * height * side).reshape(1, 3, height, side)
 
-        def colorize(threads):
-            return batcher.call(lambda: self._run_batch(sketch, palette, [0]), threads=threads).result()
+            def colorize(threads, sketch=sketch):
+                return batcher.call(lambda: self._run_batch(sketch, palette, [0]), threads=threads).result()
 
-        alone, side_by_side = colorize(batcher.threads), colorize(batcher.narrow_threads)
-        if not torch.equal(alone, side_by_side):
-            diff = float((alone - side_by_side).abs().max())
+            alone, side_by_side = colorize(batcher.threads), colorize(batcher.narrow_threads)
+            if not torch.equal(alone, side_by_side):
+                differ.append(float((alone - side_by_side).abs().nan_to_num(float("inf")).max()))
+        if differ:
+            diff = max(differ)
+            if keep is not None:
+                keep(False)
             log.warning(
                 "one stream: the model's pictures on %d and on %d threads differ (by up to %.1e), so pictures run "
                 "one at a time on all threads",

@@ -138,9 +138,11 @@ def test_the_warm_up_opens_streams_only_where_the_bits_agree(make_client, native
     settings = ServeSettings(warmup_size=128, streams=2, threads=2)
     same = make_client(settings, model=native_runner)
     assert same.get("/v1/model").json()["limits"]["streams"] == 2
+    assert native_runner._small_conv_hooks  # turned on for the check (runner.keep_bits_across_thread_counts)
     with caplog.at_level("WARNING", logger="colorizer.serve"):
         differs = make_client(settings, model=ThreadDependent(native_runner))
     assert differs.get("/v1/model").json()["limits"]["streams"] == 1
+    assert not native_runner._small_conv_hooks  # and off again when the bits differ anyway
     assert any("one stream" in r.getMessage() and "differ" in r.getMessage() for r in caplog.records)
     # One stream: every picture on every thread, however many wait.
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -176,6 +178,7 @@ def test_the_native_cpu_path_gives_the_same_bits_on_one_thread_and_on_two(model,
     from colorizer.runtime.load import load_runner
 
     runner = native_runner if model == "tiny" else load_runner("demo", device="cpu", kernels="native")
+    assert runner.keep_bits_across_thread_counts()  # what the service turns on before it opens streams
     sizes = [(128, 128), (256, 256), (384, 256), (128, 640)] if model == "tiny" else [(256, 256), (384, 256)]
     gen = torch.Generator().manual_seed(7)
     for h, w in sizes:
