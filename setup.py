@@ -80,7 +80,15 @@ setup(
         "export": ["onnx", "onnxruntime", "onnxscript"],
         "triton": ["triton"],
         "openvino": ["openvino", "nncf"],
-        "serve": ["fastapi", "uvicorn", "python-multipart", "prometheus-client", "swagger-ui-bundle"],
+        "serve": [
+            "fastapi",
+            "uvicorn",
+            "uvloop; sys_platform != 'win32'",  # uvicorn's fast loop and parser, used when installed
+            "httptools",
+            "python-multipart",
+            "prometheus-client",
+            "swagger-ui-bundle",
+        ],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -336,17 +336,36 @@ def hex_palette(palette: torch.Tensor) -> list[str]:
     return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in palette.tolist()]
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (H, W, 3) -> PNG bytes: zlib level 1 with the run-length strategy. The encode is on every request's
-    path; measured on a colorized 256 px picture: 4.7 ms and 61 KB, against 5.2 ms and 71 KB for level 1 with
-    the default strategy and 23 ms and 105 KB for PIL's default level 6."""
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
     import zlib
 
-    from PIL import Image
+    return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
 
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE)
-    return buf.getvalue()
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (H, W, 3) -> PNG bytes (8-bit RGB): each row filtered "up" (its difference from the row above,
+    PNG filter 2; the first row unfiltered), then zlib level 1 with the run-length strategy.
+
+    Written here rather than through Pillow because it is on every request's path, on the cores the model
+    runs on. Measured on a colorized 256 px picture (2-core AMD EPYC, 2026-12-07): 1.7 ms and 68 KB, against
+    4.4 ms and 60 KB for Pillow at level 1 with the same strategy (Pillow tries all five filters on every row),
+    2.5 ms and 192 KB for Pillow uncompressed, and 23 ms and 105 KB for Pillow's default level 6. Any PNG
+    reader gives back the same pixels (tests/serve/test_api.py decodes it with Pillow)."""
+    import zlib
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
+    height, width, _ = image.shape
+    rows = np.ascontiguousarray(image).reshape(height, width * 3)
+    filtered = np.empty((height, width * 3 + 1), np.uint8)
+    filtered[:, 0] = 2  # "up"
+    filtered[0, 0] = 0  # the first row: none
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8: modulo 256, as PNG defines it
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
+    data = deflate.compress(filtered.tobytes()) + deflate.flush()
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes((8, 2, 0, 0, 0))  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
 
 # --- the app ------------------------------------------------------------------------------------------

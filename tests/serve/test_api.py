@@ -89,6 +89,31 @@ def test_colorize_with_palette_matches_the_model(make_client, runner):
     assert not np.array_equal(other_seed, picture)
 
 
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 7), (5, 1), (3, 257), (256, 256), (150, 200)])
+def test_encode_png_gives_the_pixels_back_to_pillow(height, width):
+    """The service's own PNG writer (colorizer.serve.app.encode_png): Pillow reads it as 8-bit RGB with the
+    exact pixels (including rows that wrap modulo 256 under the "up" filter), and it is no larger than
+    Pillow's uncompressed PNG."""
+    from PIL import Image
+
+    from colorizer.serve.app import encode_png
+
+    rng = np.random.default_rng(height * 1000 + width)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    image[: height // 2] = 255 - image[: height // 2]  # large jumps between rows
+    data = encode_png(image)
+    with Image.open(io.BytesIO(data)) as img:
+        assert (img.format, img.mode, img.size) == ("PNG", "RGB", (width, height))
+        img.load()  # checks the chunks' CRCs and the zlib stream
+        assert np.array_equal(np.asarray(img), image)
+    smooth = np.broadcast_to(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], (height, width, 3))
+    plain = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(smooth)).save(plain, format="PNG", compress_level=0)
+    assert len(encode_png(np.ascontiguousarray(smooth))) <= len(plain.getvalue())
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(image.astype(np.float32))
+
+
 def test_colorize_with_reference_and_size(make_client, runner):
     from colorizer.data.images import decode_image
     from colorizer.palette import extract_palette
