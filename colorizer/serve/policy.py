@@ -65,11 +65,13 @@ DEFAULT_MAX_WAIT_MS: dict[str, float] = {"cpu": 0.0, "cuda": 5.0}
 # Default ``--streams``: pictures run side by side, each on threads // streams threads, when more than one
 # waits (a picture alone still runs on all threads: colorizer.serve.batcher). Only a torch model (an engine
 # has its own: OpenVINO's --openvino-requests), and only on a CPU (a GPU batches instead). Measured on the
-# 2-core CPU (AMD EPYC, 2026-12-07, benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07-streams), bundled
-# model, 256 px: in-process one picture took 68 ms on 2 threads, and two side by side on one thread each
-# gave 15.2 images/s against 14.8 one after another (the small convolutions of a narrow model do not split
-# well over threads); served at concurrency 16, 13.9 images/s against 11.2 with one stream the same day (a
-# worker on one thread has no OpenMP team to stall when the HTTP side takes its core).
+# 2-core CPU (AMD EPYC, 2026-12-07, benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07-all and -streams),
+# bundled model, 256 px, in-process: two pictures side by side on one thread each gave 15.2, 13.8 and 15.0
+# images/s in three runs against 14.8, 13.3 and 13.3 one at a time on both (batch 2: 14.9, 13.1 and 15.1,
+# which the service cannot use without losing bit-identity; the small convolutions of a narrow model do not
+# split well over threads); served at concurrency 16 with streams, 0.88, 0.83 and 0.89x
+# the in-process ceiling against 0.82-0.92 with one stream (a worker on one thread has no OpenMP team to
+# stall when the HTTP side takes its core).
 # Two streams need the model's bits to be the same on one thread and on two, which the service checks at
 # warm-up and otherwise stays at one stream: the native path is (colorizer.ops.reference.sum_projection;
 # tests/serve/test_streams.py); the reference widths are not (oneDNN splits the channels of their wide 1x1
