@@ -65,13 +65,12 @@ DEFAULT_MAX_WAIT_MS: dict[str, float] = {"cpu": 0.0, "cuda": 5.0}
 # Default ``--streams``: pictures run side by side, each on threads // streams threads, when more than one
 # waits (a picture alone still runs on all threads: colorizer.serve.batcher). Only a torch model (an engine
 # has its own: OpenVINO's --openvino-requests), and only on a CPU (a GPU batches instead). Measured on the
-# 2-core CPU (AMD EPYC, 2026-12-07, benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07-all and -streams),
-# bundled model, 256 px, in-process: two pictures side by side on one thread each gave 15.2, 13.8 and 15.0
-# images/s in three runs against 14.8, 13.3 and 13.3 one at a time on both (batch 2: 14.9, 13.1 and 15.1,
-# which the service cannot use without losing bit-identity; the small convolutions of a narrow model do not
-# split well over threads); served at concurrency 16 with streams, 0.88, 0.83 and 0.89x
-# the in-process ceiling against 0.82-0.92 with one stream (a worker on one thread has no OpenMP team to
-# stall when the HTTP side takes its core).
+# 2-core CPU (AMD EPYC, 2026-12-07, benchmarks/results/serve-cpu-amd-epyc-2c-2026-12-07-all*, -streams),
+# bundled model, 256 px. In-process, two pictures side by side on one thread each gave between 4% less and
+# 12% more than one at a time on both threads (images/s in five runs: 15.2 / 14.8, 13.8 / 13.3, 15.0 / 13.3, 13.3 /
+# 13.7, 14.0 / 14.2). Served, a worker on one thread has no OpenMP team to stall when the HTTP side takes
+# its core: at concurrency 16 the service gave 0.83-0.93x the in-process ceiling in five runs with streams
+# (median 0.89), against 0.82-0.92 in three runs with one stream.
 # Two streams need the model's bits to be the same on one thread and on two, which the service checks at
 # warm-up and otherwise stays at one stream: the native path is (colorizer.ops.reference.sum_projection;
 # tests/serve/test_streams.py); the reference widths are not (oneDNN splits the channels of their wide 1x1
