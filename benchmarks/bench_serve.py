@@ -31,6 +31,7 @@ of it (about 1 ms of CPU a request), which the figures include.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import io
 import itertools
 import json
@@ -125,7 +126,7 @@ def probe_main(model_file: str, kernels: str, size: int) -> int:
     runner = load_runner(model_file, device="cpu", kernels=kernels)
     sketch, palette = request_inputs(sketch_png(size))
     threads = torch.get_num_threads()
-    helpers: list[StreamHelper] = []
+    helpers, helper_count = None, 0  # the other streams' threads, kept as the service keeps its workers
     print(json.dumps({"hello": PROBE_HELLO, "runner": repr(runner), "threads": threads}), flush=True)
     for line in sys.stdin:
         n, calls, seed, streams = (int(v) for v in line.split())
@@ -133,11 +134,11 @@ def probe_main(model_file: str, kernels: str, size: int) -> int:
         if streams == 1:
             print(json.dumps(_probe_calls(*args, 0, threads)), flush=True)
             continue
-        while len(helpers) < streams - 1:
-            helpers.append(StreamHelper())
+        if helper_count < streams - 1:
+            helpers, helper_count = concurrent.futures.ThreadPoolExecutor(streams - 1), streams - 1
         narrow = max(1, threads // streams)
         start = time.perf_counter()
-        pending = [h.submit(_probe_calls, *args, k, narrow) for k, h in enumerate(helpers[: streams - 1], 1)]
+        pending = [helpers.submit(_probe_calls, *args, k, narrow) for k in range(1, streams)]
         _probe_calls(*args, 0, narrow)
         for p in pending:
             p.result()
@@ -156,18 +157,6 @@ def _probe_calls(runner, sketches, palettes, calls: int, seed: int, streams: int
         runner.colorize(sketches, palettes, [seed + ((j * streams + k) * n) + i for i in range(n)])
         times.append(time.perf_counter() - start)
     return times
-
-
-class StreamHelper:
-    """One long-lived thread that runs what it is given (the probe's extra stream)."""
-
-    def __init__(self):
-        import concurrent.futures
-
-        self.pool = concurrent.futures.ThreadPoolExecutor(1)
-
-    def submit(self, fn, *args):
-        return self.pool.submit(fn, *args)
 
 
 class Probe:

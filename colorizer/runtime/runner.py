@@ -43,11 +43,9 @@ _restore = threading.local()
 
 def _small_conv_pre(module, args):
     x = args[0]
-    threads = torch.get_num_threads()
-    small = x.dim() == 4 and x.device.type == "cpu" and x.shape[-2] * x.shape[-1] < SMALL_CONV_PIXELS
-    stack = _restore.__dict__.setdefault("stack", [])
-    stack.append(threads if small and threads > 1 else None)
-    if stack[-1] is not None:
+    threads = torch.get_num_threads() if x.shape[-2] * x.shape[-1] < SMALL_CONV_PIXELS else 1
+    _restore.__dict__.setdefault("stack", []).append(threads if threads > 1 else None)
+    if threads > 1:
         torch.set_num_threads(1)
 
 

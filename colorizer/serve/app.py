@@ -32,6 +32,7 @@ import logging
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import anyio
@@ -153,9 +154,7 @@ class Service:
         batcher = self.batcher
         if batcher.streams == 1:
             return False
-        keep = getattr(self.runner, "keep_bits_across_thread_counts", None)
-        if keep is not None:
-            keep(True)
+        self.runner.keep_bits_across_thread_counts(True)
         side = self.settings.warmup_size
         palette = torch.arange(27, dtype=torch.uint8).reshape(1, 9, 3) * 9
         differ = []
@@ -169,13 +168,11 @@ class Service:
             if not torch.equal(alone, side_by_side):
                 differ.append(float((alone - side_by_side).abs().nan_to_num(float("inf")).max()))
         if differ:
-            diff = max(differ)
-            if keep is not None:
-                keep(False)
+            self.runner.keep_bits_across_thread_counts(False)
             log.warning(
                 "one stream: the model's pictures on %d and on %d threads differ (by up to %.1e), so pictures run "
                 "one at a time on all threads",
-                batcher.threads, batcher.narrow_threads, diff,
+                batcher.threads, batcher.narrow_threads, max(differ),
             )  # fmt: skip
             return False
         batcher.open_streams()
@@ -337,8 +334,6 @@ def hex_palette(palette: torch.Tensor) -> list[str]:
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    import zlib
-
     return len(data).to_bytes(4, "big") + kind + data + (zlib.crc32(kind + data) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
@@ -351,8 +346,6 @@ def encode_png(image: np.ndarray) -> bytes:
     4.4 ms and 60 KB for Pillow at level 1 with the same strategy (Pillow tries all five filters on every row),
     2.5 ms and 192 KB for Pillow uncompressed, and 23 ms and 105 KB for Pillow's default level 6. Any PNG
     reader gives back the same pixels (tests/serve/test_api.py decodes it with Pillow)."""
-    import zlib
-
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
     height, width, _ = image.shape

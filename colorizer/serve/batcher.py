@@ -118,7 +118,7 @@ class Batcher:
         self._count = 0
         self._cond = threading.Condition()
         self._stopping = False
-        self._open = 1  # workers that take work: the lead, then ``streams`` after open_streams
+        self._streams_open = False  # open_streams was called: the other workers take work too
         self._running = 0  # workers inside a run or call
         self._wide = False  # the lead runs a picture alone on all threads: the others wait for it
         self._threads: list[threading.Thread] = []
@@ -131,7 +131,7 @@ class Batcher:
     @property
     def open_streams_count(self) -> int:
         """Workers taking work now: 1 until ``open_streams``."""
-        return self._open
+        return self.streams if self._streams_open else 1
 
     def start(self) -> None:
         """Start the lead worker (it runs every call, and every picture while it is the only worker)."""
@@ -140,7 +140,7 @@ class Batcher:
     def open_streams(self) -> None:
         """Start the other ``streams - 1`` workers (after ``start``)."""
         with self._cond:
-            self._open = self.streams
+            self._streams_open = True
             self._cond.notify_all()
         for k in range(1, self.streams):
             self._start_worker(k)
@@ -210,7 +210,7 @@ class Batcher:
     def _threads_now(self) -> int:
         """Threads for the work just taken (called with the lock held, after the take): all of them when
         this is the only work, running or waiting, and fewer side by side otherwise."""
-        if self._open == 1:
+        if not self._streams_open:
             return self.threads
         alone = self._running == 0 and self._count == 0 and not self._calls
         return self.threads if alone else self.narrow_threads
@@ -221,7 +221,7 @@ class Batcher:
         on all threads)."""
         if worker == 0:
             return True
-        if worker >= self._open or self._wide:
+        if self._wide:  # (the other workers start only once the streams are open)
             return False
         return self._running > 0 or self._count >= 2
 
@@ -255,7 +255,7 @@ class Batcher:
     def _begin(self, threads: int) -> int:
         """Count a worker as running (lock held); a run on all threads while streams are open is 'wide'."""
         self._running += 1
-        self._wide = self._open > 1 and threads == self.threads and threads > self.narrow_threads
+        self._wide = self._streams_open and threads == self.threads > self.narrow_threads
         return threads
 
     def _end(self) -> None:
